@@ -1,0 +1,143 @@
+"""Artifacts (a model at one point of a variant's chain) and the content-hash cache.
+
+An artifact's ``digest`` hashes everything that made it: the baseline, each step's name and
+config, the seed and the data it consumed. Two variants that share steps (``from:``) or a re-run of
+the same recipe find the artifact in the cache instead of rebuilding it.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+FILENAMES = {"torch": "model.pt", "onnx": "model.onnx", "openvino": "model.xml", "tensorrt": "engine.plan"}
+
+
+def digest_of(*parts: Any) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(json.dumps(p, sort_keys=True, default=str).encode())
+        h.update(b"\0")
+    return h.hexdigest()[:20]
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:20]
+
+
+@dataclass
+class Artifact:
+    kind: str  # torch | onnx | openvino | tensorrt
+    digest: str
+    path: Path | None = None
+    module: Any = None  # the nn.Module, for kind == "torch"
+    model_spec: Any = None  # how to rebuild a torch architecture when reloading from disk
+    lineage: list[str] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def load_module(self):
+        """A fresh copy of the torch module (callers may move or modify it)."""
+        if self.kind != "torch":
+            raise TypeError(f"a {self.kind} artifact has no torch module")
+        if self.module is not None:
+            return copy.deepcopy(self.module)
+        return load_torch(self.path, self.model_spec)
+
+    @property
+    def size_bytes(self) -> int | None:
+        if self.path is None or not self.path.exists():
+            return None
+        total = self.path.stat().st_size
+        data = self.path.with_name(self.path.name + ".data")  # ONNX external data, if any
+        if data.exists():
+            total += data.stat().st_size
+        return total
+
+    def files(self) -> list[Path]:
+        if self.path is None:
+            return []
+        out = [self.path]
+        for extra in (self.path.name + ".data", self.path.stem + ".bin"):
+            p = self.path.with_name(extra)
+            if p.exists():
+                out.append(p)
+        return out
+
+
+def save_torch(module, path: Path) -> None:
+    """Save a state_dict: it reloads with weights_only=True, pruned widths included."""
+    import torch
+
+    torch.save(module.state_dict(), path)
+
+
+def load_torch(path: Path, model_spec):
+    from compress.sources.models import load_state_dict_checked, read_state_dict, resize_to_state_dict
+
+    sd = read_state_dict(Path(path))
+    module = model_spec.build()
+    resize_to_state_dict(module, sd)
+    load_state_dict_checked(module, sd, str(path))
+    return module.eval()
+
+
+def atomic_dir(final: Path):
+    """A temporary sibling directory that the caller renames onto ``final`` when complete."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+
+
+class Cache:
+    """Artifacts by digest under ``root``; entries are written to a temp dir and renamed."""
+
+    def __init__(self, root: Path | None):
+        self.root = root
+
+    def _entry(self, digest: str) -> Path | None:
+        return None if self.root is None else self.root / digest
+
+    def get(self, digest: str, model_spec=None) -> Artifact | None:
+        entry = self._entry(digest)
+        if entry is None or not (entry / "artifact.json").is_file():
+            return None
+        info = json.loads((entry / "artifact.json").read_text())
+        art = Artifact(
+            kind=info["kind"], digest=digest, path=entry / info["file"], model_spec=model_spec,
+            lineage=info["lineage"], meta=info["meta"],
+        )
+        if art.kind == "torch":
+            art.module = load_torch(art.path, model_spec)
+        art.meta["cached"] = True
+        return art
+
+    def put(self, art: Artifact) -> Artifact:
+        """Store ``art`` (its files move into the cache) and return it pointing there."""
+        entry = self._entry(art.digest)
+        if entry is None:
+            return art
+        if entry.exists():
+            shutil.rmtree(entry)
+        tmp = atomic_dir(entry)
+        if art.kind == "torch" and art.path is None:
+            art.path = tmp / FILENAMES["torch"]
+            save_torch(art.module, art.path)
+        else:
+            for f in art.files():
+                shutil.copy2(f, tmp / f.name)
+        info = {"kind": art.kind, "file": art.path.name, "lineage": art.lineage,
+                "meta": {k: v for k, v in art.meta.items() if k != "cached"}}
+        (tmp / "artifact.json").write_text(json.dumps(info, indent=2, default=str))
+        os.replace(tmp, entry)
+        art.path = entry / art.path.name
+        return art

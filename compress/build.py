@@ -1,0 +1,155 @@
+"""Build the baseline and every variant's artifact chain, through the content-hash cache."""
+
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from compress.artifacts import Artifact, Cache, digest_of, file_digest
+from compress.errors import CompressError, InputError, StepError
+from compress.sources.models import ModelSpec, load_state_dict_checked, onnx_path, read_state_dict, resolve
+from compress.steps.base import STEPS, StepContext
+
+
+@dataclass
+class Built:
+    """One variant's outcome: its final artifact, or the error that stopped it."""
+
+    name: str
+    artifact: Artifact | None = None
+    error: str | None = None
+    steps: list[dict] = field(default_factory=list)  # {step, seconds, cached}
+    consumed: set[str] = field(default_factory=set)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.artifact is not None
+
+
+def build_baseline(recipe, base_dir: Path, splits, cache: Cache, progress=None, log=print) -> tuple[Artifact, dict]:
+    """The uncompressed model: an ONNX file, a checkpoint, or (no checkpoint) trained on train."""
+    mcfg = recipe.model
+    info: dict = {"source": mcfg.source}
+    sample_shape = tuple(splits["heldout"].images.shape[1:])
+    if tuple(mcfg.input_shape) != sample_shape:
+        raise InputError(
+            f"model.input_shape {list(mcfg.input_shape)} does not match the data's samples "
+            f"{list(sample_shape)}; fix input_shape or data.transform (resize/channels)"
+        )
+    if mcfg.source.startswith("onnx:"):
+        path = onnx_path(mcfg.source, base_dir)
+        info["trained"] = False
+        return Artifact(kind="onnx", digest=file_digest(path), path=path, lineage=["baseline(onnx)"]), info
+    spec = ModelSpec(mcfg.source, dict(mcfg.kwargs), base_dir)
+    ck = mcfg.checkpoint_config
+    if ck is not None:
+        path = resolve(ck.path, base_dir)
+        module = spec.build()
+        load_state_dict_checked(module, read_state_dict(path, ck.key, ck.strip_prefix), str(path))
+        digest = digest_of(mcfg.source, mcfg.kwargs, file_digest(path), ck.key, ck.strip_prefix)
+        info.update(checkpoint=str(path), trained=False)
+        art = Artifact(kind="torch", digest=digest, module=module.eval(), model_spec=spec,
+                       lineage=["baseline(checkpoint)"])
+    else:
+        tcfg = recipe.baseline.train
+        if tcfg is None:
+            raise InputError(
+                "the model has no checkpoint and baseline.train is not set: give model.checkpoint, "
+                "or add `baseline: {train: {epochs: 4}}` to train one on the train split"
+            )
+        if "train" not in splits:
+            raise InputError("baseline.train needs a train split (data.split.train > 0)")
+        digest = digest_of(mcfg.source, mcfg.kwargs, tcfg.model_dump(), recipe.seed, splits["train"].fingerprint())
+        art = cache.get(digest, spec)
+        if art is not None:
+            log("baseline: trained model found in the cache")
+            info.update(trained=True, cached=True, train=art.meta.get("train"))
+        else:
+            import torch
+
+            from compress.training import train
+
+            torch.manual_seed(recipe.seed)
+            module = spec.build()
+            history = train(
+                module, splits["train"], epochs=tcfg.epochs, lr=tcfg.lr, batch_size=tcfg.batch_size,
+                momentum=tcfg.momentum, weight_decay=tcfg.weight_decay, seed=recipe.seed,
+                progress=progress, description="training baseline",
+            )
+            art = Artifact(kind="torch", digest=digest, module=module.eval(), model_spec=spec,
+                           lineage=["baseline(trained)"], meta={"train": history})
+            art = cache.put(art)
+            info.update(trained=True, cached=False, train=history)
+    from compress.steps.prune import count_macs_params
+
+    art.meta["macs"], art.meta["params"] = count_macs_params(art.module, mcfg.input_shape)
+    return art, info
+
+
+def build_variants(recipe, baseline: Artifact, splits, cache: Cache, workroot: Path,
+                   progress=None, log=print) -> dict[str, Built]:
+    """Apply every variant's steps; a failure stops that variant (and its children) only."""
+    data_fp = {r: s.fingerprint() for r, s in splits.items() if r != "heldout"}
+    results: dict[str, Built] = {}
+    for name in recipe.variant_order():
+        v = recipe.variants[name]
+        built = Built(name)
+        results[name] = built
+        if v.from_ is not None:
+            parent = results[v.from_]
+            if not parent.ok:
+                built.error = f"not built: the variant it starts from ({v.from_}) failed"
+                continue
+            art = parent.artifact
+            built.steps = [dict(s, inherited=True) for s in parent.steps]
+            built.consumed |= parent.consumed
+        else:
+            art = baseline
+        for i, (step_name, cfg) in enumerate(v.step_list()):
+            spec = STEPS.get(step_name)
+            key = digest_of(art.digest, step_name, cfg.model_dump(), recipe.seed, data_fp)
+            t0 = time.perf_counter()
+            cached = cache.get(key, art.model_spec)
+            workdir = workroot / name / f"{i}-{step_name}"
+            workdir.mkdir(parents=True, exist_ok=True)
+            ctx = StepContext(
+                splits=splits, model_spec=art.model_spec, input_shape=tuple(recipe.model.input_shape),
+                seed=recipe.seed, workdir=workdir, baseline=baseline, progress=progress, log=log,
+            )
+            if cached is not None:
+                nxt = cached
+                nxt.model_spec = art.model_spec
+                ctx.consumed.update(cached.meta.get("consumed", []))
+            else:
+                log(f"{name}: {step_name} ...")
+                try:
+                    nxt = spec.apply(art, cfg, ctx)
+                except CompressError as err:
+                    built.error = f"step {i} ({step_name}): {err}"
+                    break
+                except Exception as err:  # a library raised: report it, keep the other variants going
+                    tb = traceback.format_exception_only(type(err), err)[-1].strip()
+                    built.error = f"step {i} ({step_name}) failed unexpectedly: {tb}"
+                    break
+                nxt.digest = key
+                nxt.model_spec = art.model_spec
+                nxt.meta["consumed"] = sorted(ctx.consumed)
+                nxt.meta["step_seconds"] = time.perf_counter() - t0
+                nxt = cache.put(nxt)
+            seconds = time.perf_counter() - t0
+            built.steps.append({
+                "step": step_name, "config": cfg.model_dump(mode="json"), "seconds": seconds,
+                "compute_seconds": seconds if cached is None else nxt.meta.get("step_seconds", seconds),
+                "cached": cached is not None,
+            })
+            built.consumed |= ctx.consumed
+            built.notes += ctx.notes
+            if nxt.kind == "torch" and nxt.module is None:
+                raise StepError(f"step {step_name} returned a torch artifact without a module")
+            art = nxt
+        else:
+            built.artifact = art
+    return results

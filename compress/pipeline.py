@@ -1,0 +1,240 @@
+"""One run: splits, baseline, variants, evaluation, profiling, gate, and the run directory.
+
+The run directory is assembled under a temporary name and renamed when complete, so a crashed run
+never leaves a half-written directory that looks finished.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from compress import __version__
+from compress.artifacts import Artifact, Cache
+from compress.build import build_baseline, build_variants
+from compress.cost import usd_per_1m
+from compress.environment import environment
+from compress.errors import CompressError
+from compress.evaluate import compare, evaluate
+from compress.gate import apply_gate
+from compress.profile import speedup, time_sessions
+from compress.report import render_report
+from compress.runtimes.base import RUNTIMES
+from compress.sources.data import make_splits
+
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class RunOutcome:
+    run_dir: Path
+    results: dict
+    exit_code: int
+
+
+def _eval_target(recipe, kind: str):
+    """The target a kind of artifact is judged on: the first that can run it, else a CPU default."""
+    from compress.recipe import TargetConfig
+
+    for t in recipe.targets:
+        if kind in RUNTIMES.get(t.runtime).accepts:
+            return t
+    runtime = {"torch": "torch", "onnx": "onnxruntime"}.get(kind)
+    return TargetConfig(name=f"{runtime}-cpu", runtime=runtime, device="cpu")
+
+
+def _artifact_summary(art: Artifact) -> dict:
+    meta = art.meta
+    return {
+        "kind": art.kind, "lineage": art.lineage, "size_bytes": art.size_bytes,
+        "params": meta.get("params"), "macs": meta.get("macs"),
+        "int8_coverage": meta.get("int8_coverage"), "quantization": meta.get("quantization"),
+        "pruning": {k: v for k, v in meta["pruning"].items() if k != "finetune"} if "pruning" in meta else None,
+        "export_max_rel_error": meta.get("export_max_rel_error"),
+    }
+
+
+def run_recipe(recipe, recipe_path: Path, *, out_dir: Path | None = None, use_cache: bool = True,
+               progress=None, log=print) -> RunOutcome:
+    started = dt.datetime.now(dt.timezone.utc)
+    base_dir = recipe_path.parent
+    root = Path(out_dir) if out_dir is not None else Path(recipe.report.dir)
+    splits = make_splits(recipe.data, base_dir, recipe.seed)  # InputError -> exit 2, nothing written
+    stamp = started.strftime("%Y%m%d-%H%M%S")
+    final_dir = root / stamp
+    n = 1
+    while final_dir.exists():
+        n += 1
+        final_dir = root / f"{stamp}-{n}"
+    root.mkdir(parents=True, exist_ok=True)
+    tmp_dir = root / f".{final_dir.name}.partial"
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+    tmp_dir.mkdir()
+    try:
+        cache = Cache(root / ".cache" if use_cache else None)
+        results = _run(recipe, recipe_path, splits, cache, tmp_dir, started, progress, log)
+        results["run"]["run_dir"] = str(final_dir)
+        _write(tmp_dir, recipe, results)
+        shutil.rmtree(tmp_dir / "work", ignore_errors=True)
+        os.replace(tmp_dir, final_dir)
+    except BaseException:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        raise
+    return RunOutcome(final_dir, results, results["verdict"]["exit_code"])
+
+
+def _run(recipe, recipe_path, splits, cache, tmp_dir, started, progress, log) -> dict:
+    import time
+
+    t_start = time.perf_counter()
+    base_dir = recipe_path.parent
+    baseline, baseline_info = build_baseline(recipe, base_dir, splits, cache, progress, log)
+    built = build_variants(recipe, baseline, splits, cache, tmp_dir / "work", progress, log)
+    # artifacts into the run directory
+    for name, b in built.items():
+        if b.ok:
+            dest = tmp_dir / "artifacts" / name
+            dest.mkdir(parents=True, exist_ok=True)
+            if b.artifact.kind == "torch" and b.artifact.path is None:
+                from compress.artifacts import save_torch
+
+                save_torch(b.artifact.module, dest / "model.pt")
+            for f in b.artifact.files():
+                shutil.copy2(f, dest / f.name)
+    variants: dict[str, dict] = {}
+    for name, b in built.items():
+        v = recipe.variants[name]
+        entry = {
+            "status": "ok" if b.ok else "failed", "error": b.error, "from": v.from_,
+            "description": v.description, "gated": v.gate, "steps": b.steps, "notes": b.notes,
+            "consumed_splits": sorted(b.consumed),
+        }
+        if b.ok:
+            entry["artifact"] = _artifact_summary(b.artifact)
+        variants[name] = entry
+    # ---- evaluation on held-out (and train / drift, for the overfitting and drift checks)
+    roles = [r for r in ("heldout", "train", "drift") if r in splits]
+    evals: dict[str, dict] = {}
+    base_target = _eval_target(recipe, baseline.kind)
+    sess = RUNTIMES.get(base_target.runtime).load(baseline, base_target)
+    evals["baseline"] = {r: evaluate(sess, splits[r], batch_size=recipe.evaluate.batch_size,
+                                     progress=progress, description=f"evaluating baseline ({r})")
+                         for r in roles}
+    sess.close()
+    baseline_entry = {
+        "status": "ok", "artifact": _artifact_summary(baseline), "info": baseline_info,
+        "accuracy": {r: evals["baseline"][r].to_dict(keep_predictions=(r == "heldout")) for r in roles},
+        "evaluated_on": base_target.name,
+    }
+    for name, b in built.items():
+        if not b.ok:
+            continue
+        target = _eval_target(recipe, b.artifact.kind)
+        try:
+            sess = RUNTIMES.get(target.runtime).load(b.artifact, target)
+            evals[name] = {r: evaluate(sess, splits[r], batch_size=recipe.evaluate.batch_size,
+                                       progress=progress, description=f"evaluating {name} ({r})")
+                           for r in roles}
+            sess.close()
+        except Exception as err:
+            variants[name].update(status="failed", error=f"evaluation on {target.name} failed: {err}")
+            continue
+        acc = {r: evals[name][r].to_dict(keep_predictions=(r == "heldout")) for r in roles}
+        acc.update(compare(evals[name]["heldout"], evals["baseline"]["heldout"], seed=recipe.seed))
+        if "drift" in roles:
+            acc["drift_change_points"] = evals[name]["drift"].top1 - evals["baseline"]["drift"].top1
+        variants[name]["accuracy"] = acc
+        variants[name]["evaluated_on"] = target.name
+    # ---- profiling, per target, every runnable artifact interleaved
+    artifacts = {"baseline": baseline, **{n: b.artifact for n, b in built.items() if b.ok}}
+    reference = recipe.gate.reference
+    probe = splits["calibration"] if "calibration" in splits else splits.get("train", splits["heldout"])
+    rng = np.random.default_rng(recipe.seed)
+
+    def make_batch(bs: int) -> np.ndarray:
+        idx = rng.choice(len(probe), size=bs, replace=len(probe) < bs)
+        return probe.inputs(np.sort(idx))
+
+    for target in recipe.targets:
+        runtime = RUNTIMES.get(target.runtime)
+        sessions, skipped = {}, {}
+        for name, art in artifacts.items():
+            if name != "baseline" and variants[name]["status"] != "ok":
+                continue
+            if art.kind not in runtime.accepts:
+                skipped[name] = f"{target.runtime} cannot run a {art.kind} model"
+                continue
+            try:
+                sessions[name] = runtime.load(art, target)
+            except CompressError as err:
+                skipped[name] = str(err)
+        if not sessions:
+            continue
+        log(f"profiling {len(sessions)} model(s) on target {target.name} ...")
+        timings = time_sessions(
+            sessions, make_batch, recipe.profile.batch_sizes, warmup=recipe.profile.warmup,
+            rounds=recipe.profile.rounds, min_round_s=recipe.profile.min_round_s,
+            device=target.device, progress=progress,
+        )
+        for s in sessions.values():
+            s.close()
+        for name, per_bs in timings.items():
+            if target.usd_per_hour is not None:
+                for m in per_bs.values():
+                    m["usd_per_1m"] = usd_per_1m(m["throughput_per_s"], target.usd_per_hour)
+            entry = baseline_entry if name == "baseline" else variants[name]
+            entry.setdefault("latency", {})[target.name] = {str(bs): m for bs, m in per_bs.items()}
+            entry.setdefault("runtime_info", {})[target.name] = sessions[name].info
+            if reference in timings:
+                entry.setdefault("speedup", {})[target.name] = {
+                    str(bs): speedup(timings[reference][bs], m, seed=recipe.seed) for bs, m in per_bs.items()
+                }
+        for name, why in skipped.items():
+            entry = baseline_entry if name == "baseline" else variants[name]
+            entry.setdefault("not_profiled", {})[target.name] = why
+    results = {
+        "schema_version": SCHEMA_VERSION,
+        "compress_version": __version__,
+        "recipe": json.loads(recipe.model_dump_json(by_alias=True)),
+        "run": {"recipe_path": str(recipe_path), "started": started.isoformat(),
+                "wall_s": None},
+        "data": {"splits": splits.summary(), "classes": splits.classes,
+                 "heldout_labels": splits["heldout"].labels.tolist()},
+        "targets": [t.model_dump() for t in recipe.targets],
+        "baseline": baseline_entry,
+        "variants": variants,
+    }
+    apply_gate(results)
+    results["run"]["wall_s"] = time.perf_counter() - t_start
+    results["run"]["finished"] = dt.datetime.now(dt.timezone.utc).isoformat()
+    return results
+
+
+def _write(run_dir: Path, recipe, results: dict) -> None:
+    (run_dir / "recipe.yaml").write_text(
+        yaml.safe_dump(json.loads(recipe.model_dump_json(by_alias=True)), sort_keys=False)
+    )
+    env = environment(Path(results["run"]["recipe_path"]).parent)
+    (run_dir / "environment.json").write_text(json.dumps(env, indent=2))
+    results["environment"] = env
+    (run_dir / "results.json").write_text(json.dumps(results, indent=1, default=_json_default))
+    (run_dir / "report.md").write_text(render_report(results))
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"cannot serialise {type(o).__name__}")

@@ -1,0 +1,514 @@
+"""The recipe: a pydantic schema of the YAML file, and the rules between its parts.
+
+Every model forbids unknown keys, so a typo fails at load time with its key path. Rules that span
+several keys (step order, which target can run which variant, disjoint splits) are checked in
+``Recipe.check_rules`` after the per-field validation, and every problem is reported at once.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
+
+import compress.runtimes  # noqa: F401  (registers the runtimes)
+import compress.steps  # noqa: F401  (registers the steps)
+from compress.errors import InputError, RecipeError
+from compress.runtimes.base import RUNTIMES
+from compress.sources.data import DATA_SCHEMES
+from compress.sources.models import MODEL_SCHEMES
+from compress.steps.base import STEPS, StepConfig
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _check_source(value: str, schemes: dict[str, str], what: str) -> str:
+    scheme, sep, rest = value.partition(":")
+    if not sep or not rest:
+        raise ValueError(
+            f"{what} source {value!r} must look like SCHEME:VALUE; valid schemes: "
+            + ", ".join(f"{k}:{v}" for k, v in schemes.items())
+        )
+    if scheme not in schemes:
+        raise ValueError(
+            f"unknown {what} source scheme {scheme!r}; valid schemes: "
+            + ", ".join(f"{k}:{v}" for k, v in schemes.items())
+        )
+    return value
+
+
+# --------------------------------------------------------------------------- model
+
+
+class CheckpointConfig(Strict):
+    path: Path
+    key: str | None = Field(None, description="Key of the state_dict inside the file, e.g. state_dict")
+    strip_prefix: str | None = Field(None, description="Prefix removed from every key, e.g. 'module.'")
+
+
+class ModelConfig(Strict):
+    source: str = Field(
+        description="torchvision:NAME | python:MODULE_OR_FILE.py:FACTORY (runs your code) | onnx:PATH"
+    )
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="Arguments of the factory")
+    checkpoint: Path | CheckpointConfig | None = Field(
+        None, description="A state_dict file, loaded with torch.load(weights_only=True)"
+    )
+    input_shape: tuple[int, ...] = Field(description="One sample's shape, e.g. [3, 32, 32]")
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, v: str) -> str:
+        return _check_source(v, MODEL_SCHEMES, "model")
+
+    @field_validator("input_shape")
+    @classmethod
+    def _shape(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if not v or any(d <= 0 for d in v):
+            raise ValueError(f"input_shape must be positive sizes such as [3, 32, 32], got {list(v)}")
+        return v
+
+    @property
+    def checkpoint_config(self) -> CheckpointConfig | None:
+        if self.checkpoint is None or isinstance(self.checkpoint, CheckpointConfig):
+            return self.checkpoint
+        return CheckpointConfig(path=self.checkpoint)
+
+
+# --------------------------------------------------------------------------- data
+
+
+class TransformConfig(Strict):
+    resize: int | tuple[int, int] | None = Field(None, description="Output size (square or [H, W])")
+    channels: Literal[1, 3] | None = Field(None, description="Convert to 1 or 3 channels")
+    normalize: tuple[list[float], list[float]] | None = Field(
+        None, description="[mean, std], per channel or one value for all"
+    )
+
+    @field_validator("normalize")
+    @classmethod
+    def _normalize(cls, v):
+        if v is not None:
+            mean, std = v
+            if len(mean) != len(std) or not mean:
+                raise ValueError("normalize needs [mean, std] lists of the same, non-zero length")
+            if any(s <= 0 for s in std):
+                raise ValueError("normalize std values must be > 0")
+        return v
+
+
+SPLIT_ROLES = ("train", "calibration", "tuning", "heldout")
+
+
+class SplitConfig(Strict):
+    """Fractions of one source; disjoint, stratified by label, seeded."""
+
+    train: float = 0.6
+    calibration: float = 0.1
+    tuning: float = 0.0
+    heldout: float = 0.3
+
+    @model_validator(mode="after")
+    def _fractions(self):
+        values = {r: getattr(self, r) for r in SPLIT_ROLES}
+        for role, f in values.items():
+            if not 0 <= f < 1:
+                raise ValueError(f"split.{role} must be a fraction in [0, 1), got {f}")
+        if self.heldout <= 0:
+            raise ValueError("split.heldout must be > 0: variants are judged on held-out data")
+        total = sum(values.values())
+        if total > 1 + 1e-9:
+            raise ValueError(f"split fractions add up to {total:g} > 1; they must not overlap")
+        return self
+
+
+class DriftConfig(Strict):
+    source: str | None = Field(None, description="Labelled newer data, e.g. npz:new.npz")
+    corruption: str | None = Field(None, description="Synthetic shift: gaussian_noise, gaussian_blur, jpeg, brightness, contrast")
+    severity: int = Field(2, ge=1, le=5)
+
+    @model_validator(mode="after")
+    def _one(self):
+        if (self.source is None) == (self.corruption is None):
+            raise ValueError("drift needs exactly one of 'source' or 'corruption'")
+        if self.source is not None:
+            _check_source(self.source, DATA_SCHEMES, "data")
+        return self
+
+
+class DataConfig(Strict):
+    source: str | None = Field(None, description="One source split by `split`: sklearn:digits | imagefolder:DIR | npz:FILE | python:MODULE:FN")
+    sources: dict[Literal["train", "calibration", "tuning", "heldout"], str] | None = Field(
+        None, description="Or one source per role, already separate (e.g. newer data as held-out)"
+    )
+    transform: TransformConfig = Field(default_factory=TransformConfig)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    drift: DriftConfig | None = None
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, v):
+        return v if v is None else _check_source(v, DATA_SCHEMES, "data")
+
+    @field_validator("sources")
+    @classmethod
+    def _sources(cls, v):
+        for s in (v or {}).values():
+            _check_source(s, DATA_SCHEMES, "data")
+        return v
+
+    @model_validator(mode="after")
+    def _one(self):
+        if (self.source is None) == (self.sources is None):
+            raise ValueError("data needs exactly one of 'source' (split by fractions) or 'sources' (one per role)")
+        if self.sources is not None and "heldout" not in self.sources:
+            raise ValueError("data.sources needs a 'heldout' source: variants are judged on it")
+        return self
+
+
+# --------------------------------------------------------------------------- training
+
+
+class TrainConfig(Strict):
+    epochs: int = Field(4, ge=1)
+    lr: float = Field(0.05, gt=0)
+    batch_size: int = Field(64, ge=1)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0)
+
+
+class BaselineConfig(Strict):
+    train: TrainConfig | None = Field(None, description="Train the baseline when there is no checkpoint")
+
+
+# --------------------------------------------------------------------------- variants
+
+
+def _step_union():
+    """A tagged union of ``{step_name: StepConfig}`` entries, built from the step registry."""
+    members = []
+    for name, spec in STEPS.items():
+        entry = create_model(
+            f"{name.title().replace('_', '')}Step",
+            __config__=ConfigDict(extra="forbid"),
+            **{name: (spec.config, Field(default_factory=spec.config))},
+        )
+        members.append(Annotated[entry, Tag(name)])
+
+    def tag(value: Any) -> str | None:
+        if isinstance(value, dict):
+            keys = list(value)
+            return keys[0] if len(keys) == 1 and keys[0] in STEPS else None
+        if isinstance(value, str) and value in STEPS:  # "- export" with all defaults
+            return value
+        for name in STEPS:
+            if isinstance(value, BaseModel) and hasattr(value, name):
+                return name
+        return None
+
+    return Annotated[
+        Union[tuple(members)],  # noqa: UP007
+        Discriminator(
+            tag,
+            custom_error_type="unknown_step",
+            custom_error_message="each step is one key naming the step; valid steps: "
+            + ", ".join(STEPS.names()),
+        ),
+    ]
+
+
+StepEntry = _step_union()
+
+
+class VariantConfig(Strict):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    from_: str | None = Field(None, alias="from", description="Start from another variant's result")
+    steps: list[StepEntry] = Field(default_factory=list)
+    description: str | None = None
+    gate: bool = Field(True, description="false: measured and reported, but never fails the run")
+
+    @field_validator("steps", mode="before")
+    @classmethod
+    def _bare_names(cls, v):
+        if isinstance(v, list):
+            return [{s: {}} if isinstance(s, str) else s for s in v]
+        return v
+
+    def step_list(self) -> list[tuple[str, StepConfig]]:
+        out = []
+        for entry in self.steps:
+            (name,) = type(entry).model_fields
+            out.append((name, getattr(entry, name)))
+        return out
+
+
+# --------------------------------------------------------------------------- targets, profile, gate
+
+
+class TargetConfig(Strict):
+    name: str
+    runtime: str
+    device: Literal["cpu", "cuda"] = "cpu"
+    threads: int | None = Field(None, ge=1, description="Intra-op threads; default: all cores")
+    usd_per_hour: float | None = Field(None, ge=0, description="Price of the machine serving the model")
+    options: dict[str, Any] = Field(default_factory=dict, description="Runtime-specific settings")
+
+    @field_validator("runtime")
+    @classmethod
+    def _runtime(cls, v):
+        if v not in RUNTIMES:
+            raise ValueError(f"unknown runtime {v!r}; valid runtimes: {', '.join(RUNTIMES.names())}")
+        return v
+
+
+class ProfileConfig(Strict):
+    batch_sizes: list[int] = Field(default_factory=lambda: [1, 32])
+    warmup: int = Field(5, ge=0, description="Untimed runs per variant before timing")
+    rounds: int = Field(7, ge=1, description="Interleaved rounds over all variants")
+    min_round_s: float = Field(0.2, gt=0, description="Minimum timed seconds per variant per round")
+
+    @field_validator("batch_sizes")
+    @classmethod
+    def _sizes(cls, v):
+        if not v or any(b < 1 for b in v):
+            raise ValueError(f"batch_sizes must be positive integers, got {v}")
+        return sorted(set(v))
+
+
+class EvaluateConfig(Strict):
+    metrics: list[Literal["top1", "top5"]] = Field(default_factory=lambda: ["top1"])
+    batch_size: int = Field(256, ge=1)
+
+
+class GateConfig(Strict):
+    max_accuracy_drop: float | None = Field(None, ge=0, description="Points of top-1 on held-out")
+    min_speedup: float | None = Field(None, gt=0, description="Against `reference` on the same target")
+    speedup_batch_sizes: list[int] | None = Field(
+        None, description="Batch sizes min_speedup applies to; default: every profiled one"
+    )
+    reference: str = Field("baseline", description="Variant that speed-ups are measured against")
+
+
+class ReportConfig(Strict):
+    dir: Path = Field(Path("runs"), description="Run directories go under DIR/<timestamp>")
+
+
+class Recipe(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    seed: int = 0
+    model: ModelConfig
+    data: DataConfig
+    baseline: BaselineConfig = Field(default_factory=BaselineConfig)
+    variants: dict[str, VariantConfig]
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    targets: list[TargetConfig] = Field(min_length=1)
+    profile: ProfileConfig = Field(default_factory=ProfileConfig)
+    gate: GateConfig = Field(default_factory=GateConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)
+
+    @field_validator("variants")
+    @classmethod
+    def _variant_names(cls, v):
+        if not v:
+            raise ValueError("a recipe needs at least one variant")
+        for name in v:
+            if name == "baseline" or not name.replace("-", "").replace("_", "").isalnum():
+                raise ValueError(
+                    f"variant name {name!r} must be letters, digits, '-' or '_' and not 'baseline'"
+                )
+        return v
+
+    # -- rules between keys ------------------------------------------------------------------
+
+    def variant_order(self) -> list[str]:
+        """Variants with every `from:` parent before its children."""
+        order: list[str] = []
+        seen: set[str] = set()
+
+        def visit(name: str, stack: tuple[str, ...]) -> None:
+            if name in seen:
+                return
+            parent = self.variants[name].from_
+            if parent is not None and parent in self.variants and parent not in stack:
+                visit(parent, (*stack, name))
+            seen.add(name)
+            order.append(name)
+
+        for name in self.variants:
+            visit(name, ())
+        return order
+
+    def final_kinds(self) -> dict[str, str]:
+        """The artifact kind each variant ends with (torch, onnx, openvino, tensorrt)."""
+        start = "onnx" if self.model.source.startswith("onnx:") else "torch"
+        kinds: dict[str, str] = {"baseline": start}
+        for name in self.variant_order():
+            v = self.variants[name]
+            kind = kinds.get(v.from_, start) if v.from_ else start
+            for step_name, cfg in v.step_list():
+                spec = STEPS.get(step_name)
+                if kind in spec.accepts:
+                    kind = spec.produces(cfg, kind)
+            kinds[name] = kind
+        return kinds
+
+    def check_rules(self) -> list[str]:
+        problems: list[str] = []
+        start = "onnx" if self.model.source.startswith("onnx:") else "torch"
+        # from: exists, no cycles
+        for name, v in self.variants.items():
+            if v.from_ is None:
+                continue
+            if v.from_ not in self.variants:
+                problems.append(
+                    f"variants.{name}.from: unknown variant {v.from_!r}; valid: {', '.join(self.variants)}"
+                )
+                continue
+            seen, cur = {name}, v.from_
+            while cur is not None and cur in self.variants:
+                if cur in seen:
+                    problems.append(f"variants.{name}.from: `from` chain loops back to {cur!r}")
+                    break
+                seen.add(cur)
+                cur = self.variants[cur].from_
+        if problems:
+            return problems
+        # step order: each step must accept the kind the previous one produced
+        kinds: dict[str, str] = {"baseline": start}
+        for name in self.variant_order():
+            v = self.variants[name]
+            kind = kinds[v.from_] if v.from_ else start
+            for i, (step_name, cfg) in enumerate(v.step_list()):
+                spec = STEPS.get(step_name)
+                if kind not in spec.accepts:
+                    hint = {
+                        "torch": "add `- export: {format: onnx}` before it",
+                        "onnx": "move it before the export step",
+                    }.get(next(iter(sorted(spec.accepts))), "")
+                    problems.append(
+                        f"variants.{name}.steps[{i}].{step_name}: needs a "
+                        f"{' or '.join(sorted(spec.accepts))} model, but the variant has a {kind} "
+                        f"model at this point" + (f"; {hint}" if hint else "")
+                    )
+                    break
+                kind = spec.produces(cfg, kind)
+            kinds[name] = kind
+        # targets
+        names = [t.name for t in self.targets]
+        for dup in {n for n in names if names.count(n) > 1}:
+            problems.append(f"targets: name {dup!r} is used twice; target names must be unique")
+        for name, kind in kinds.items():
+            if name != "baseline" and not any(
+                kind in RUNTIMES.get(t.runtime).accepts for t in self.targets
+            ):
+                problems.append(
+                    f"variants.{name}: ends with a {kind} model, which no target can run "
+                    f"(targets: {', '.join(f'{t.name}={t.runtime}' for t in self.targets)})"
+                )
+        ref = self.gate.reference
+        if ref != "baseline" and ref not in self.variants:
+            problems.append(
+                f"gate.reference: unknown variant {ref!r}; valid: baseline, {', '.join(self.variants)}"
+            )
+        if self.gate.speedup_batch_sizes:
+            missing = set(self.gate.speedup_batch_sizes) - set(self.profile.batch_sizes)
+            if missing:
+                problems.append(
+                    f"gate.speedup_batch_sizes: {sorted(missing)} are not in profile.batch_sizes "
+                    f"{self.profile.batch_sizes}"
+                )
+        if self.model.source.startswith("onnx:") and self.baseline.train is not None:
+            problems.append("baseline.train: an onnx: model cannot be trained; remove baseline.train")
+        if self.data.drift and self.data.drift.corruption:
+            from compress.corruptions import CORRUPTIONS
+
+            if self.data.drift.corruption not in CORRUPTIONS:
+                problems.append(
+                    f"data.drift.corruption: unknown corruption {self.data.drift.corruption!r}; "
+                    f"valid: {', '.join(sorted(CORRUPTIONS))}"
+                )
+        return problems
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _format_loc(loc: tuple) -> str:
+    out = ""
+    prev = None
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part == prev:  # the tagged union repeats the step name
+            continue
+        elif str(part).startswith("function-"):
+            continue
+        else:
+            out += ("." if out else "") + str(part)
+        prev = part
+    return out or "(top level)"
+
+
+def format_validation_error(err: ValidationError) -> list[str]:
+    problems = []
+    for e in err.errors():
+        loc = _format_loc(e["loc"])
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling; `compress schema` lists the valid keys)"
+        msg = msg.removeprefix("Value error, ")
+        problems.append(f"{loc}: {msg}")
+    return problems
+
+
+def parse_recipe(data: Any, *, origin: str = "recipe") -> Recipe:
+    if not isinstance(data, dict):
+        raise RecipeError(f"{origin}: a recipe must be a YAML mapping of keys, got {type(data).__name__}")
+    try:
+        recipe = Recipe.model_validate(data)
+    except ValidationError as err:
+        problems = format_validation_error(err)
+        raise RecipeError(f"{origin} is invalid:\n  " + "\n  ".join(problems), problems) from None
+    problems = recipe.check_rules()
+    if problems:
+        raise RecipeError(f"{origin} is invalid:\n  " + "\n  ".join(problems), problems)
+    return recipe
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Read and validate a recipe file. Relative input paths in it are relative to its folder."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"recipe file {str(path)!r} does not exist; check the path")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err)
+        raise RecipeError(f"{path}: YAML syntax error{where}: {problem}") from None
+    return parse_recipe(data, origin=str(path))
+
+
+def recipe_json_schema() -> dict:
+    return Recipe.model_json_schema(by_alias=True)
+
+
+def is_finite(x: float) -> bool:
+    return math.isfinite(x)

@@ -1,0 +1,239 @@
+"""results.json -> report.md. Pure functions of the results: no measurement, no I/O."""
+
+from __future__ import annotations
+
+
+def _fmt_bytes(n) -> str:
+    if n is None:
+        return "—"
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _fmt_count(n) -> str:
+    if n is None:
+        return "—"
+    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if n >= div:
+            return f"{n / div:.2f} {suffix}"
+    return str(n)
+
+
+def _usd(x) -> str:
+    if x is None:
+        return "—"
+    return f"${x:.4f}" if x < 1 else f"${x:.2f}"
+
+
+VERDICT_ICON = {"pass": "✅ pass", "fail": "❌ fail", "error": "💥 error", "reference": "reference",
+                "not gated": "not gated"}
+
+
+def _row(name: str, v: dict, target: str, sizes: list[str], baseline_top1: float | None) -> list[str]:
+    if v.get("status") == "failed":
+        return [f"**{name}**", "—", "—", *(["—"] * 3), "—", "—", VERDICT_ICON["error"]]
+    acc = v.get("accuracy", {})
+    held = acc.get("heldout", {})
+    top1 = held.get("top1")
+    if name == "baseline":
+        change = "—"
+    else:
+        iv = acc.get("change_interval")
+        change = f"{acc['change_points']:+.2f}" if "change_points" in acc else "—"
+        if iv:
+            change += f" [{iv['low']:+.2f}, {iv['high']:+.2f}]"
+    lat = (v.get("latency") or {}).get(target, {})
+    sp = (v.get("speedup") or {}).get(target, {})
+    p50 = " / ".join(f"{lat[s]['p50_ms']:.2f}" if s in lat else "—" for s in sizes)
+    speed = " / ".join(f"{sp[s]['estimate']:.2f}x" if s in sp else "—" for s in sizes)
+    big = sizes[-1]
+    cost = _usd(lat.get(big, {}).get("usd_per_1m")) if lat else "—"
+    size = _fmt_bytes((v.get("artifact") or {}).get("size_bytes"))
+    verdict = VERDICT_ICON.get((v.get("gate") or {}).get("verdict", ""), "—") if name != "baseline" else "—"
+    return [f"**{name}**", f"{top1:.2f}%" if top1 is not None else "—", change, p50, speed, size, cost, verdict]
+
+
+def comparison_table(results: dict, target: str) -> str:
+    sizes = sorted({bs for v in [results["baseline"], *results["variants"].values()]
+                    for bs in (v.get("latency") or {}).get(target, {})}, key=int)
+    if not sizes:
+        sizes = [str(b) for b in results["recipe"]["profile"]["batch_sizes"]]
+    bs_label = " / ".join(f"b{s}" for s in sizes)
+    n = results["baseline"]["accuracy"]["heldout"]["n"]
+    ref = results["recipe"]["gate"].get("reference", "baseline")
+    head = [
+        "variant", f"top-1 (held-out, n={n})", "change vs baseline, points [95% CI]",
+        f"p50 ms ({bs_label})", f"speed-up vs {ref} ({bs_label})", "size", f"$ / 1M (b{sizes[-1]})", "gate",
+    ]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    base_top1 = results["baseline"]["accuracy"]["heldout"]["top1"]
+    rows = [("baseline", results["baseline"]), *results["variants"].items()]
+    for name, v in rows:
+        lines.append("| " + " | ".join(_row(name, v, target, sizes, base_top1)) + " |")
+    return "\n".join(lines)
+
+
+def verdict_section(results: dict) -> str:
+    ver = results["verdict"]
+    rules = ver["rules"]
+    rule_txt = ", ".join(
+        f"{k} = {v}" for k, v in rules.items() if v is not None and k != "reference"
+    ) or "no gate rules set"
+    out = []
+    if ver["errors"]:
+        out.append(f"**💥 {len(ver['errors'])} variant(s) failed to build or run:** {', '.join(ver['errors'])}.")
+    if ver["failed"]:
+        out.append(f"**❌ Gate failed** for {', '.join(ver['failed'])} ({rule_txt}).")
+    if ver["passed"]:
+        out.append(f"**✅ Every gated variant passes** ({rule_txt}).")
+    rec = ver.get("recommended")
+    if rec:
+        out.append(f"**Recommended: `{rec}`**, the cheapest variant that passes every gate "
+                   f"({_why(results, rec)}).")
+    elif not ver["passing"]:
+        out.append("No variant passes every gate: keep the baseline.")
+    return "\n\n".join(out)
+
+
+def _why(results: dict, name: str) -> str:
+    v = results["variants"][name]
+    parts = []
+    acc = v.get("accuracy", {})
+    if "change_points" in acc:
+        parts.append(f"top-1 {acc['change_points']:+.2f} points")
+    for target, per_bs in (v.get("speedup") or {}).items():
+        speeds = " / ".join(f"{m['estimate']:.2f}x" for m in per_bs.values())
+        parts.append(f"{speeds} faster on {target} (batch {' / '.join(per_bs)})")
+        break
+    return ", ".join(parts)
+
+
+def warnings_for(name: str, v: dict, reference: str) -> list[str]:
+    """Plain-language explanations of results a user would otherwise misread."""
+    out = []
+    art = v.get("artifact") or {}
+    cov = art.get("int8_coverage")
+    if cov and cov.get("compute_fraction") is not None and cov["compute_fraction"] < 0.8:
+        out.append(
+            f"only {cov['compute_fraction']:.0%} of the compute ops run in int8 ({cov['summary']}): "
+            "the rest pay quantize/dequantize overhead; with ONNX Runtime on x86, uint8 activations "
+            "(the default) let every Conv fuse"
+        )
+    for target, per_bs in (v.get("speedup") or {}).items():
+        slow = [bs for bs, m in per_bs.items() if m["estimate"] < 1.0]
+        if slow and name != reference:
+            reason = ""
+            if art.get("quantization"):
+                reason = (": int8 saves arithmetic, but at this size the model is dominated by "
+                          "quantize/dequantize and memory traffic, so int8 may not pay off at every batch size")
+            out.append(f"slower than {reference} on {target} at batch {', '.join(slow)}{reason}")
+    pr = art.get("pruning")
+    if pr and v.get("speedup"):
+        mac_x = 1 / pr["mac_ratio"] if pr.get("mac_ratio") else None
+        for target, per_bs in v["speedup"].items():
+            measured = max(m["estimate"] for m in per_bs.values())
+            if mac_x and measured < 0.5 * mac_x:
+                out.append(f"MACs fell {mac_x:.1f}x but the measured speed-up on {target} is at most "
+                           f"{measured:.2f}x: pruning pays less than its MAC count on this runtime")
+            break
+    return out
+
+
+def variant_details(name: str, v: dict, reference: str) -> str:
+    lines = [f"### {name}"]
+    if v.get("description"):
+        lines.append(v["description"])
+    if v.get("status") == "failed":
+        lines.append(f"**Failed:** {v.get('error')}")
+        return "\n\n".join(lines)
+    art = v.get("artifact") or {}
+    lines.append("Lineage: " + " → ".join(art.get("lineage", [])))
+    facts = [f"size {_fmt_bytes(art.get('size_bytes'))}", f"params {_fmt_count(art.get('params'))}",
+             f"MACs {_fmt_count(art.get('macs'))}"]
+    if art.get("pruning"):
+        pr = art["pruning"]
+        facts.append(f"MACs {_fmt_count(pr['macs_before'])} → {_fmt_count(pr['macs_after'])} "
+                     f"({pr['mac_ratio']:.0%} kept)")
+    if art.get("int8_coverage"):
+        facts.append(f"int8 coverage: {art['int8_coverage']['summary']}")
+    lines.append("; ".join(facts))
+    acc = v.get("accuracy", {})
+    if acc:
+        held = acc["heldout"]
+        mc = acc.get("mcnemar", {})
+        txt = (f"Held-out top-1 {held['top1']:.2f}% (n={held['n']}), agreement with baseline "
+               f"{acc['agreement']:.1f}%")
+        if mc:
+            txt += f", McNemar p={mc['p_value']:.3g} ({mc['n_variant_only']} fixed / {mc['n_baseline_only']} broken)"
+        if "train" in acc:
+            txt += f"; train top-1 {acc['train']['top1']:.2f}%"
+        if "drift" in acc:
+            txt += f"; drift top-1 {acc['drift']['top1']:.2f}% ({acc.get('drift_change_points', 0):+.2f} vs baseline)"
+        lines.append(txt + f". Evaluated with target `{v.get('evaluated_on')}`.")
+    steps = [s for s in v.get("steps", []) if not s.get("inherited")]
+    if steps:
+        lines.append("Steps: " + ", ".join(
+            f"{s['step']} {s['compute_seconds']:.1f} s" + (" (cached)" if s["cached"] else "") for s in steps))
+    for target, why in (v.get("not_profiled") or {}).items():
+        lines.append(f"Not profiled on `{target}`: {why}.")
+    for w in warnings_for(name, v, reference) + list(v.get("notes", [])):
+        lines.append(f"> ⚠️ {w}")
+    checks = (v.get("gate") or {}).get("checks", [])
+    if checks:
+        lines.append("Gate: " + "; ".join(("✅ " if c["passed"] else "❌ ") + c["detail"] for c in checks))
+    return "\n\n".join(lines)
+
+
+def render_report(results: dict) -> str:
+    recipe = results["recipe"]
+    ref = recipe["gate"].get("reference", "baseline")
+    out = [f"# compress report: {recipe['name']}", verdict_section(results)]
+    for t in results["targets"]:
+        threads = f", {t['threads']} threads" if t.get("threads") else ""
+        price = f", ${t['usd_per_hour']}/h" if t.get("usd_per_hour") is not None else ""
+        out.append(f"## Target `{t['name']}` ({t['runtime']} on {t['device']}{threads}{price})")
+        out.append(comparison_table(results, t["name"]))
+    out.append(
+        "Top-1 is measured on the held-out split, which no step ever saw, with the runtime each "
+        "variant is deployed on; the interval is a paired bootstrap over the same samples. "
+        "Latencies are medians of interleaved rounds; speed-ups are ratios of medians from the "
+        "same run. $ / 1M assumes a fully busy machine at the target's price."
+    )
+    out.append("## Variants")
+    base = results["baseline"]
+    binfo = base.get("info", {})
+    how = "trained on the train split" if binfo.get("trained") else (binfo.get("checkpoint") or binfo.get("source"))
+    b_acc = base["accuracy"]
+    b_line = f"### baseline\n\n{binfo.get('source')} ({how}); held-out top-1 {b_acc['heldout']['top1']:.2f}%"
+    if "train" in b_acc:
+        b_line += f", train {b_acc['train']['top1']:.2f}%"
+    if "drift" in b_acc:
+        b_line += f", drift {b_acc['drift']['top1']:.2f}%"
+    art = base.get("artifact", {})
+    out.append(b_line + f"; params {_fmt_count(art.get('params'))}, MACs {_fmt_count(art.get('macs'))}.")
+    for name, v in results["variants"].items():
+        out.append(variant_details(name, v, ref))
+    splits = results["data"]["splits"]
+    out.append("## Data\n\n" + "\n".join(
+        f"- `{role}`: {s['n']} samples from `{s['source']}`" for role, s in splits.items()))
+    env = results.get("environment", {})
+    if env:
+        cpu = env.get("cpu", {})
+        pk = env.get("packages", {})
+        out.append(
+            "## Environment\n\n"
+            f"- CPU: {cpu.get('model', '?')} ({cpu.get('logical_cores')} logical cores; "
+            f"{', '.join(cpu.get('flags', [])) or 'no AVX-512/AMX flags'})\n"
+            f"- GPU: {', '.join(g['name'] for g in env.get('gpus', [])) or 'none'}\n"
+            f"- " + ", ".join(f"{k} {v}" for k, v in pk.items()) + "\n"
+            f"- Python {env.get('python')}, {env.get('platform')}"
+        )
+    run = results["run"]
+    out.append(
+        f"## Reproduce\n\n```\ncompress run {run['recipe_path']}\n```\n\n"
+        f"Started {run['started']}, wall time {run['wall_s']:.0f} s."
+    )
+    return "\n\n".join(out) + "\n"

@@ -1,0 +1,386 @@
+"""Honest statistics behind the evaluator's gate and the profiler.
+
+Pure functions on numpy arrays: paired accuracy differences with bootstrap intervals, McNemar's
+exact test, sample-size planning, distribution shift (PSI, KS, chi-square) and timing summaries.
+Bad input raises ``ValueError`` with a message that names the problem and the fix.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from scipy import stats as sps
+
+__all__ = [
+    "Interval",
+    "McNemar",
+    "ShiftTest",
+    "TimingSummary",
+    "chi2_shift",
+    "ks_shift",
+    "mcnemar_exact",
+    "paired_bootstrap_diff",
+    "psi",
+    "psi_categorical",
+    "ratio_interval",
+    "required_sample_size",
+    "summarize_timings",
+]
+
+MIN_RESAMPLES = 100
+# Index matrices for the bootstrap are drawn this many elements at a time (~32 MB of int64),
+# so 10k timings x 2000 resamples never holds the whole matrix in memory.
+_CHUNK_ELEMENTS = 1 << 22
+
+
+class _JsonReady:
+    def to_dict(self) -> dict:
+        """The fields as plain Python floats, ints and strings, ready for ``json.dumps``."""
+        return asdict(self)  # type: ignore[call-overload]
+
+
+@dataclass(frozen=True)
+class Interval(_JsonReady):
+    """A point estimate with a two-sided interval at ``confidence`` (e.g. 0.95)."""
+
+    estimate: float
+    low: float
+    high: float
+    confidence: float
+
+
+@dataclass(frozen=True)
+class McNemar(_JsonReady):
+    """Discordant-pair counts and the exact two-sided p-value that both models are equally right."""
+
+    n_variant_only: int  # variant right, baseline wrong
+    n_baseline_only: int  # baseline right, variant wrong
+    p_value: float
+
+
+@dataclass(frozen=True)
+class ShiftTest(_JsonReady):
+    """A two-sample test that ``current`` comes from the same distribution as ``reference``."""
+
+    statistic: float
+    p_value: float
+    method: str
+
+
+@dataclass(frozen=True)
+class TimingSummary(_JsonReady):
+    """Latency percentiles of repeated runs, with a bootstrap 95% interval of the median."""
+
+    n: int
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    mean_ms: float
+    min_ms: float
+    cv: float  # coefficient of variation: sample std / mean
+    p50_low_ms: float
+    p50_high_ms: float
+
+
+# --- input checks ---------------------------------------------------------------------------------
+
+
+def _as_1d(name: str, values) -> np.ndarray:
+    array = np.asarray(values)
+    if array.ndim != 1:
+        raise ValueError(f"{name} must be a 1-D array, got shape {array.shape}; flatten it first.")
+    if array.size == 0:
+        raise ValueError(f"{name} is empty: pass at least one sample.")
+    return array
+
+
+def _as_samples(name: str, values) -> np.ndarray:
+    array = _as_1d(name, values)
+    if not np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.complexfloating):
+        raise ValueError(f"{name} must hold real numbers, got dtype {array.dtype}.")
+    array = array.astype(np.float64)
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"{name} contains NaN or infinity: drop or fix those samples first.")
+    return array
+
+
+def _as_correctness(name: str, values) -> np.ndarray:
+    array = _as_1d(name, values)
+    if array.dtype != np.bool_:
+        if not np.issubdtype(array.dtype, np.number) or not np.all(np.isin(array, (0, 1))):
+            raise ValueError(
+                f"{name} must be per-sample correctness (booleans or 0/1), "
+                f"e.g. predictions == labels; got other values."
+            )
+        array = array.astype(bool)
+    return array
+
+
+def _as_paired(correct_variant, correct_baseline) -> tuple[np.ndarray, np.ndarray]:
+    variant = _as_correctness("correct_variant", correct_variant)
+    baseline = _as_correctness("correct_baseline", correct_baseline)
+    if variant.size != baseline.size:
+        raise ValueError(
+            f"correct_variant has {variant.size} samples but correct_baseline has {baseline.size}: "
+            f"both must score the same held-out samples in the same order."
+        )
+    return variant, baseline
+
+
+def _as_labels(name: str, values, n_classes: int) -> np.ndarray:
+    array = _as_1d(name, values)
+    if not np.issubdtype(array.dtype, np.integer):
+        if not np.issubdtype(array.dtype, np.floating) or not np.all(array == np.round(array)):
+            raise ValueError(f"{name} must hold integer class indices, got dtype {array.dtype}.")
+        array = array.astype(np.int64)
+    if array.min() < 0 or array.max() >= n_classes:
+        raise ValueError(
+            f"{name} has class indices in [{array.min()}, {array.max()}] but n_classes is "
+            f"{n_classes}: labels must lie in [0, n_classes - 1]."
+        )
+    return array
+
+
+def _check_n_classes(n_classes: int) -> None:
+    if isinstance(n_classes, bool) or not isinstance(n_classes, (int, np.integer)) or n_classes < 1:
+        raise ValueError(f"n_classes must be a positive integer, got {n_classes!r}.")
+
+
+def _check_confidence(confidence: float) -> None:
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(
+            f"confidence must lie strictly between 0 and 1 (e.g. 0.95), got {confidence!r}."
+        )
+
+
+def _check_n_resamples(n_resamples: int) -> None:
+    if n_resamples < MIN_RESAMPLES:
+        raise ValueError(
+            f"n_resamples={n_resamples} is too few for a stable percentile interval: "
+            f"use at least {MIN_RESAMPLES} (1000-2000 is typical)."
+        )
+
+
+def _percentile_interval(estimate: float, replicates: np.ndarray, confidence: float) -> Interval:
+    alpha = 1.0 - confidence
+    low, high = np.quantile(replicates, [alpha / 2, 1.0 - alpha / 2])
+    return Interval(float(estimate), float(low), float(high), float(confidence))
+
+
+def _bootstrap_medians(
+    samples: np.ndarray, n_resamples: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Medians of ``n_resamples`` resamples with replacement, drawn in memory-bounded chunks."""
+    n = samples.size
+    rows_per_chunk = max(1, _CHUNK_ELEMENTS // n)
+    medians = np.empty(n_resamples)
+    for start in range(0, n_resamples, rows_per_chunk):
+        stop = min(start + rows_per_chunk, n_resamples)
+        indices = rng.integers(0, n, size=(stop - start, n))
+        medians[start:stop] = np.median(samples[indices], axis=1)
+    return medians
+
+
+# --- accuracy: paired comparison of two models on the same samples -------------------------------
+
+
+def paired_bootstrap_diff(
+    correct_variant,
+    correct_baseline,
+    *,
+    n_resamples: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> Interval:
+    """Accuracy of variant minus baseline in percentage points (-0.8 = 0.8 points worse), with a
+    paired percentile bootstrap interval, so agreement between the models narrows it."""
+    variant, baseline = _as_paired(correct_variant, correct_baseline)
+    _check_confidence(confidence)
+    _check_n_resamples(n_resamples)
+    n = variant.size
+    n_variant_only = int(np.count_nonzero(variant & ~baseline))
+    n_baseline_only = int(np.count_nonzero(~variant & baseline))
+    estimate = 100.0 * (n_variant_only - n_baseline_only) / n
+    # Resampling the n pairs jointly only matters through how many of each kind of pair (d = +1, 0,
+    # -1) are drawn, and those counts are exactly multinomial: this is the same bootstrap as
+    # drawing index matrices, at O(n_resamples) cost and memory instead of O(n * n_resamples).
+    n_agree = n - n_variant_only - n_baseline_only
+    rng = np.random.default_rng(seed)
+    counts = rng.multinomial(
+        n, np.array([n_variant_only, n_baseline_only, n_agree]) / n, n_resamples
+    )
+    replicates = 100.0 * (counts[:, 0] - counts[:, 1]) / n
+    return _percentile_interval(estimate, replicates, confidence)
+
+
+def mcnemar_exact(correct_variant, correct_baseline) -> McNemar:
+    """Exact two-sided McNemar test: a binomial test (p=0.5) on the pairs where only one model is
+    right. p=1.0 when the models never disagree."""
+    variant, baseline = _as_paired(correct_variant, correct_baseline)
+    n_variant_only = int(np.count_nonzero(variant & ~baseline))
+    n_baseline_only = int(np.count_nonzero(~variant & baseline))
+    n_discordant = n_variant_only + n_baseline_only
+    if n_discordant == 0:
+        return McNemar(n_variant_only, n_baseline_only, 1.0)
+    p_value = sps.binomtest(n_variant_only, n_discordant, p=0.5, alternative="two-sided").pvalue
+    return McNemar(n_variant_only, n_baseline_only, float(p_value))
+
+
+def required_sample_size(
+    discordance_rate: float, margin_points: float, confidence: float = 0.95
+) -> int:
+    """Paired samples needed for the normal-approximation interval of the accuracy difference to
+    have a half-width of at most ``margin_points`` percentage points.
+
+    The per-pair difference d in {-1, 0, 1} has variance p_disc - (p_b - p_c)^2 <= p_disc, so the
+    discordance rate alone serves as a conservative variance: n = (z * 100 / margin)^2 * p_disc.
+    """
+    if not 0.0 < discordance_rate <= 1.0:
+        if discordance_rate == 0.0:
+            raise ValueError(
+                "discordance_rate is 0: with no disagreeing pairs the variance estimate is 0 and "
+                "no sample size follows; pass an upper bound instead, e.g. 3 / n_samples "
+                "(rule of three)."
+            )
+        raise ValueError(
+            f"discordance_rate is the fraction of pairs where exactly one model is right and must "
+            f"lie in (0, 1], got {discordance_rate!r}."
+        )
+    if not margin_points > 0.0:
+        raise ValueError(
+            f"margin_points must be a positive number of percentage points (e.g. 1.0), "
+            f"got {margin_points!r}."
+        )
+    _check_confidence(confidence)
+    z = sps.norm.ppf(0.5 + confidence / 2.0)
+    return math.ceil((z * 100.0 / margin_points) ** 2 * discordance_rate)
+
+
+# --- distribution shift between a reference and a current sample ---------------------------------
+
+
+def _psi_from_counts(reference_counts: np.ndarray, current_counts: np.ndarray, eps: float) -> float:
+    if not eps > 0.0:
+        raise ValueError(f"eps must be a small positive number (e.g. 1e-4), got {eps!r}.")
+    # eps stands in for empty bins so that log(0) never occurs; identical inputs still give 0.0.
+    reference = np.maximum(reference_counts / reference_counts.sum(), eps)
+    current = np.maximum(current_counts / current_counts.sum(), eps)
+    return float(np.sum((current - reference) * np.log(current / reference)))
+
+
+def psi(reference, current, *, bins: int = 10, eps: float = 1e-4) -> float:
+    """Population stability index of a continuous score (e.g. max softmax confidence), with bins at
+    the reference deciles. Usual reading: < 0.1 no shift, 0.1-0.25 moderate, > 0.25 major."""
+    reference = _as_samples("reference", reference)
+    current = _as_samples("current", current)
+    if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or bins < 2:
+        raise ValueError(f"bins must be an integer of at least 2 (10 is usual), got {bins!r}.")
+    # Interior quantiles are the cut points; the outer bins are open so that current values outside
+    # the reference range still count. Ties (a score stuck at 1.0) collapse duplicate cut points.
+    cuts = np.unique(np.quantile(reference, np.linspace(0.0, 1.0, bins + 1)[1:-1]))
+    n_bins = cuts.size + 1
+    reference_counts = np.bincount(np.searchsorted(cuts, reference), minlength=n_bins)
+    current_counts = np.bincount(np.searchsorted(cuts, current), minlength=n_bins)
+    return _psi_from_counts(reference_counts, current_counts, eps)
+
+
+def psi_categorical(reference_labels, current_labels, n_classes: int, eps: float = 1e-4) -> float:
+    """Population stability index of predicted-class frequencies; read like ``psi``."""
+    _check_n_classes(n_classes)
+    reference = _as_labels("reference_labels", reference_labels, n_classes)
+    current = _as_labels("current_labels", current_labels, n_classes)
+    return _psi_from_counts(
+        np.bincount(reference, minlength=n_classes), np.bincount(current, minlength=n_classes), eps
+    )
+
+
+def ks_shift(reference, current) -> ShiftTest:
+    """Two-sided two-sample Kolmogorov-Smirnov test on a continuous score."""
+    reference = _as_samples("reference", reference)
+    current = _as_samples("current", current)
+    result = sps.ks_2samp(reference, current, alternative="two-sided")
+    return ShiftTest(float(result.statistic), float(result.pvalue), "ks")
+
+
+def chi2_shift(reference_labels, current_labels, n_classes: int) -> ShiftTest:
+    """Chi-square test of homogeneity of predicted-class frequencies (2 x n_classes table).
+
+    Classes neither sample predicts are dropped; Yates' correction is off so that 2 and 1000
+    classes are read the same way. A single class left means identical distributions (p=1).
+    """
+    _check_n_classes(n_classes)
+    reference = _as_labels("reference_labels", reference_labels, n_classes)
+    current = _as_labels("current_labels", current_labels, n_classes)
+    table = np.stack(
+        [np.bincount(reference, minlength=n_classes), np.bincount(current, minlength=n_classes)]
+    )
+    table = table[:, table.sum(axis=0) > 0]
+    if table.shape[1] < 2:
+        return ShiftTest(0.0, 1.0, "chi2")
+    result = sps.chi2_contingency(table, correction=False)
+    return ShiftTest(float(result.statistic), float(result.pvalue), "chi2")
+
+
+# --- timings --------------------------------------------------------------------------------------
+
+
+def _as_timings(name: str, values) -> np.ndarray:
+    samples = _as_samples(name, values)
+    if samples.min() < 0.0:
+        raise ValueError(f"{name} contains negative durations: check the clock and the units (ms).")
+    return samples
+
+
+def summarize_timings(samples_ms, *, n_resamples: int = 1000, seed: int = 0) -> TimingSummary:
+    """Percentiles (numpy's linear interpolation), mean, min and spread of repeated latencies, with
+    a bootstrap 95% interval of the median so two runs can be compared honestly."""
+    samples = _as_timings("samples_ms", samples_ms)
+    if samples.size < 2:
+        raise ValueError(
+            "samples_ms has 1 timing: at least 2 are needed to measure spread; run more iterations."
+        )
+    _check_n_resamples(n_resamples)
+    p50, p90, p99 = np.percentile(samples, [50, 90, 99])
+    mean = float(samples.mean())
+    cv = float(samples.std(ddof=1) / mean) if mean > 0.0 else 0.0
+    medians = _bootstrap_medians(samples, n_resamples, np.random.default_rng(seed))
+    median_ci = _percentile_interval(p50, medians, 0.95)
+    return TimingSummary(
+        n=int(samples.size),
+        p50_ms=float(p50),
+        p90_ms=float(p90),
+        p99_ms=float(p99),
+        mean_ms=mean,
+        min_ms=float(samples.min()),
+        cv=cv,
+        p50_low_ms=median_ci.low,
+        p50_high_ms=median_ci.high,
+    )
+
+
+def ratio_interval(
+    reference_ms,
+    variant_ms,
+    *,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> Interval:
+    """Speed-up median(reference) / median(variant) with a bootstrap interval; the two runs are
+    independent, so each is resampled on its own."""
+    reference = _as_timings("reference_ms", reference_ms)
+    variant = _as_timings("variant_ms", variant_ms)
+    if variant.min() <= 0.0:
+        raise ValueError(
+            "variant_ms contains a 0 ms timing: a speed-up needs positive durations; "
+            "use a finer clock or time batches of calls."
+        )
+    _check_confidence(confidence)
+    _check_n_resamples(n_resamples)
+    rng = np.random.default_rng(seed)
+    ratios = _bootstrap_medians(reference, n_resamples, rng) / _bootstrap_medians(
+        variant, n_resamples, rng
+    )
+    return _percentile_interval(np.median(reference) / np.median(variant), ratios, confidence)

@@ -1,0 +1,103 @@
+"""The step interface: a pydantic config whose fields are the YAML keys, plus one transformation.
+
+A step takes one artifact and returns a new one; it never edits its input. Steps register here and
+the recipe validates each entry against the registered config when it is loaded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict
+
+from compress.registry import Registry
+
+if TYPE_CHECKING:
+    from compress.artifacts import Artifact
+    from compress.sources.data import Splits
+    from compress.sources.models import ModelSpec
+
+
+class StepConfig(BaseModel):
+    """Base of every step config: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass
+class StepContext:
+    """What a step may use besides its input artifact. Data comes by role, so a step can only
+    consume the splits it is meant to (train, calibration, tuning), never held-out."""
+
+    splits: Splits
+    model_spec: ModelSpec | None
+    input_shape: tuple[int, ...]
+    seed: int
+    workdir: Path
+    baseline: Artifact | None = None
+    progress: Any = None
+    log: Callable[[str], None] = print
+    consumed: set[str] = field(default_factory=set)
+    notes: list[str] = field(default_factory=list)
+
+    def data(self, role: str):
+        """The split of that role; records that this variant consumed it (held-out is refused)."""
+        if role == "heldout":
+            raise ValueError("steps must never see the held-out split")
+        self.consumed.add(role)
+        return self.splits[role]
+
+
+Apply = Callable[["Artifact", Any, StepContext], "Artifact"]
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    name: str
+    config: type[StepConfig]
+    accepts: frozenset[str]
+    produces: Callable[[Any, str], str]
+    apply: Apply
+    summary: str
+
+
+STEPS: Registry[StepSpec] = Registry("step")
+
+
+def register_step(
+    name: str,
+    *,
+    config: type[StepConfig],
+    accepts: set[str],
+    produces: str | Callable[[Any, str], str] | None = None,
+) -> Callable[[Apply], Apply]:
+    """Register ``apply(artifact, config, ctx) -> artifact`` as step ``name``.
+
+    ``produces`` is the artifact kind the step returns: a constant, a function of (config, input
+    kind), or None for "same kind as its input".
+    """
+
+    if produces is None:
+
+        def produced(_cfg, kind):
+            return kind
+    elif isinstance(produces, str):
+        const = produces
+
+        def produced(_cfg, _kind):
+            return const
+    else:
+        produced = produces
+
+    def decorator(fn: Apply) -> Apply:
+        doc = (fn.__doc__ or "").strip().splitlines()
+        STEPS.add(
+            name,
+            StepSpec(name, config, frozenset(accepts), produced, fn, doc[0] if doc else name),
+        )
+        return fn
+
+    return decorator

@@ -1,0 +1,84 @@
+"""Export a torch model to ONNX, and prove the file computes what the module computes."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Literal
+
+import numpy as np
+from pydantic import Field
+
+from compress.artifacts import Artifact, digest_of
+from compress.errors import StepError
+from compress.steps.base import StepConfig, StepContext, register_step
+
+# Opset 17: every ORT >= 1.14 and TensorRT >= 8.6 runs it, and the legacy exporter (which writes a
+# single self-contained file, unlike the dynamo exporter's external .onnx.data) supports it fully.
+DEFAULT_OPSET = 17
+
+
+class ExportConfig(StepConfig):
+    format: Literal["onnx"] = "onnx"
+    opset: int = Field(DEFAULT_OPSET, ge=13, le=21)
+    dynamic_batch: bool = Field(True, description="Batch axis left dynamic, so one file serves every batch size")
+    verify: bool = Field(True, description="Compare ONNX Runtime's outputs with torch's on calibration inputs")
+    atol: float = Field(1e-3, gt=0, description="Largest allowed |onnx - torch| relative to the logits' range")
+
+
+def export_onnx(module, input_shape, path, *, opset: int, dynamic_batch: bool) -> None:
+    import torch
+
+    module = module.eval()
+    dummy = torch.zeros((2, *input_shape), dtype=torch.float32)
+    axes = {"input": {0: "batch"}, "logits": {0: "batch"}} if dynamic_batch else None
+    with warnings.catch_warnings():
+        # the legacy exporter announces its deprecation; its output is what we verify below
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module, (dummy,), str(path), input_names=["input"], output_names=["logits"],
+            opset_version=opset, dynamic_axes=axes, dynamo=False, do_constant_folding=True,
+        )
+
+
+def verify_onnx(module, path, inputs: np.ndarray, atol: float) -> float:
+    """Max |ORT - torch| over ``inputs``, relative to the logits' range; raises above ``atol``."""
+    import onnxruntime as ort
+    import torch
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {sess.get_inputs()[0].name: inputs})[0]
+    with torch.inference_mode():
+        want = module.eval()(torch.from_numpy(inputs)).numpy()
+    scale = max(1e-6, float(np.abs(want).max()))
+    err = float(np.abs(got - want).max()) / scale
+    if err > atol:
+        raise StepError(
+            f"the exported ONNX model disagrees with torch: max relative error {err:.2e} > atol "
+            f"{atol:g}; the model may use an op the exporter translates differently"
+        )
+    return err
+
+
+@register_step("export", config=ExportConfig, accepts={"torch"}, produces="onnx")
+def apply(art: Artifact, cfg: ExportConfig, ctx: StepContext) -> Artifact:
+    """Export to ONNX with a dynamic batch axis, verified against torch on real inputs."""
+    module = art.load_module()
+    path = ctx.workdir / "model.onnx"
+    try:
+        export_onnx(module, ctx.input_shape, path, opset=cfg.opset, dynamic_batch=cfg.dynamic_batch)
+    except Exception as err:
+        raise StepError(f"torch.onnx.export failed: {type(err).__name__}: {err}") from err
+    meta = dict(art.meta)
+    if cfg.verify:
+        role = "calibration" if "calibration" in ctx.splits else "train"
+        split = ctx.data(role)
+        n = min(len(split), 64)
+        inputs = split.inputs(slice(0, n))
+        if not cfg.dynamic_batch:
+            inputs = inputs[:2]
+        meta["export_max_rel_error"] = verify_onnx(module, path, inputs, cfg.atol)
+    meta["opset"] = cfg.opset
+    return Artifact(
+        kind="onnx", digest=digest_of(art.digest, "export", cfg.model_dump()), path=path,
+        lineage=[*art.lineage, "export(onnx)"], meta=meta,
+    )
