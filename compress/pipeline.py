@@ -95,6 +95,7 @@ def _run(recipe, recipe_path, splits, cache, tmp_dir, started, progress, log) ->
 
     t_start = time.perf_counter()
     base_dir = recipe_path.parent
+    log(f"data: {', '.join(f'{r} {len(s)}' for r, s in splits.items())}")
     baseline, baseline_info = build_baseline(recipe, base_dir, splits, cache, progress, log)
     built = build_variants(recipe, baseline, splits, cache, tmp_dir / "work", progress, log)
     # artifacts into the run directory
@@ -120,6 +121,7 @@ def _run(recipe, recipe_path, splits, cache, tmp_dir, started, progress, log) ->
             entry["artifact"] = _artifact_summary(b.artifact)
         variants[name] = entry
     # ---- evaluation on held-out (and train / drift, for the overfitting and drift checks)
+    log("evaluating on " + ", ".join(r for r in ("heldout", "train", "drift") if r in splits) + " ...")
     roles = [r for r in ("heldout", "train", "drift") if r in splits]
     evals: dict[str, dict] = {}
     base_target = _eval_target(recipe, baseline.kind)

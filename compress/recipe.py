@@ -7,7 +7,6 @@ several keys (step order, which target can run which variant, disjoint splits) a
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -186,8 +185,8 @@ class DataConfig(Strict):
 
 class TrainConfig(Strict):
     epochs: int = Field(4, ge=1)
-    lr: float = Field(0.05, gt=0)
-    batch_size: int = Field(64, ge=1)
+    lr: float = Field(0.02, gt=0)
+    batch_size: int = Field(32, ge=1)
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(5e-4, ge=0)
 
@@ -508,7 +507,3 @@ def load_recipe(path: str | Path) -> Recipe:
 
 def recipe_json_schema() -> dict:
     return Recipe.model_json_schema(by_alias=True)
-
-
-def is_finite(x: float) -> bool:
-    return math.isfinite(x)

@@ -44,12 +44,8 @@ def train(
     alpha: float = 0.0,
     progress=None,
     description: str = "training",
-    augment: bool = True,
 ) -> dict:
-    """SGD with momentum and a cosine schedule; returns {"loss": [...per epoch], "seconds": ...}.
-
-    ``augment`` adds random shifts of up to 1/8 of the image size (cheap, label-preserving).
-    """
+    """SGD with (Nesterov) momentum and a cosine schedule; returns per-epoch loss and seconds."""
     import time
 
     import torch
@@ -76,8 +72,6 @@ def train(
                     advance()
                     continue
                 x = torch.from_numpy(split.inputs(idx))
-                if augment:
-                    x = _random_shift(x, rng)
                 y = torch.from_numpy(split.labels[idx])
                 out = module(x)
                 t_out = None
@@ -89,19 +83,11 @@ def train(
                 loss.backward()
                 opt.step()
                 sched.step()
-                epoch_loss += float(loss) * len(idx)
+                epoch_loss += float(loss.detach()) * len(idx)
                 advance()
             losses.append(epoch_loss / n)
     module.eval()
     return {"loss": losses, "seconds": time.perf_counter() - start, "samples": n, "epochs": epochs}
-
-
-def _random_shift(x, rng):
-    import torch
-
-    pad = max(1, x.shape[-1] // 8)
-    dx, dy = (int(v) for v in rng.integers(-pad, pad + 1, size=2))
-    return torch.roll(x, shifts=(dy, dx), dims=(2, 3))
 
 
 def accuracy(module, split, batch_size: int = 256) -> float:

@@ -124,7 +124,7 @@ def export_onnx(model: nn.Module, path: Path, mode: str) -> tuple[str, int]:
                         dynamic_shapes=({0: torch.export.Dim("batch")},),
                         verbose=False,
                     )
-        except Exception as exc:  # noqa: BLE001 - report and try the next exporter
+        except Exception as exc:  # report it and try the next exporter
             errors.append(f"{exporter}: {type(exc).__name__}: {exc}")
             continue
         opset = next(

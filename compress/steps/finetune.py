@@ -16,7 +16,7 @@ class DistillConfig(StepConfig):
 class FinetuneConfig(StepConfig):
     epochs: int = Field(2, ge=1)
     lr: float = Field(0.01, gt=0)
-    batch_size: int = Field(64, ge=1)
+    batch_size: int = Field(32, ge=1)
     weight_decay: float = Field(5e-4, ge=0)
     distill: DistillConfig | None = Field(None, description="Knowledge distillation from the baseline")
 
