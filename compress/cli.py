@@ -119,7 +119,10 @@ def validate(recipe: RecipeArg) -> None:
     kinds = rec.final_kinds()
     out_console.print(f"{recipe}: valid ({len(rec.variants)} variants, {len(rec.targets)} target(s))", highlight=False)
     for name in rec.variant_order():
-        steps = " → ".join(n for n, _ in rec.variants[name].step_list()) or "(no steps)"
+        v = rec.variants[name]
+        steps = " → ".join(n for n, _ in v.step_list()) or "(no steps)"
+        if v.from_:
+            steps = f"[{v.from_}] → {steps}"
         out_console.print(f"  {name}: {steps} ⇒ {kinds[name]}", highlight=False, markup=False)
 
 

@@ -309,17 +309,17 @@ class ReportConfig(Strict):
 
 
 class Recipe(Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    seed: int = 0
-    model: ModelConfig
-    data: DataConfig
-    baseline: BaselineConfig = Field(default_factory=BaselineConfig)
-    variants: dict[str, VariantConfig]
-    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
-    targets: list[TargetConfig] = Field(min_length=1)
-    profile: ProfileConfig = Field(default_factory=ProfileConfig)
-    gate: GateConfig = Field(default_factory=GateConfig)
-    report: ReportConfig = Field(default_factory=ReportConfig)
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Names the run directory")
+    seed: int = Field(0, description="Seeds splits, training, calibration sampling and bootstraps")
+    model: ModelConfig = Field(description="The trained model to compress")
+    data: DataConfig = Field(description="Where samples come from and how they are split")
+    baseline: BaselineConfig = Field(default_factory=BaselineConfig, description="How to get the baseline without a checkpoint")
+    variants: dict[str, VariantConfig] = Field(description="Name -> chain of steps")
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig, description="Accuracy measurement")
+    targets: list[TargetConfig] = Field(min_length=1, description="Where variants are run and timed")
+    profile: ProfileConfig = Field(default_factory=ProfileConfig, description="Timing method")
+    gate: GateConfig = Field(default_factory=GateConfig, description="Rules that decide the exit code")
+    report: ReportConfig = Field(default_factory=ReportConfig, description="Where runs are written")
 
     @field_validator("variants")
     @classmethod
@@ -396,10 +396,12 @@ class Recipe(Strict):
             for i, (step_name, cfg) in enumerate(v.step_list()):
                 spec = STEPS.get(step_name)
                 if kind not in spec.accepts:
+                    # keyed by the kind the variant has here: a torch model needs exporting
+                    # first; an onnx model is too late for a torch-only step
                     hint = {
-                        "torch": "add `- export: {format: onnx}` before it",
-                        "onnx": "move it before the export step",
-                    }.get(next(iter(sorted(spec.accepts))), "")
+                        ("torch", "onnx"): "add `- export: {format: onnx}` before it",
+                        ("onnx", "torch"): "move it before the export step",
+                    }.get((kind, next(iter(sorted(spec.accepts)))), "")
                     problems.append(
                         f"variants.{name}.steps[{i}].{step_name}: needs a "
                         f"{' or '.join(sorted(spec.accepts))} model, but the variant has a {kind} "
@@ -420,6 +422,21 @@ class Recipe(Strict):
                     f"variants.{name}: ends with a {kind} model, which no target can run "
                     f"(targets: {', '.join(f'{t.name}={t.runtime}' for t in self.targets)})"
                 )
+        roles = set(self.data.sources or {}) if self.data.sources is not None else {
+            r for r in SPLIT_ROLES if getattr(self.data.split, r) > 0
+        }
+        for name, v in self.variants.items():
+            for i, (step_name, cfg) in enumerate(v.step_list()):
+                if step_name == "quantize" and getattr(cfg, "mode", None) == "static" and "calibration" not in roles:
+                    problems.append(
+                        f"variants.{name}.steps[{i}].quantize: static quantization calibrates on the "
+                        "calibration split, and the data has none; set data.split.calibration (e.g. 0.1)"
+                    )
+                needs_train = step_name == "finetune" or (step_name == "prune" and getattr(cfg, "finetune", None))
+                if needs_train and "train" not in roles:
+                    problems.append(
+                        f"variants.{name}.steps[{i}].{step_name}: fine-tuning needs a train split; set data.split.train"
+                    )
         ref = self.gate.reference
         if ref != "baseline" and ref not in self.variants:
             problems.append(
