@@ -10,7 +10,7 @@ import typing
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from compress.recipe import Recipe
+from compress.recipe import Recipe, StepEntry
 from compress.runtimes.base import RUNTIMES
 from compress.sources.data import DATA_SCHEMES
 from compress.sources.models import MODEL_SCHEMES
@@ -18,7 +18,11 @@ from compress.steps.base import STEPS
 
 
 def _type_name(tp) -> str:
+    if tp is StepEntry:
+        return "step (see Steps below)"
     origin = typing.get_origin(tp)
+    if origin is typing.Annotated:
+        return _type_name(typing.get_args(tp)[0])
     if origin is typing.Literal:
         return " \\| ".join(repr(a) for a in typing.get_args(tp))
     if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
