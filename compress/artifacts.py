@@ -68,9 +68,10 @@ class Artifact:
         if self.path is None:
             return []
         out = [self.path]
-        for extra in (self.path.name + ".data", self.path.stem + ".bin"):
+        extras = [self.path.name + ".data", self.path.stem + ".bin", *self.meta.get("extra_files", [])]
+        for extra in extras:
             p = self.path.with_name(extra)
-            if p.exists():
+            if p.exists() and p not in out:
                 out.append(p)
         return out
 

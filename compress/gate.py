@@ -20,7 +20,23 @@ class Rule:
 RULES = {
     "max_accuracy_drop": Rule("max_accuracy_drop", "top-1 drop on held-out", False, "points"),
     "min_speedup": Rule("min_speedup", "speed-up over the reference", True, "x"),
+    "max_worst_class_drop": Rule(
+        "max_worst_class_drop", "top-1 drop of the worst class on held-out", False, "points"
+    ),
+    "max_overfit_gap_increase": Rule(
+        "max_overfit_gap_increase", "growth of the (fit split - held-out) gap over the baseline's",
+        False, "points",
+    ),
+    "max_drift_drop_increase": Rule(
+        "max_drift_drop_increase", "extra top-1 lost on drift data beyond the baseline's loss",
+        False, "points",
+    ),
+    # Always applied when the overlap was measured: held-out must be disjoint from fitted data.
+    "heldout_disjoint": Rule(
+        "heldout_disjoint", "held-out samples shared with data a step consumed", False, "samples"
+    ),
 }
+GATE_MODES = ("point", "confident")
 
 
 @dataclass(frozen=True)
@@ -32,26 +48,130 @@ class Check:
     detail: str
     target: str | None = None
     batch_size: int | None = None
+    mode: str | None = None  # point | confident, for rules with an interval
+    needed_heldout_n: int | None = None  # held-out too small to decide: about this many needed
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
+def _mode(gate: dict) -> str:
+    mode = gate.get("mode") or "point"
+    if mode not in GATE_MODES:
+        raise ValueError(f"gate.mode must be one of {', '.join(GATE_MODES)}, got {mode!r}")
+    return mode
+
+
+def _tolerance(gate: dict, key: str) -> float | None:
+    limit = gate.get(key)
+    if limit is not None and limit < 0:
+        raise ValueError(f"gate.{key} is a tolerance in points and must be >= 0, got {limit}")
+    return limit
+
+
+def _loss_check(rule: str, what: str, estimate: float, upper: float | None, limit: float,
+                mode: str, n_text: str) -> Check:
+    """A 'loss must stay within tolerance' check: the estimate (point) or the upper bound of its
+    interval (confident) against the limit."""
+    use_upper = mode == "confident" and upper is not None
+    value = upper if use_upper else estimate
+    ok = value <= limit + 1e-9
+    bound = f", upper bound {upper:+.2f}" if upper is not None else ""
+    judged = "upper bound" if use_upper else "estimate"
+    return Check(
+        rule, value, limit, ok,
+        f"{what} {estimate:+.2f} points{bound} ({mode} mode: {judged} "
+        f"{'<=' if ok else '>'} {limit:g}; {n_text})",
+        mode=mode,
+    )
+
+
 def _accuracy_checks(v: dict, gate: dict) -> list[Check]:
-    limit = gate.get("max_accuracy_drop")
+    limit = _tolerance(gate, "max_accuracy_drop")
     if limit is None:
         return []
+    mode = _mode(gate)
     acc = v.get("accuracy") or {}
     change = acc.get("change_points")
     if change is None:
         return [Check("max_accuracy_drop", None, limit, False, "no held-out accuracy was measured")]
-    drop = -change
-    ok = drop <= limit + 1e-9
-    return [Check(
-        "max_accuracy_drop", drop, limit, ok,
-        f"top-1 drop {drop:+.2f} points {'<=' if ok else '>'} {limit:g} "
-        f"(n={acc.get('heldout', {}).get('n')})",
-    )]
+    iv = acc.get("change_interval")
+    n = acc.get("heldout", {}).get("n")
+    check = _loss_check("max_accuracy_drop", "top-1 drop", -change, -iv["low"] if iv else None,
+                        limit, mode, f"held-out n={n}")
+    if iv:
+        from compress.evaluate import drop_decision
+
+        decision = drop_decision(acc, limit)
+        if decision["state"] == "undecided":
+            needed = decision["needed_n"]
+            more = f"; about {needed} samples needed" if needed else ""
+            check = Check(
+                check.rule, check.value, check.limit, check.passed,
+                check.detail + f"; held-out too small to decide at this tolerance{more}",
+                mode=mode, needed_heldout_n=needed,
+            )
+    return [check]
+
+
+def _discipline_checks(v: dict, gate: dict) -> list[Check]:
+    """Held-out overlap, worst class, overfitting and drift degradation."""
+    from compress.overlap import overlap_message
+
+    checks: list[Check] = []
+    mode = _mode(gate)
+    overlap = v.get("heldout_overlap")
+    if overlap is not None:
+        shared = sum(overlap.values())
+        n = (v.get("accuracy") or {}).get("heldout", {}).get("n")
+        msg = overlap_message(overlap, n)
+        checks.append(Check(
+            "heldout_disjoint", float(shared), 0.0, shared == 0,
+            msg or f"held-out shares no sample with {', '.join(overlap) or 'any consumed split'}",
+        ))
+    limit = _tolerance(gate, "max_worst_class_drop")
+    if limit is not None:
+        pc = (v.get("accuracy") or {}).get("per_class")
+        if pc is None:
+            checks.append(Check("max_worst_class_drop", None, limit, False,
+                                "no per-class accuracy was measured"))
+        else:
+            drop = pc["worst_class_drop_points"]
+            ok = drop <= limit + 1e-9
+            checks.append(Check(
+                "max_worst_class_drop", drop, limit, ok,
+                f"worst class ({pc['worst_class']}) drop {drop:+.2f} points "
+                f"{'<=' if ok else '>'} {limit:g} (point estimate, held-out n={pc['worst_class_n']})",
+                mode="point",
+            ))
+    limit = _tolerance(gate, "max_overfit_gap_increase")
+    if limit is not None:
+        of = v.get("overfit") or {}
+        if of.get("gap_increase_points") is None:
+            checks.append(Check("max_overfit_gap_increase", None, limit, False,
+                                "no overfitting gap could be measured (no train/tuning split)"))
+        else:
+            iv = of.get("gap_increase_interval") or {}
+            checks.append(_loss_check(
+                "max_overfit_gap_increase", f"overfit gap ({of['fit_split']} - held-out) growth",
+                of["gap_increase_points"], iv.get("high"), limit, mode,
+                f"{of['fit_split']} n={of['fit_n']}, held-out n={of['heldout_n']}",
+            ))
+    limit = _tolerance(gate, "max_drift_drop_increase")
+    if limit is not None:
+        deg = ((v.get("drift") or {}).get("labelled") or {}).get("degradation")
+        if deg is None:
+            checks.append(Check("max_drift_drop_increase", None, limit, False,
+                                "no labelled drift set was evaluated (set data.drift)"))
+        else:
+            iv = deg.get("drop_increase_interval") or {}
+            lab = v["drift"]["labelled"]
+            checks.append(_loss_check(
+                "max_drift_drop_increase", "extra drop on drift vs baseline",
+                deg["drop_increase_points"], iv.get("high"), limit, mode,
+                f"drift n={lab['drift_n']}, held-out n={lab['heldout_n']}",
+            ))
+    return checks
 
 
 def _speed_checks(v: dict, gate: dict, reference: str) -> list[Check]:
@@ -85,7 +205,7 @@ def gate_variant(name: str, v: dict, gate: dict) -> dict:
         return {"verdict": "error", "checks": []}
     if not v.get("gated", True):
         return {"verdict": "not gated", "checks": []}
-    checks = _accuracy_checks(v, gate)
+    checks = _accuracy_checks(v, gate) + _discipline_checks(v, gate)
     if name == reference:
         return {"verdict": "reference" if all(c.passed for c in checks) else "fail",
                 "checks": [c.to_dict() for c in checks]}
@@ -113,7 +233,10 @@ def apply_gate(results: dict, gate: dict | None = None) -> dict:
         "passing": passing,
         "recommended": recommended,
         "exit_code": exit_code,
-        "rules": {k: gate.get(k) for k in ("max_accuracy_drop", "min_speedup", "speedup_batch_sizes", "reference")},
+        "rules": {k: gate.get(k) for k in ("max_accuracy_drop", "min_speedup", "speedup_batch_sizes", "reference",
+                                           "max_worst_class_drop", "max_overfit_gap_increase",
+                                           "max_drift_drop_increase")},
+        "mode": gate.get("mode") or "point",
     }
     results["verdict"] = summary
     return summary

@@ -150,6 +150,15 @@ class DriftConfig(Strict):
         return self
 
 
+class ProductionConfig(Strict):
+    source: str = Field(description="Unlabelled (or labelled, labels unused) sample, e.g. npz:prod.npz")
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, v):
+        return _check_source(v, DATA_SCHEMES, "data")
+
+
 class DataConfig(Strict):
     source: str | None = Field(None, description="One source split by `split`: sklearn:digits | imagefolder:DIR | npz:FILE | python:MODULE:FN")
     sources: dict[Literal["train", "calibration", "tuning", "heldout"], str] | None = Field(
@@ -158,6 +167,9 @@ class DataConfig(Strict):
     transform: TransformConfig = Field(default_factory=TransformConfig)
     split: SplitConfig = Field(default_factory=SplitConfig)
     drift: DriftConfig | None = None
+    production: ProductionConfig | None = Field(
+        None, description="Unlabelled recent inputs: shift of predictions against held-out"
+    )
 
     @field_validator("source")
     @classmethod
@@ -263,9 +275,15 @@ class VariantConfig(Strict):
 class TargetConfig(Strict):
     name: str
     runtime: str
-    device: Literal["cpu", "cuda"] = "cpu"
+    device: Literal["cpu", "cuda", "gpu", "npu"] = Field(
+        "cpu", description="cpu; cuda (NVIDIA, torch/onnxruntime); gpu or npu (Intel, openvino)"
+    )
     threads: int | None = Field(None, ge=1, description="Intra-op threads; default: all cores")
     usd_per_hour: float | None = Field(None, ge=0, description="Price of the machine serving the model")
+    instance: str | None = Field(
+        None, description="Cloud instance type from the built-in price table (e.g. c7i.large); "
+        "sets usd_per_hour unless that is given"
+    )
     options: dict[str, Any] = Field(default_factory=dict, description="Runtime-specific settings")
 
     @field_validator("runtime")
@@ -275,12 +293,49 @@ class TargetConfig(Strict):
             raise ValueError(f"unknown runtime {v!r}; valid runtimes: {', '.join(RUNTIMES.names())}")
         return v
 
+    @model_validator(mode="after")
+    def _device(self):
+        spec = RUNTIMES.get(self.runtime)
+        if self.device not in spec.devices:
+            raise ValueError(
+                f"runtime {self.runtime!r} cannot run on device {self.device!r}; "
+                f"its devices: {', '.join(sorted(spec.devices))}"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _options_and_price(self):
+        spec = RUNTIMES.get(self.runtime)
+        if getattr(spec, "validate", None) is not None:
+            spec.validate(self)  # ValueError -> the problem, with its key path
+        if self.instance is not None:
+            from compress.cost import lookup_price
+
+            price = lookup_price(self.instance)
+            if self.usd_per_hour is None:
+                self.usd_per_hour = price.usd_per_hour
+        return self
+
 
 class ProfileConfig(Strict):
     batch_sizes: list[int] = Field(default_factory=lambda: [1, 32])
     warmup: int = Field(5, ge=0, description="Untimed runs per variant before timing")
     rounds: int = Field(7, ge=1, description="Interleaved rounds over all variants")
     min_round_s: float = Field(0.2, gt=0, description="Minimum timed seconds per variant per round")
+    warmup_max_s: float = Field(2.0, ge=0, description="Warm-up runs until two windows agree, at most this long")
+    max_cv: float = Field(
+        0.1, gt=0, description="Largest coefficient of variation of the per-round medians; above it, "
+        "rounds are added (max_extra_rounds), then the measurement is flagged unstable"
+    )
+    max_extra_rounds: int = Field(6, ge=0, description="Rounds added at most for unstable measurements")
+    memory: bool = Field(True, description="Measure peak resident memory of each session in a subprocess")
+    requests_per_day: float | None = Field(
+        None, ge=0, description="Traffic for the monthly cost and the break-even days"
+    )
+    compression_usd_per_hour: float | None = Field(
+        None, ge=0, description="Price of the machine that ran the compression steps; default: "
+        "each target's usd_per_hour"
+    )
 
     @field_validator("batch_sizes")
     @classmethod
@@ -290,9 +345,44 @@ class ProfileConfig(Strict):
         return sorted(set(v))
 
 
+class RobustnessConfig(Strict):
+    """Synthetic corruptions of held-out, as a robustness profile per variant."""
+
+    when: Literal["auto", "always", "never"] = Field(
+        "auto", description="auto: only when the recipe gives no drift or production data"
+    )
+    corruptions: list[str] = Field(
+        default_factory=lambda: ["gaussian_noise", "gaussian_blur", "jpeg", "brightness"],
+        description="gaussian_noise, gaussian_blur, jpeg, brightness, contrast",
+    )
+    severities: list[int] = Field(default_factory=lambda: [1, 3, 5], description="Each in 1..5")
+
+    @field_validator("corruptions")
+    @classmethod
+    def _corruptions(cls, v):
+        from compress.corruptions import CORRUPTIONS
+
+        unknown = [c for c in v if c not in CORRUPTIONS]
+        if unknown or not v:
+            raise ValueError(
+                f"unknown corruption(s) {unknown or v}; valid: {', '.join(sorted(CORRUPTIONS))}"
+            )
+        return v
+
+    @field_validator("severities")
+    @classmethod
+    def _severities(cls, v):
+        if not v or any(s not in (1, 2, 3, 4, 5) for s in v):
+            raise ValueError(f"severities must be integers in 1..5, got {v}")
+        return sorted(set(v))
+
+
 class EvaluateConfig(Strict):
     metrics: list[Literal["top1", "top5"]] = Field(default_factory=lambda: ["top1"])
     batch_size: int = Field(256, ge=1)
+    bootstrap_resamples: int = Field(2000, ge=100, description="Resamples of the paired bootstrap")
+    confidence: float = Field(0.95, gt=0.5, lt=1, description="Level of every interval and test")
+    robustness: RobustnessConfig = Field(default_factory=RobustnessConfig)
 
 
 class GateConfig(Strict):
@@ -302,6 +392,32 @@ class GateConfig(Strict):
         None, description="Batch sizes min_speedup applies to; default: every profiled one"
     )
     reference: str = Field("baseline", description="Variant that speed-ups are measured against")
+    mode: Literal["point", "confident"] = Field(
+        "point", description="point: the estimate must be within tolerance; confident: the "
+        "upper bound of the 95% interval of the drop must be"
+    )
+    max_worst_class_drop: float | None = Field(
+        None, description="Points of top-1 the worst class may lose on held-out"
+    )
+    max_overfit_gap_increase: float | None = Field(
+        None, description="Points the (fit split - held-out) gap may grow over the baseline's"
+    )
+    max_drift_drop_increase: float | None = Field(
+        None, description="Points a variant may lose on drift data beyond what the baseline loses"
+    )
+
+    @field_validator(
+        "max_accuracy_drop", "max_worst_class_drop", "max_overfit_gap_increase",
+        "max_drift_drop_increase", mode="before",
+    )
+    @classmethod
+    def _tolerance(cls, v, info):
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and v < 0:
+            raise ValueError(
+                f"{info.field_name} is a tolerance in points and must be >= 0 (0 = no loss "
+                f"allowed), got {v}"
+            )
+        return v
 
 
 class ReportConfig(Strict):
@@ -459,6 +575,16 @@ class Recipe(Strict):
                     f"data.drift.corruption: unknown corruption {self.data.drift.corruption!r}; "
                     f"valid: {', '.join(sorted(CORRUPTIONS))}"
                 )
+        has_tuning = (self.data.split.tuning > 0 if self.data.source is not None
+                      else "tuning" in (self.data.sources or {}))
+        for name, v in self.variants.items():
+            for i, (step_name, cfg) in enumerate(v.step_list()):
+                if getattr(cfg, "mixed_precision", None) is not None and not has_tuning:
+                    problems.append(
+                        f"variants.{name}.steps[{i}].{step_name}.mixed_precision: needs a tuning "
+                        "split, disjoint from calibration and held-out; set data.split.tuning "
+                        "(e.g. 0.1) or data.sources.tuning"
+                    )
         return problems
 
 

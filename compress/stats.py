@@ -22,6 +22,8 @@ __all__ = [
     "ks_shift",
     "mcnemar_exact",
     "paired_bootstrap_diff",
+    "paired_diff_in_diff",
+    "two_sample_accuracy_shift",
     "psi",
     "psi_categorical",
     "ratio_interval",
@@ -213,6 +215,77 @@ def paired_bootstrap_diff(
     )
     replicates = 100.0 * (counts[:, 0] - counts[:, 1]) / n
     return _percentile_interval(estimate, replicates, confidence)
+
+
+def _paired_replicates(
+    variant: np.ndarray, baseline: np.ndarray, n_resamples: int, rng: np.random.Generator
+) -> tuple[float, np.ndarray]:
+    """Point estimate and bootstrap replicates of the paired accuracy change, in points."""
+    n = variant.size
+    n_variant_only = int(np.count_nonzero(variant & ~baseline))
+    n_baseline_only = int(np.count_nonzero(~variant & baseline))
+    n_agree = n - n_variant_only - n_baseline_only
+    counts = rng.multinomial(
+        n, np.array([n_variant_only, n_baseline_only, n_agree]) / n, n_resamples
+    )
+    return 100.0 * (n_variant_only - n_baseline_only) / n, 100.0 * (counts[:, 0] - counts[:, 1]) / n
+
+
+def paired_diff_in_diff(
+    correct_variant_a,
+    correct_baseline_a,
+    correct_variant_b,
+    correct_baseline_b,
+    *,
+    n_resamples: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> Interval:
+    """(variant - baseline on set A) - (variant - baseline on set B), in points, with a bootstrap
+    interval: pairs are resampled within each set, the two sets independently.
+
+    With A = train and B = held-out this is the growth of the variant's overfitting gap over the
+    baseline's; with A = held-out and B = drift, how much more the variant loses under the shift.
+    """
+    variant_a, baseline_a = _as_paired(correct_variant_a, correct_baseline_a)
+    variant_b, baseline_b = _as_paired(correct_variant_b, correct_baseline_b)
+    _check_confidence(confidence)
+    _check_n_resamples(n_resamples)
+    rng = np.random.default_rng(seed)
+    estimate_a, replicates_a = _paired_replicates(variant_a, baseline_a, n_resamples, rng)
+    estimate_b, replicates_b = _paired_replicates(variant_b, baseline_b, n_resamples, rng)
+    return _percentile_interval(estimate_a - estimate_b, replicates_a - replicates_b, confidence)
+
+
+def two_sample_accuracy_shift(
+    correct_reference,
+    correct_current,
+    *,
+    n_resamples: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> tuple[Interval, float]:
+    """Accuracy on ``current`` minus accuracy on ``reference`` (different samples), in points, with
+    an independent-samples bootstrap interval, and the two-sided p-value of Fisher's exact test.
+
+    Fisher's test conditions on the total number correct, which is exactly the null distribution
+    of a random split of one sample into two: its false-alarm rate never exceeds the nominal one.
+    """
+    reference = _as_correctness("correct_reference", correct_reference)
+    current = _as_correctness("correct_current", correct_current)
+    _check_confidence(confidence)
+    _check_n_resamples(n_resamples)
+    n_ref, n_cur = reference.size, current.size
+    k_ref, k_cur = int(reference.sum()), int(current.sum())
+    rng = np.random.default_rng(seed)
+    replicates = 100.0 * (
+        rng.binomial(n_cur, k_cur / n_cur, n_resamples) / n_cur
+        - rng.binomial(n_ref, k_ref / n_ref, n_resamples) / n_ref
+    )
+    estimate = 100.0 * (k_cur / n_cur - k_ref / n_ref)
+    table = [[k_ref, n_ref - k_ref], [k_cur, n_cur - k_cur]]
+    p_value = float(sps.fisher_exact(table, alternative="two-sided").pvalue)
+    return _percentile_interval(estimate, replicates, confidence), p_value
 
 
 def mcnemar_exact(correct_variant, correct_baseline) -> McNemar:

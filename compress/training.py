@@ -6,6 +6,7 @@ baseline): loss = (1 - alpha) * CE(student, y) + alpha * T^2 * KL(softmax(t/T) |
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -44,8 +45,14 @@ def train(
     alpha: float = 0.0,
     progress=None,
     description: str = "training",
+    validation=None,
+    patience: int | None = None,
 ) -> dict:
-    """SGD with (Nesterov) momentum and a cosine schedule; returns per-epoch loss and seconds."""
+    """SGD with (Nesterov) momentum and a cosine schedule; returns per-epoch loss and seconds.
+
+    With a ``validation`` split (carved out of train, never held-out), top-1 on it is measured after
+    every epoch, the best epoch's weights are kept, and training stops after ``patience`` epochs
+    without improvement."""
     import time
 
     import torch
@@ -60,7 +67,9 @@ def train(
     steps_per_epoch = max(1, math.ceil(n / batch_size))
     total = epochs * steps_per_epoch
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / total)))
-    losses = []
+    losses: list[float] = []
+    val_top1: list[float] = []
+    best = (-1.0, -1, None)  # (top-1, epoch, state_dict)
     start = time.perf_counter()
     with track(progress, description, total) as advance:
         for _ in range(epochs):
@@ -86,8 +95,43 @@ def train(
                 epoch_loss += float(loss.detach()) * len(idx)
                 advance()
             losses.append(epoch_loss / n)
+            if validation is not None:
+                acc = accuracy(module, validation)
+                val_top1.append(acc)
+                module.train()
+                if acc > best[0]:
+                    best = (acc, len(val_top1) - 1, copy.deepcopy(module.state_dict()))
+                elif patience is not None and len(val_top1) - 1 - best[1] >= patience:
+                    break
     module.eval()
-    return {"loss": losses, "seconds": time.perf_counter() - start, "samples": n, "epochs": epochs}
+    history = {"loss": losses, "seconds": time.perf_counter() - start, "samples": n,
+               "epochs": epochs, "epochs_run": len(losses)}
+    if validation is not None:
+        module.load_state_dict(best[2])
+        history.update(validation_top1=val_top1, best_epoch=best[1] + 1, validation_n=len(validation),
+                       stopped_early=len(losses) < epochs)
+    return history
+
+
+def carve_validation(split, fraction: float, seed: int = 0):
+    """(rest, validation): a stratified, seeded slice of a train split for early stopping, so
+    fine-tuning never looks at held-out data. Both are new Split objects; ``split`` is unchanged."""
+    from dataclasses import replace
+
+    from compress.sources.data import stratified_fractions
+
+    parts = stratified_fractions(split.labels, {"validation": fraction, "rest": 1 - fraction}, seed)
+    if len(parts["validation"]) == 0 or len(parts["rest"]) < 2:
+        raise ValueError(
+            f"early_stopping.validation_fraction {fraction:g} of {len(split)} train samples leaves an "
+            "empty slice; raise the fraction or use more train data"
+        )
+
+    def sub(idx, role):
+        return replace(split, role=role, images=split.images[idx], labels=split.labels[idx],
+                       source=f"{split.source} ({role} slice of train)", _hashes=None)
+
+    return sub(parts["rest"], "train"), sub(parts["validation"], "validation")
 
 
 def accuracy(module, split, batch_size: int = 256) -> float:

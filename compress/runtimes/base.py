@@ -41,6 +41,8 @@ class RuntimeSpec:
     summary: str = ""
     extra: str | None = None  # the pip extra that installs it, when optional
     options: tuple[str, ...] = field(default_factory=tuple)
+    #: checks a target's device and options when the recipe is loaded; raises ValueError
+    validate: Any = None
 
     def load(self, artifact: Artifact, target: TargetConfig) -> Session:
         return self.loader(artifact, target)
@@ -50,10 +52,11 @@ RUNTIMES: Registry[RuntimeSpec] = Registry("runtime")
 
 
 def register_runtime(name: str, *, accepts: set[str], devices: set[str], summary: str,
-                     extra: str | None = None, options: tuple[str, ...] = ()):
+                     extra: str | None = None, options: tuple[str, ...] = (), validate=None):
     def decorator(loader):
         RUNTIMES.add(
-            name, RuntimeSpec(name, frozenset(accepts), frozenset(devices), loader, summary, extra, options)
+            name, RuntimeSpec(name, frozenset(accepts), frozenset(devices), loader, summary, extra,
+                              options, validate)
         )
         return loader
 

@@ -1,4 +1,10 @@
-"""PyTorch eager runtime (CPU, or CUDA when present)."""
+"""PyTorch eager on the CPU or a CUDA GPU: fp32, or fp16/bf16 autocast, optionally channels_last.
+
+On CUDA the session times itself with CUDA events recorded around the whole call (input copy,
+forward, output copy) and synchronises before reading them, because the host clock alone would
+time only the kernel launches. The CUDA path has not been run on a GPU yet (no GPU was available
+when it was written); the CPU path is tested.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,28 @@ import numpy as np
 from compress.errors import RuntimeFailure
 from compress.runtimes.base import Session, check_options, register_runtime
 
-OPTIONS = ("dtype", "channels_last")
+OPTIONS = ("dtype", "channels_last", "device_id")
+DTYPES = ("fp32", "fp16", "bf16")
+
+
+def validate_target(target) -> None:
+    """Check a target's options when the recipe is loaded; ValueError names the key and the fix."""
+    where = f"targets.{target.name}.options"
+    unknown = set(target.options) - set(OPTIONS)
+    if unknown:
+        raise ValueError(
+            f"{where}: unknown option(s) {sorted(unknown)} for runtime torch; valid: {', '.join(OPTIONS)}"
+        )
+    dtype = target.options.get("dtype", "fp32")
+    if dtype not in DTYPES:
+        raise ValueError(f"{where}.dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    if not isinstance(target.options.get("channels_last", False), bool):
+        raise ValueError(f"{where}.channels_last must be true or false")
+    device_id = target.options.get("device_id", 0)
+    if not isinstance(device_id, int) or isinstance(device_id, bool) or device_id < 0:
+        raise ValueError(f"{where}.device_id must be a GPU index >= 0, got {device_id!r}")
+    if device_id and target.device == "cpu":
+        raise ValueError(f"{where}.device_id is for GPUs; remove it or set device: cuda")
 
 
 class TorchSession(Session):
@@ -25,15 +52,20 @@ class TorchSession(Session):
         self.info = {
             "runtime": "torch",
             "torch": torch.__version__,
-            "device": device,
-            "precision": dtype,
+            "device": str(self.device),
+            "precision": dtype if dtype == "fp32" else f"{dtype} autocast",
             "channels_last": channels_last,
+            "threads": threads,
         }
+        if self.device.type == "cuda":
+            self.info["gpu"] = torch.cuda.get_device_name(self.device)
+            # only a CUDA session times itself on the device (see the module docstring)
+            self.time_run_ms = self._time_run_cuda_ms
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
+    def _forward(self, batch: np.ndarray):
         torch = self._torch
         if self.threads:
-            torch.set_num_threads(self.threads)
+            torch.set_num_threads(self.threads)  # global in torch: set before every call
         x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -43,24 +75,56 @@ class TorchSession(Session):
                     y = self.module(x)
             else:
                 y = self.module(x)
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
         return y.float().cpu().numpy()
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        y = self._forward(batch)
+        if self.device.type == "cuda":
+            self._torch.cuda.synchronize(self.device)
+        return y
+
+    def _time_run_cuda_ms(self, batch: np.ndarray) -> float:
+        torch = self._torch
+        stream = torch.cuda.current_stream(self.device)
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record(stream)
+        self._forward(batch)
+        end.record(stream)
+        end.synchronize()
+        return float(start.elapsed_time(end))
+
+    def close(self) -> None:
+        self.module = None
+        if self.device.type == "cuda":
+            self._torch.cuda.empty_cache()
 
 
 @register_runtime(
-    "torch", accepts={"torch"}, devices={"cpu", "cuda"}, summary="PyTorch eager", options=OPTIONS
+    "torch", accepts={"torch"}, devices={"cpu", "cuda"},
+    summary="PyTorch eager (CPU or CUDA; fp32, fp16/bf16 autocast, channels_last)",
+    options=OPTIONS, validate=validate_target,
 )
 def load(artifact, target) -> Session:
     import torch
 
     check_options(target, OPTIONS)
-    if target.device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeFailure(
-            f"target {target.name!r} asks for device cuda, but torch sees no CUDA GPU on this machine"
-        )
-    dtype = target.options.get("dtype", "fp32")
-    if dtype not in ("fp32", "fp16", "bf16"):
-        raise RuntimeFailure(f"targets.{target.name}.options.dtype must be fp32, fp16 or bf16, got {dtype!r}")
+    try:
+        validate_target(target)
+    except ValueError as err:
+        raise RuntimeFailure(str(err)) from None
+    device = "cpu"
+    if target.device == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeFailure(
+                f"target {target.name!r} asks for device cuda, but torch sees no CUDA GPU on this machine"
+            )
+        device_id = int(target.options.get("device_id", 0))
+        if device_id >= torch.cuda.device_count():
+            raise RuntimeFailure(
+                f"targets.{target.name}.options.device_id {device_id}: torch sees "
+                f"{torch.cuda.device_count()} GPU(s); use 0..{torch.cuda.device_count() - 1}"
+            )
+        device = f"cuda:{device_id}"
     module = artifact.load_module()
-    return TorchSession(module, target.device, target.threads, dtype, bool(target.options.get("channels_last", False)))
+    return TorchSession(module, device, target.threads, target.options.get("dtype", "fp32"),
+                        bool(target.options.get("channels_last", False)))

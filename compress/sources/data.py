@@ -129,11 +129,15 @@ def _load_imagefolder(path: Path, resize) -> tuple[np.ndarray, np.ndarray, list[
             f"imagefolder {path}: images have different sizes {sorted(shapes)[:3]}...; "
             "set data.transform.resize"
         )
-    return np.stack(images), np.array(labels), classes
+    # NCHW here, where the layout is known: guessing it from the shape fails for 4x4 or 3x3 images
+    return np.stack(images).transpose(0, 3, 1, 2), np.array(labels), classes
 
 
-def load_source(source: str, base_dir: Path, transform=None) -> Dataset:
-    """Load one data source and apply resize/channel conversion (not normalisation)."""
+def load_source(source: str, base_dir: Path, transform=None, *, labelled: bool = True) -> Dataset:
+    """Load one data source and apply resize/channel conversion (not normalisation).
+
+    ``labelled=False`` (a production sample): an npz file may omit ``labels`` (they read as 0 and
+    are never scored)."""
     from compress.sources.models import load_python_object, resolve
 
     scheme, _, ref = source.partition(":")
@@ -156,6 +160,8 @@ def load_source(source: str, base_dir: Path, transform=None) -> Dataset:
                 arrays = {k: z[k] for k in z.files}
         except (OSError, ValueError) as err:
             raise InputError(f"data source {source!r}: not a readable .npz file ({err})") from None
+        if not labelled and "labels" not in arrays and "images" in arrays:
+            arrays["labels"] = np.zeros(len(arrays["images"]), dtype=np.int64)
         missing = {"images", "labels"} - set(arrays)
         if missing:
             raise InputError(
@@ -317,6 +323,13 @@ def make_splits(data_cfg, base_dir: Path, seed: int) -> Splits:
                     f"data.drift.source: images of shape {ds.images.shape[1:]} differ from held-out "
                     f"{held.images.shape[1:]}; set data.transform.resize/channels"
                 )
+            named = ds.classes != [str(i) for i in range(len(ds.classes))]
+            if named and len(ds.classes) != splits.num_classes:
+                raise InputError(
+                    f"data.drift.source names {len(ds.classes)} classes, but the model's data has "
+                    f"{splits.num_classes}: drift data must share the label space (same classes, "
+                    "same order)"
+                )
             if int(ds.labels.max()) >= splits.num_classes:
                 raise InputError(
                     f"data.drift.source has labels up to {int(ds.labels.max())}, but the model's data "
@@ -331,4 +344,16 @@ def make_splits(data_cfg, base_dir: Path, seed: int) -> Splits:
                 "drift", imgs, held.labels, held.mean, held.std,
                 f"heldout + {drift.corruption} (severity {drift.severity})",
             )
+    production = getattr(data_cfg, "production", None)
+    if production is not None:
+        held = splits["heldout"]
+        ds = load_source(production.source, base_dir, transform, labelled=False)
+        if ds.images.shape[1:] != held.images.shape[1:]:
+            raise InputError(
+                f"data.production.source: images of shape {ds.images.shape[1:]} differ from "
+                f"held-out {held.images.shape[1:]}; set data.transform.resize/channels"
+            )
+        splits["production"] = Split(
+            "production", ds.images, ds.labels, held.mean, held.std, production.source
+        )
     return splits

@@ -18,7 +18,9 @@ DEFAULT_OPSET = 17
 
 
 class ExportConfig(StepConfig):
-    format: Literal["onnx"] = "onnx"
+    format: Literal["onnx", "openvino"] = Field(
+        "onnx", description="onnx, or openvino (OpenVINO IR, written beside the verified ONNX file)"
+    )
     opset: int = Field(DEFAULT_OPSET, ge=13, le=21)
     dynamic_batch: bool = Field(True, description="Batch axis left dynamic, so one file serves every batch size")
     verify: bool = Field(True, description="Compare ONNX Runtime's outputs with torch's on calibration inputs")
@@ -59,7 +61,31 @@ def verify_onnx(module, path, inputs: np.ndarray, atol: float) -> float:
     return err
 
 
-@register_step("export", config=ExportConfig, accepts={"torch"}, produces="onnx")
+def openvino_fingerprint() -> dict:
+    """What an OpenVINO IR was made with: a mismatch later explains a behaviour change."""
+    from compress.environment import cpu_info
+    from compress.runtimes.openvino import import_openvino
+
+    ov = import_openvino()
+    cpu = cpu_info()
+    return {"openvino": ov.__version__, "cpu": cpu.get("model"), "cpu_flags": cpu.get("flags", [])}
+
+
+def convert_to_openvino(onnx_file, xml_path) -> None:
+    from compress.runtimes.openvino import import_openvino
+
+    ov = import_openvino()
+    try:
+        model = ov.convert_model(str(onnx_file))
+        ov.save_model(model, str(xml_path), compress_to_fp16=False)
+    except Exception as err:
+        raise StepError(f"OpenVINO could not convert the ONNX model: {type(err).__name__}: {err}") from err
+
+
+@register_step(
+    "export", config=ExportConfig, accepts={"torch"},
+    produces=lambda cfg, _kind: "openvino" if cfg.format == "openvino" else "onnx",
+)
 def apply(art: Artifact, cfg: ExportConfig, ctx: StepContext) -> Artifact:
     """Export to ONNX with a dynamic batch axis, verified against torch on real inputs."""
     module = art.load_module()
@@ -78,6 +104,18 @@ def apply(art: Artifact, cfg: ExportConfig, ctx: StepContext) -> Artifact:
             inputs = inputs[:2]
         meta["export_max_rel_error"] = verify_onnx(module, path, inputs, cfg.atol)
     meta["opset"] = cfg.opset
+    if cfg.format == "openvino":
+        import json
+
+        xml = ctx.workdir / "model.xml"
+        convert_to_openvino(path, xml)
+        meta["openvino_fingerprint"] = openvino_fingerprint()
+        (ctx.workdir / "openvino_fingerprint.json").write_text(json.dumps(meta["openvino_fingerprint"], indent=2))
+        meta["extra_files"] = ["model.onnx", "openvino_fingerprint.json"]
+        return Artifact(
+            kind="openvino", digest=digest_of(art.digest, "export", cfg.model_dump()), path=xml,
+            lineage=[*art.lineage, "export(openvino IR)"], meta=meta,
+        )
     return Artifact(
         kind="onnx", digest=digest_of(art.digest, "export", cfg.model_dump()), path=path,
         lineage=[*art.lineage, "export(onnx)"], meta=meta,

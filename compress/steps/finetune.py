@@ -1,16 +1,28 @@
-"""Fine-tune a torch model on the train split, optionally distilling from the unpruned baseline."""
+"""Fine-tune a torch model on the train split, optionally distilling from the unpruned baseline.
+
+Only the train split is used. Early stopping, when asked for, watches a stratified validation slice
+carved out of train (and trains on the rest); held-out data is never seen by a step.
+"""
 
 from __future__ import annotations
 
 from pydantic import Field
 
 from compress.artifacts import Artifact, digest_of
+from compress.errors import StepError
 from compress.steps.base import StepConfig, StepContext, register_step
 
 
 class DistillConfig(StepConfig):
-    temperature: float = Field(4.0, gt=0)
+    temperature: float = Field(4.0, gt=0, description="Softens both logit sets before the KL term")
     alpha: float = Field(0.5, ge=0, le=1, description="Weight of the KL term; 1 - alpha goes to CE")
+
+
+class EarlyStoppingConfig(StepConfig):
+    validation_fraction: float = Field(
+        0.1, gt=0, lt=1, description="Stratified slice of the train split watched for early stopping"
+    )
+    patience: int = Field(1, ge=1, description="Stop after this many epochs without a better top-1")
 
 
 class FinetuneConfig(StepConfig):
@@ -19,20 +31,39 @@ class FinetuneConfig(StepConfig):
     batch_size: int = Field(32, ge=1)
     weight_decay: float = Field(5e-4, ge=0)
     distill: DistillConfig | None = Field(None, description="Knowledge distillation from the baseline")
+    early_stopping: EarlyStoppingConfig | None = Field(
+        None, description="Keep the best epoch on a validation slice of train; stop when it stalls"
+    )
 
 
 def run_finetune(module, cfg: FinetuneConfig, ctx: StepContext, label: str = "fine-tuning") -> dict:
-    from compress.training import train
+    """Train ``module`` in place on the train split; returns the training history."""
+    from compress.training import carve_validation, train
 
     teacher = None
-    if cfg.distill is not None and ctx.baseline is not None:
-        teacher = ctx.baseline.load_module()
-    return train(
-        module, ctx.data("train"), epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size,
+    if cfg.distill is not None:
+        if ctx.baseline is None or ctx.baseline.kind != "torch":
+            raise StepError(
+                "finetune.distill needs the unpruned baseline as a torch model (the teacher); "
+                "this baseline is not a torch model: remove distill"
+            )
+        teacher = ctx.baseline.load_module().eval()
+    split = ctx.data("train")
+    validation = None
+    if cfg.early_stopping is not None:
+        try:
+            split, validation = carve_validation(split, cfg.early_stopping.validation_fraction, ctx.seed)
+        except ValueError as err:
+            raise StepError(f"finetune.{err}") from None
+    history = train(
+        module, split, epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size,
         weight_decay=cfg.weight_decay, seed=ctx.seed, teacher=teacher,
         temperature=cfg.distill.temperature if cfg.distill else 4.0,
         alpha=cfg.distill.alpha if cfg.distill else 0.0, progress=ctx.progress, description=label,
+        validation=validation, patience=cfg.early_stopping.patience if cfg.early_stopping else None,
     )
+    history["distilled"] = teacher is not None
+    return history
 
 
 @register_step("finetune", config=FinetuneConfig, accepts={"torch"})

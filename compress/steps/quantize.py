@@ -1,14 +1,17 @@
 """ONNX Runtime int8 quantization: static (calibrated) for conv nets, dynamic for MatMul/Gemm models.
 
-Defaults are the settings that are fast on x86 CPUs with ONNX Runtime: QDQ with *uint8* activations
-and per-channel *int8* weights (U8S8). ORT's own defaults (int8 activations) leave most convolutions
-unfused on x86 and make ResNet-18 slower than fp32 (docs/quantization.md has the measurements).
+Settings left unset come from the ``target``'s row in compress/quantization/targets.py (``auto``:
+the build machine's CPU). On x86 that is QDQ with *uint8* activations and per-channel *int8*
+weights (U8S8): ORT's own defaults (int8 activations) leave most convolutions unfused on x86 and
+make ResNet-18 slower than fp32 (docs/steps/quantize.md has the table and the measurements).
+After quantizing, the step counts which ops ORT really runs in int8, and with ``mixed_precision``
+it keeps the layers that cost accuracy on the tuning split in float.
 """
 
 from __future__ import annotations
 
-import warnings
-from typing import Literal
+import dataclasses
+from typing import Literal, get_args
 
 import numpy as np
 from pydantic import Field, model_validator
@@ -17,7 +20,21 @@ from compress.artifacts import Artifact, digest_of
 from compress.errors import StepError
 from compress.onnx_inspect import int8_coverage, source_op_counts
 from compress.progress import track
+from compress.quantization.ort import (
+    QUANTIZABLE_COMPUTE,
+    BatchReader,
+    StaticSettings,
+    compute_nodes,
+    input_name,
+    preprocess,
+    qtype,
+    quantize_static_file,
+)
+from compress.quantization.targets import DEFAULTS, TARGET_NAMES, resolve_target
 from compress.steps.base import StepConfig, StepContext, register_step
+
+Target = Literal["auto", "x86-vnni", "x86", "arm", "cuda", "tensorrt"]
+assert set(get_args(Target)) == set(TARGET_NAMES), "Target and targets.TARGET_NAMES must agree"
 
 
 class CalibrationConfig(StepConfig):
@@ -29,138 +46,157 @@ class CalibrationConfig(StepConfig):
     @model_validator(mode="after")
     def _pct(self):
         if not 0 < self.percentile <= 100:
-            raise ValueError(f"percentile must be in (0, 100], got {self.percentile}")
+            raise ValueError(f"calibration.percentile must be in (0, 100], got {self.percentile}")
         return self
+
+
+class MixedPrecisionConfig(StepConfig):
+    """Keep the most accuracy-sensitive layers in float until the tuning split is within tolerance."""
+
+    max_drop_points: float = Field(
+        0.5, ge=0, description="Tolerated top-1 drop (points) on the tuning split against the float model"
+    )
+    max_float_layers: int = Field(8, ge=1, description="At most this many Conv/MatMul/Gemm stay in float")
+    tuning_samples: int = Field(1000, ge=1, description="Tuning images used (drawn from the tuning split)")
+    sensitivity_samples: int = Field(256, ge=1, description="Tuning images used to rank the layers")
+    latency_batch_size: int = Field(32, ge=1, description="Batch at which the float layers' latency cost is measured")
 
 
 class QuantizeConfig(StepConfig):
     mode: Literal["static", "dynamic"] = "static"
-    format: Literal["qdq", "qoperator"] = "qdq"
-    activation_type: Literal["uint8", "int8"] = Field(
-        "uint8", description="uint8 (U8S8) is what x86 VNNI kernels fuse; int8 is for GPUs/TensorRT"
+    target: Target = Field(
+        "auto", description="Hardware the int8 model is for; unset fields below come from its defaults "
+        "(auto: this machine's CPU: x86-vnni, x86 or arm)"
     )
-    weight_type: Literal["int8", "uint8"] = "int8"
-    per_channel: bool = True
-    symmetric_activations: bool = False
-    symmetric_weights: bool = True
-    reduce_range: bool = Field(False, description="7-bit weights, for CPUs without VNNI")
+    format: Literal["qdq", "qoperator"] | None = None
+    activation_type: Literal["uint8", "int8"] | None = Field(
+        None, description="uint8 (U8S8) is what x86 kernels fuse; int8 for ARM, GPUs and TensorRT"
+    )
+    weight_type: Literal["int8", "uint8"] | None = None
+    per_channel: bool | None = None
+    symmetric_activations: bool | None = None
+    symmetric_weights: bool | None = None
+    reduce_range: bool | None = Field(None, description="7-bit weights, for x86 CPUs without VNNI")
     calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
     preprocess: bool = Field(True, description="Run ORT's quant_pre_process (shape inference, fusions)")
     exclude_nodes: list[str] = Field(default_factory=list, description="Node names kept in float")
     exclude_op_types: list[str] = Field(default_factory=list, description="Op types kept in float")
+    mixed_precision: MixedPrecisionConfig | None = Field(
+        None, description="Accuracy-aware mixed precision on the tuning split (static mode only)"
+    )
+
+    @model_validator(mode="after")
+    def _rules(self):
+        if self.mixed_precision is not None and self.mode != "static":
+            raise ValueError("mixed_precision needs mode: static (it re-uses the calibration ranges)")
+        if self.target == "tensorrt":
+            if self.activation_type == "uint8" or self.weight_type == "uint8":
+                raise ValueError("target tensorrt: TensorRT runs only int8 (symmetric) QDQ; "
+                                 "remove activation_type/weight_type: uint8")
+            if self.symmetric_activations is False or self.symmetric_weights is False:
+                raise ValueError("target tensorrt: TensorRT needs zero points of 0; remove "
+                                 "symmetric_activations/symmetric_weights: false")
+            if self.format == "qoperator":
+                raise ValueError("target tensorrt: TensorRT reads QDQ models; use format: qdq")
+        return self
 
 
-def _qtype(name: str):
-    from onnxruntime.quantization import QuantType
-
-    return {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}[name]
-
-
-class _Reader:
-    """Feeds calibration batches to ORT's calibrator."""
-
-    def __init__(self, batches, input_name: str, advance):
-        self._it = iter(batches)
-        self._name = input_name
-        self._advance = advance
-
-    def get_next(self):
-        batch = next(self._it, None)
-        if batch is None:
-            return None
-        self._advance()
-        return {self._name: batch}
-
-    def rewind(self):  # pragma: no cover - ORT calls it only for some calibrators
-        pass
+def resolve_settings(cfg: QuantizeConfig) -> tuple[str, StaticSettings]:
+    """The target this config resolves to, and every quantize_static setting, explicit ones winning."""
+    target = resolve_target(cfg.target)
+    d = DEFAULTS[target].settings()
+    for key in d:
+        value = getattr(cfg, key)
+        if value is not None:
+            d[key] = value
+    return target, StaticSettings(
+        **d, calibration=cfg.calibration.method, percentile=cfg.calibration.percentile,
+        exclude_nodes=tuple(cfg.exclude_nodes),
+    )
 
 
-def _input_name(path) -> str:
-    import onnx
+def _calibration_batches(ctx: StepContext, cfg: CalibrationConfig) -> tuple[list[np.ndarray], int]:
+    split = ctx.data("calibration")
+    rng = np.random.default_rng(ctx.seed)
+    n = min(cfg.samples, len(split))
+    idx = np.sort(rng.choice(len(split), size=n, replace=False))
+    return [split.inputs(idx[i : i + cfg.batch_size]) for i in range(0, n, cfg.batch_size)], n
 
-    model = onnx.load(str(path), load_external_data=False)
-    inits = {i.name for i in model.graph.initializer}
-    return next(i.name for i in model.graph.input if i.name not in inits)
+
+def _tuning_data(ctx: StepContext, mp: MixedPrecisionConfig) -> tuple[np.ndarray, np.ndarray]:
+    if "tuning" not in ctx.splits:
+        raise StepError(
+            "quantize.mixed_precision needs a tuning split, disjoint from calibration and held-out; "
+            "set data.split.tuning (e.g. 0.1) or data.sources.tuning"
+        )
+    tuning = ctx.data("tuning")
+    overlap = set(tuning.sample_hashes()) & set(ctx.splits["calibration"].sample_hashes())
+    if overlap:
+        raise StepError(
+            f"the tuning split shares {len(overlap)} images with the calibration split; mixed "
+            "precision must be judged on images the calibration never saw: give disjoint sources"
+        )
+    rng = np.random.default_rng(ctx.seed + 1)
+    n = min(mp.tuning_samples, len(tuning))
+    idx = np.sort(rng.choice(len(tuning), size=n, replace=False))
+    return tuning.inputs(idx), tuning.labels[idx]
+
+
+def _dynamic(src, out, cfg: QuantizeConfig, s: StaticSettings, ops, ctx: StepContext) -> None:
+    from onnxruntime.quantization import quantize_dynamic
+
+    n_mm = ops.get("MatMul", 0) + ops.get("Gemm", 0)
+    if n_mm == 0:
+        raise StepError(
+            "quantize mode 'dynamic' quantizes MatMul/Gemm only, and this model has none; "
+            "use mode: static for convolutional models"
+        )
+    if ops.get("Conv", 0):
+        ctx.notes.append(
+            f"dynamic quantization applied to the {n_mm} MatMul/Gemm op(s) only; the {ops['Conv']} "
+            "Conv ops stay float (dynamic ConvInteger is about 5x slower than fp32 on x86), so a "
+            "conv net gains little: use mode: static for it"
+        )
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quantize_dynamic(
+            str(src), str(out), weight_type=qtype(s.weight_type), per_channel=s.per_channel,
+            reduce_range=s.reduce_range, op_types_to_quantize=["MatMul", "Gemm"],
+            nodes_to_exclude=list(s.exclude_nodes) or None,
+            extra_options={"WeightSymmetric": s.symmetric_weights},
+        )
 
 
 @register_step("quantize", config=QuantizeConfig, accepts={"onnx"}, produces="onnx")
 def apply(art: Artifact, cfg: QuantizeConfig, ctx: StepContext) -> Artifact:
     """Quantize an ONNX model to int8 with ONNX Runtime and count what really runs in int8."""
-    from onnxruntime.quantization import (
-        CalibrationMethod,
-        QuantFormat,
-        quantize_dynamic,
-        quantize_static,
-    )
-
-    src = art.path
-    ops = source_op_counts(src)
-    if cfg.preprocess:
-        from onnxruntime.quantization.shape_inference import quant_pre_process
-
-        pre = ctx.workdir / "preprocessed.onnx"
-        try:
-            quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-        except Exception as err:
-            raise StepError(f"quant_pre_process failed ({err}); set quantize.preprocess: false") from err
-        src = pre
-    out = ctx.workdir / "model.onnx"
-    extra = {
-        "ActivationSymmetric": cfg.symmetric_activations,
-        "WeightSymmetric": cfg.symmetric_weights,
-    }
+    target, s = resolve_settings(cfg)
+    ops = source_op_counts(art.path)
+    if not any(ops.get(op, 0) for op in QUANTIZABLE_COMPUTE):
+        raise StepError(
+            "int8 quantization needs Conv, MatMul or Gemm ops, and this model has none "
+            f"(its ops: {', '.join(sorted(ops)) or 'none'}); remove the quantize step"
+        )
+    if cfg.exclude_op_types:
+        s = dataclasses.replace(s, op_types=tuple(sorted(set(ops) - set(cfg.exclude_op_types))))
+    src = preprocess(art.path, ctx.workdir / "preprocessed.onnx") if cfg.preprocess else art.path
+    out = ctx.workdir / "quantized-all.onnx"
     meta = dict(art.meta)
+    mixed = None
     if cfg.mode == "dynamic":
-        n_mm = ops.get("MatMul", 0) + ops.get("Gemm", 0)
-        if n_mm == 0:
-            raise StepError(
-                "quantize mode 'dynamic' quantizes MatMul/Gemm only, and this model has none; "
-                "use mode: static for convolutional models"
-            )
-        if ops.get("Conv", 0):
-            ctx.notes.append(
-                f"dynamic quantization applied to MatMul/Gemm only; the {ops['Conv']} Conv ops stay "
-                "float (dynamic ConvInteger is about 5x slower than fp32 on x86: use mode: static)"
-            )
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            quantize_dynamic(
-                str(src), str(out), weight_type=_qtype(cfg.weight_type), per_channel=cfg.per_channel,
-                reduce_range=cfg.reduce_range, op_types_to_quantize=["MatMul", "Gemm"],
-                nodes_to_exclude=cfg.exclude_nodes or None, extra_options=extra,
-            )
+        _dynamic(src, out, cfg, s, ops, ctx)
     else:
-        split = ctx.data("calibration")
-        rng = np.random.default_rng(ctx.seed)
-        n = min(cfg.calibration.samples, len(split))
-        idx = np.sort(rng.choice(len(split), size=n, replace=False))
-        bs = cfg.calibration.batch_size
-        batches = [split.inputs(idx[i : i + bs]) for i in range(0, n, bs)]
-        method = {
-            "minmax": CalibrationMethod.MinMax,
-            "entropy": CalibrationMethod.Entropy,
-            "percentile": CalibrationMethod.Percentile,
-        }[cfg.calibration.method]
-        if cfg.calibration.method == "percentile":
-            extra["CalibPercentile"] = cfg.calibration.percentile
-        op_types = None
-        if cfg.exclude_op_types:
-            present = set(ops)
-            op_types = sorted(present - set(cfg.exclude_op_types))
-        with track(ctx.progress, "calibrating", len(batches)) as advance, warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            try:
-                quantize_static(
-                    str(src), str(out), _Reader(batches, _input_name(src), advance),
-                    quant_format=QuantFormat.QDQ if cfg.format == "qdq" else QuantFormat.QOperator,
-                    op_types_to_quantize=op_types, per_channel=cfg.per_channel,
-                    reduce_range=cfg.reduce_range, activation_type=_qtype(cfg.activation_type),
-                    weight_type=_qtype(cfg.weight_type), nodes_to_exclude=cfg.exclude_nodes or None,
-                    calibrate_method=method, extra_options=extra,
-                )
-            except Exception as err:
-                raise StepError(f"ONNX Runtime quantize_static failed: {type(err).__name__}: {err}") from err
+        batches, n = _calibration_batches(ctx, cfg.calibration)
+        cache = ctx.workdir / "calibration.json"  # this call's ranges, re-used by mixed precision
+        cache.unlink(missing_ok=True)  # never another call's: a workdir may be re-used
+        with track(ctx.progress, "calibrating", len(batches)) as advance:
+            quantize_static_file(src, out, s, reader=BatchReader(batches, input_name(src), advance),
+                                 cache_path=cache)
         meta["calibration_samples"] = n
+        if cfg.mixed_precision is not None:
+            out, mixed = _mixed_precision(art, src, out, s, cache, cfg.mixed_precision, ctx)
     coverage = int8_coverage(out)
     if not coverage.int8 or not any(coverage.int8.values()):
         raise StepError(
@@ -169,15 +205,59 @@ def apply(art: Artifact, cfg: QuantizeConfig, ctx: StepContext) -> Artifact:
         )
     meta["int8_coverage"] = coverage.to_dict()
     meta["quantization"] = {
-        "mode": cfg.mode, "format": cfg.format, "activations": cfg.activation_type,
-        "weights": cfg.weight_type, "per_channel": cfg.per_channel,
-        "calibration": cfg.calibration.method if cfg.mode == "static" else None,
+        "mode": cfg.mode, "target": target, "requested_target": cfg.target, "format": s.format,
+        "activations": s.activation_type, "weights": s.weight_type, "per_channel": s.per_channel,
+        "symmetric_activations": s.symmetric_activations, "reduce_range": s.reduce_range,
+        "calibration": s.calibration if cfg.mode == "static" else None,
+        "mixed_precision": mixed,
     }
-    label = f"quantize({cfg.mode}, {'U' if cfg.activation_type == 'uint8' else 'S'}8"
-    label += f"{'U' if cfg.weight_type == 'uint8' else 'S'}8)"
+    label = f"quantize({cfg.mode}, {target}, {'U' if s.activation_type == 'uint8' else 'S'}8"
+    label += f"{'U' if s.weight_type == 'uint8' else 'S'}8"
+    if mixed and mixed["float_layers"]:
+        label += f", {len(mixed['float_layers'])} layers float"
+    label += ")"
+    final = ctx.workdir / "model.onnx"
+    if out != final:
+        import shutil
+
+        shutil.copyfile(out, final)
     return Artifact(
         kind="onnx",
-        digest=digest_of(art.digest, "quantize", cfg.model_dump(), ctx.seed,
+        digest=digest_of(art.digest, "quantize", cfg.model_dump(), target, ctx.seed,
                          ctx.splits["calibration"].fingerprint() if cfg.mode == "static" else None),
-        path=out, lineage=[*art.lineage, label], meta=meta,
+        path=final, lineage=[*art.lineage, label], meta=meta,
     )
+
+
+def _mixed_precision(art, src, all_int8, s: StaticSettings, cache, mp: MixedPrecisionConfig,
+                     ctx: StepContext):
+    from compress.quantization.mixed import latency_cost, search
+
+    x, y = _tuning_data(ctx, mp)
+    tried: dict[tuple[str, ...], object] = {(): all_int8}
+
+    def quantize(excluded: tuple[str, ...]):
+        if excluded not in tried:
+            path = ctx.workdir / f"mixed-{len(tried)}.onnx"
+            settings = dataclasses.replace(s, exclude_nodes=s.exclude_nodes + excluded)
+            tried[excluded] = quantize_static_file(src, path, settings, cache_path=cache)
+        return tried[excluded]
+
+    candidates = [c for c in compute_nodes(src) if c[0] not in s.exclude_nodes]
+    path, result = search(
+        art.path, quantize, candidates, x, y, tolerance_points=mp.max_drop_points,
+        max_float_layers=mp.max_float_layers, sensitivity_samples=mp.sensitivity_samples, log=ctx.log,
+    )
+    if result.float_layers:
+        batch = np.resize(x, (mp.latency_batch_size, *x.shape[1:])).astype(np.float32)
+        result.latency = latency_cost(all_int8, path, batch)
+    if not result.reached:
+        ctx.notes.append(
+            f"mixed precision did not reach the tolerance: tuning top-1 {result.tuning_top1_mixed:.2f}% "
+            f"vs float {result.tuning_top1_float:.2f}% with {len(result.float_layers)} layer(s) in "
+            f"float (max_drop_points {mp.max_drop_points}); raise max_float_layers or try "
+            "calibration method entropy/percentile"
+        )
+    d = result.to_dict()
+    d["sensitivity"] = d["sensitivity"][:10]
+    return path, d

@@ -1,0 +1,90 @@
+"""How far to cut: find the channel ratio that meets a MACs budget (bisection on copies) or a
+latency budget measured on the target's runtime (a ratio schedule, stopping at the first that meets
+it). Both return the ratio; the caller makes the real cut (and fine-tunes)."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from compress.errors import StepError
+from compress.pruning.channels import ChannelPlan, count_macs_params, prune_once
+
+
+@dataclass
+class BudgetSearch:
+    """The ratio chosen and every candidate tried on the way (for the report)."""
+
+    ratio: float
+    trace: list[dict] = field(default_factory=list)
+
+
+def macs_after(module, plan: ChannelPlan, input_shape, num_classes: int, ratio: float, seed: int) -> int:
+    """MACs of a copy of ``module`` cut to ``ratio`` (the module itself is untouched)."""
+    trial = copy.deepcopy(module)  # keeps .grad, so Taylor scores the same as on the original
+    prune_once(trial, plan, input_shape, num_classes, ratio, seed=seed)
+    return count_macs_params(trial, input_shape)[0]
+
+
+def ratio_upper_bound(plan: ChannelPlan) -> float:
+    """The largest ratio worth trying: the per-layer cap, short of removing whole layers."""
+    return min(0.95, plan.max_layer_ratio)
+
+
+def search_macs_budget(module, plan: ChannelPlan, input_shape, num_classes: int, *,
+                       budget_macs: int, reference_macs: int, seed: int = 0,
+                       iterations: int = 12) -> BudgetSearch:
+    """The smallest ratio whose cut keeps at most ``budget_macs`` MACs (bisection: MACs fall as
+    the ratio grows). Raises when even the largest ratio cannot get there."""
+    hi = ratio_upper_bound(plan)
+    macs_hi = macs_after(module, plan, input_shape, num_classes, hi, seed)
+    trace = [{"ratio": hi, "macs": macs_hi}]
+    if macs_hi > budget_macs:
+        raise StepError(
+            f"prune.macs_budget {budget_macs / reference_macs:.0%} is below what this model allows: "
+            f"with the classifier and the ignored layers kept, cutting every prunable layer by "
+            f"{hi:.0%} still leaves {macs_hi / reference_macs:.1%} of the baseline's MACs. Raise "
+            f"macs_budget to at least {macs_hi / reference_macs:.2f}, or ignore fewer layers"
+        )
+    lo = 0.0
+    for _ in range(iterations):
+        mid = (lo + hi) / 2
+        macs = macs_after(module, plan, input_shape, num_classes, mid, seed)
+        trace.append({"ratio": mid, "macs": macs})
+        if macs <= budget_macs:
+            hi = mid
+        else:
+            lo = mid
+    return BudgetSearch(ratio=hi, trace=trace)
+
+
+def ratio_schedule(step: float, max_ratio: float) -> list[float]:
+    """step, 2*step, ... up to max_ratio (inclusive)."""
+    n = int(round(max_ratio / step + 1e-9))
+    ratios = [round(step * k, 6) for k in range(1, n + 1)]
+    if not ratios or ratios[-1] < max_ratio - 1e-9:
+        ratios.append(max_ratio)
+    return ratios
+
+
+def search_latency_budget(module, plan: ChannelPlan, input_shape, num_classes: int, *,
+                          ratios: list[float], meets: Callable[[object], dict], seed: int = 0) -> BudgetSearch:
+    """Cut copies of ``module`` to each ratio in turn, measure each with ``meets(candidate)`` (a
+    dict with at least ``ok``), and stop at the first that meets the budget."""
+    trace = []
+    for ratio in ratios:
+        trial = copy.deepcopy(module)
+        prune_once(trial, plan, input_shape, num_classes, ratio, seed=seed)
+        macs = count_macs_params(trial, input_shape)[0]
+        measured = meets(trial)
+        trace.append({"ratio": ratio, "macs": macs, **measured})
+        if measured["ok"]:
+            return BudgetSearch(ratio=ratio, trace=trace)
+    last = trace[-1] if trace else {}
+    raise StepError(
+        f"prune.latency_budget is not reachable: even at ratio {ratios[-1]:g} the model measures "
+        f"{last.get('latency_ms', float('nan')):.3g} ms ({last.get('fraction', float('nan')):.2f}x the "
+        "unpruned model) on its target; the kept layers or per-call overhead dominate. Loosen the "
+        "budget, raise latency_budget.max_ratio, or ignore fewer layers"
+    )

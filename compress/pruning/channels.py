@@ -1,0 +1,120 @@
+"""Structured channel pruning with Torch-Pruning: the dependency graph decides which layers must
+shrink together, the importance criterion ranks their channels, and the pruner cuts the lowest.
+
+The classifier (every Linear producing the class logits) is always kept, as are modules matched by
+the user's ``ignore`` patterns (fnmatch on module names, e.g. ``layer*.conv2``).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field
+
+from compress.errors import StepError
+
+
+@dataclass
+class ChannelPlan:
+    """How to cut: the criterion, a ratio (uniform, or global ranking with a per-layer cap),
+    per-layer overrides and rounding. The ratio is the fraction of channels removed."""
+
+    importance: str = "l2"
+    ratio: float = 0.5
+    global_pruning: bool = False
+    max_layer_ratio: float = 1.0
+    round_to: int | None = None
+    ignore: list[str] = field(default_factory=list)
+    layer_ratios: dict[str, float] = field(default_factory=dict)  # fnmatch pattern -> ratio
+    iterative_steps: int = 1
+
+
+def check_patterns(module, patterns: list[str], key: str) -> None:
+    names = [n for n, _ in module.named_modules() if n]
+    for pattern in patterns:
+        if not any(fnmatch.fnmatchcase(n, pattern) for n in names):
+            raise StepError(
+                f"{key} pattern {pattern!r} matches no module name of this model; names look like "
+                f"{', '.join(names[:6])}"
+            )
+
+
+def kept_layers(module, num_classes: int, patterns: list[str]) -> list:
+    """The classifier and every module whose name matches a pattern."""
+    from torch import nn
+
+    kept = []
+    for name, m in module.named_modules():
+        if isinstance(m, nn.Linear) and m.out_features == num_classes:
+            kept.append(m)
+        elif name and any(fnmatch.fnmatchcase(name, p) for p in patterns):
+            kept.append(m)
+    return kept
+
+
+def count_macs_params(module, input_shape) -> tuple[int, int]:
+    """Multiply-accumulates of one sample's forward pass, and the parameter count."""
+    import torch
+    import torch_pruning as tp
+
+    was_training = module.training
+    example = torch.zeros((1, *input_shape))
+    macs, params = tp.utils.count_ops_and_params(module.eval(), example)
+    module.train(was_training)
+    return int(macs), int(params)
+
+
+def make_pruner(module, plan: ChannelPlan, input_shape, num_classes: int, ratio: float | None = None,
+                iterative_steps: int | None = None):
+    """A Torch-Pruning ``BasePruner`` for ``module`` following ``plan`` (``ratio`` and
+    ``iterative_steps`` override the plan's)."""
+    import torch
+    import torch_pruning as tp
+
+    from compress.pruning.importance import make_importance
+
+    ratio = plan.ratio if ratio is None else ratio
+    ignored = kept_layers(module, num_classes, plan.ignore)
+    per_layer = {}
+    for name, m in module.named_modules():
+        for pattern, r in plan.layer_ratios.items():
+            if name and fnmatch.fnmatchcase(name, pattern) and m not in ignored and _is_root(m):
+                per_layer[m] = r
+    example = torch.zeros((1, *input_shape))
+    try:
+        return tp.pruner.BasePruner(
+            module, example, importance=make_importance(plan.importance),
+            global_pruning=plan.global_pruning, pruning_ratio=ratio,
+            pruning_ratio_dict=per_layer or None, max_pruning_ratio=plan.max_layer_ratio,
+            iterative_steps=iterative_steps or plan.iterative_steps, ignored_layers=ignored, round_to=plan.round_to,
+        )
+    except Exception as err:
+        raise StepError(f"Torch-Pruning could not trace this model: {type(err).__name__}: {err}") from err
+
+
+def _is_root(m) -> bool:
+    from torch import nn
+
+    return isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))
+
+
+def prunable_layers(module, plan: ChannelPlan, input_shape, num_classes: int) -> list[tuple[str, object]]:
+    """(name, module) of every layer whose output channels this plan may remove: the root of each
+    Torch-Pruning group that contains no kept layer."""
+    pruner = make_pruner(module, plan, input_shape, num_classes)
+    names = {m: n for n, m in module.named_modules()}
+    out = []
+    for group in pruner.DG.get_all_groups(ignored_layers=pruner.ignored_layers,
+                                          root_module_types=pruner.root_module_types):
+        root = group[0].dep.target.module
+        out.append((names[root], root))
+    return out
+
+
+def prune_once(module, plan: ChannelPlan, input_shape, num_classes: int, ratio: float | None = None,
+               *, seed: int = 0) -> None:
+    """Cut ``module`` in place to ``ratio`` in one step (gradients must already be on it for Taylor)."""
+    import torch
+
+    torch.manual_seed(seed)  # random importance: the same cut every time
+    make_pruner(module, plan, input_shape, num_classes, ratio, iterative_steps=1).step()
+    module.zero_grad(set_to_none=True)

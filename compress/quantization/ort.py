@@ -1,0 +1,152 @@
+"""Thin, typed wrappers over ONNX Runtime's quantization API, shared by the step, mixed precision
+and the benchmark. Calibration runs once per model: its tensor ranges are cached in a JSON file
+and every later re-quantization (mixed precision tries many) reuses them.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from compress.errors import StepError
+
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+QUANTIZABLE_COMPUTE = ("Conv", "MatMul", "Gemm")
+
+
+@dataclass(frozen=True)
+class StaticSettings:
+    """Everything quantize_static needs besides the data, in compress's vocabulary."""
+
+    format: str = "qdq"
+    activation_type: str = "uint8"
+    weight_type: str = "int8"
+    per_channel: bool = True
+    symmetric_activations: bool = False
+    symmetric_weights: bool = True
+    reduce_range: bool = False
+    calibration: str = "minmax"
+    percentile: float = 99.999
+    exclude_nodes: tuple[str, ...] = ()
+    op_types: tuple[str, ...] | None = None  # None: every op type ORT can quantize
+    extra: dict = field(default_factory=dict)
+
+
+def qtype(name: str):
+    from onnxruntime.quantization import QuantType
+
+    return {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}[name]
+
+
+def calibration_method(name: str):
+    from onnxruntime.quantization import CalibrationMethod
+
+    methods = {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }
+    if name not in methods:
+        raise StepError(f"unknown calibration method {name!r}; valid: {', '.join(methods)}")
+    return methods[name]
+
+
+class BatchReader:
+    """Feeds calibration batches to ORT's calibrator (its CalibrationDataReader protocol)."""
+
+    def __init__(self, batches: Sequence[np.ndarray], input_name: str, advance: Callable[[], None] | None = None):
+        self._batches = list(batches)
+        self._it = iter(self._batches)
+        self._name = input_name
+        self._advance = advance
+
+    def get_next(self):
+        batch = next(self._it, None)
+        if batch is None:
+            return None
+        if self._advance is not None:
+            self._advance()
+        return {self._name: batch}
+
+    def rewind(self):
+        self._it = iter(self._batches)
+
+    def __len__(self) -> int:
+        return len(self._batches)
+
+
+def input_name(path: Path) -> str:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    inits = {i.name for i in model.graph.initializer}
+    return next(i.name for i in model.graph.input if i.name not in inits)
+
+
+def compute_nodes(path: Path) -> list[tuple[str, str]]:
+    """(name, op_type) of the Conv/MatMul/Gemm nodes, in graph order: what mixed precision ranks."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return [(n.name, n.op_type) for n in model.graph.node if n.op_type in QUANTIZABLE_COMPUTE]
+
+
+def preprocess(src: Path, out: Path) -> Path:
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    try:
+        quant_pre_process(str(src), str(out), skip_symbolic_shape=True)
+    except Exception as err:
+        raise StepError(f"quant_pre_process failed ({err}); set quantize.preprocess: false") from err
+    return out
+
+
+def quantize_static_file(src: Path, out: Path, s: StaticSettings, *, reader=None,
+                         cache_path: Path | None = None) -> Path:
+    """quantize_static with settings ``s``; ``cache_path`` stores/reuses the calibration ranges."""
+    from onnxruntime.quantization import QuantFormat, quantize_static
+
+    extra = {"ActivationSymmetric": s.symmetric_activations, "WeightSymmetric": s.symmetric_weights,
+             **s.extra}
+    if s.calibration == "percentile":
+        extra["CalibPercentile"] = s.percentile
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            quantize_static(
+                str(src), str(out), reader,
+                quant_format=QuantFormat.QDQ if s.format == "qdq" else QuantFormat.QOperator,
+                op_types_to_quantize=list(s.op_types) if s.op_types is not None else None,
+                per_channel=s.per_channel, reduce_range=s.reduce_range,
+                activation_type=qtype(s.activation_type), weight_type=qtype(s.weight_type),
+                nodes_to_exclude=list(s.exclude_nodes) or None,
+                calibrate_method=calibration_method(s.calibration), extra_options=extra,
+                calibration_cache_path=str(cache_path) if cache_path is not None else None,
+            )
+        except StepError:
+            raise
+        except Exception as err:
+            raise StepError(f"ONNX Runtime quantize_static failed: {type(err).__name__}: {err}") from err
+    return out
+
+
+class OrtRunner:
+    """A CPU ONNX Runtime session for the build machine's own measurements (tuning accuracy)."""
+
+    def __init__(self, path: Path, threads: int | None = None):
+        import onnxruntime as ort
+
+        from compress.runtimes.onnxruntime import make_session_options
+
+        self.sess = ort.InferenceSession(str(path), make_session_options(threads),
+                                         providers=["CPUExecutionProvider"])
+        self.name = self.sess.get_inputs()[0].name
+
+    def logits(self, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        outs = [self.sess.run(None, {self.name: x[i : i + batch_size]})[0]
+                for i in range(0, len(x), batch_size)]
+        return np.concatenate(outs).astype(np.float32)

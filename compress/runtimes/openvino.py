@@ -1,0 +1,155 @@
+"""OpenVINO runtime: reads ONNX directly or OpenVINO IR; CPU (GPU/NPU where present).
+
+Settings come from the target's ``options``: ``precision`` (f32, bf16, f16: the inference precision
+hint), ``hint`` (LATENCY or THROUGHPUT), ``streams``, ``requests`` (async infer requests in
+THROUGHPUT mode). The precision OpenVINO actually compiled is read back and reported: on CPUs with
+AMX, OpenVINO runs an fp32 model in bf16 unless told otherwise, and the report must say so.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from compress.errors import MissingDependency, RecipeError, RuntimeFailure
+from compress.runtimes.base import Session, check_options, register_runtime
+
+OPTIONS = ("precision", "hint", "streams", "requests")
+PRECISIONS = {"f32": "f32", "fp32": "f32", "bf16": "bf16", "f16": "f16", "fp16": "f16"}
+HINTS = ("LATENCY", "THROUGHPUT")
+DEVICES = {"cpu": "CPU", "gpu": "GPU", "npu": "NPU", "cuda": None}
+
+
+def import_openvino():
+    try:
+        import openvino as ov
+    except ImportError:
+        raise MissingDependency("openvino", "openvino", "The openvino runtime") from None
+    return ov
+
+
+class OpenVINOSession(Session):
+    """Compiles one static-shape model per batch size (faster than dynamic shapes on CPU)."""
+
+    def __init__(self, path: str, device: str, threads: int | None, precision: str | None,
+                 hint: str, streams: int | None, requests: int | None):
+        ov = import_openvino()
+        self._ov = ov
+        self.core = ov.Core()
+        if device not in self.core.available_devices:
+            raise RuntimeFailure(
+                f"OpenVINO device {device} is not available here (available: "
+                f"{', '.join(self.core.available_devices)})"
+            )
+        try:
+            self.model = self.core.read_model(path)
+        except Exception as err:
+            raise RuntimeFailure(f"OpenVINO could not read {path}: {err}") from err
+        self.device = device
+        self.hint = hint
+        self.requests = requests
+        self.config = {"PERFORMANCE_HINT": hint}
+        if precision:
+            caps = self.core.get_property(device, "OPTIMIZATION_CAPABILITIES")
+            if precision.upper() not in {c.upper() for c in caps} and precision != "f32":
+                raise RuntimeFailure(
+                    f"OpenVINO {device} cannot run precision {precision} (capabilities: {', '.join(caps)})"
+                )
+            self.config["INFERENCE_PRECISION_HINT"] = precision
+        if threads:
+            self.config["INFERENCE_NUM_THREADS"] = threads
+        if streams:
+            self.config["NUM_STREAMS"] = streams
+        self._compiled: dict[int, object] = {}
+        first = self._get(1)
+        actual = str(first.get_property("INFERENCE_PRECISION_HINT"))
+        self.info = {
+            "runtime": "openvino",
+            "openvino": ov.__version__,
+            "device": device,
+            "hint": hint,
+            "precision_requested": precision or "default",
+            "precision": _precision_name(actual),
+            "streams": int(first.get_property("NUM_STREAMS")),
+            "optimal_requests": int(first.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")),
+        }
+
+    def _get(self, batch: int):
+        if batch not in self._compiled:
+            model = self.model.clone()
+            shape = list(model.input(0).get_partial_shape())
+            shape[0] = batch
+            try:
+                model.reshape({model.input(0): self._ov.PartialShape(shape)})
+                self._compiled[batch] = self.core.compile_model(model, self.device, self.config)
+            except Exception as err:
+                raise RuntimeFailure(f"OpenVINO could not compile the model for batch {batch}: {err}") from err
+        return self._compiled[batch]
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(batch, dtype=np.float32)
+        if self.hint == "THROUGHPUT" and len(x) > 1:
+            return self._run_async(x)
+        compiled = self._get(len(x))
+        return np.asarray(compiled(x)[0])
+
+    def _run_async(self, x: np.ndarray) -> np.ndarray:
+        """Split the batch over the async infer requests; results come back in input order."""
+        n_req = self.requests or self.info["optimal_requests"] or 1
+        n_req = max(1, min(n_req, len(x)))
+        chunks = np.array_split(x, n_req)
+        sizes = sorted({len(c) for c in chunks})
+        out: list = [None] * n_req
+        # one queue per chunk size (compiled shapes are static)
+        for size in sizes:
+            idx = [i for i, c in enumerate(chunks) if len(c) == size]
+            compiled = self._get(size)
+            queue = self._ov.AsyncInferQueue(compiled, len(idx))
+
+            def done(request, i):
+                out[i] = np.array(request.get_output_tensor(0).data)
+
+            queue.set_callback(done)
+            for i in idx:
+                queue.start_async({0: chunks[i]}, i)
+            queue.wait_all()
+        return np.concatenate(out, axis=0)
+
+
+def _precision_name(raw) -> str:
+    """OpenVINO element type (e.g. <Type: 'bfloat16'>) -> f32 / bf16 / f16."""
+    text = str(raw).lower()
+    for key, name in (("bfloat16", "bf16"), ("bf16", "bf16"), ("float16", "f16"), ("f16", "f16"),
+                      ("float32", "f32"), ("f32", "f32")):
+        if key in text:
+            return name
+    return text
+
+
+@register_runtime(
+    "openvino", accepts={"onnx", "openvino"}, devices={"cpu", "gpu", "npu"},
+    summary="OpenVINO (reads ONNX or IR; LATENCY or THROUGHPUT with async requests)",
+    extra="openvino", options=OPTIONS,
+)
+def load(artifact, target) -> Session:
+    check_options(target, OPTIONS)
+    o = target.options
+    precision = o.get("precision")
+    if precision is not None and precision not in PRECISIONS:
+        raise RecipeError(
+            f"targets.{target.name}.options.precision: unknown precision {precision!r}; valid: f32, bf16, f16"
+        )
+    hint = str(o.get("hint", "LATENCY")).upper()
+    if hint not in HINTS:
+        raise RecipeError(f"targets.{target.name}.options.hint must be LATENCY or THROUGHPUT, got {hint!r}")
+    for key in ("streams", "requests"):
+        if key in o and (not isinstance(o[key], int) or o[key] < 1):
+            raise RecipeError(f"targets.{target.name}.options.{key} must be an integer >= 1, got {o[key]!r}")
+    device = DEVICES.get(target.device)
+    if device is None:
+        raise RecipeError(
+            f"targets.{target.name}: the openvino runtime runs on device cpu, gpu or npu, not {target.device!r}"
+        )
+    return OpenVINOSession(
+        str(artifact.path), device, target.threads, PRECISIONS.get(precision) if precision else None,
+        hint, o.get("streams"), o.get("requests"),
+    )

@@ -1,0 +1,127 @@
+"""NNCF post-training int8 quantization, the ``quantize`` step's ``backend: nncf``.
+
+Output is OpenVINO IR (run by the openvino runtime) or ONNX with QDQ nodes (run by ONNX Runtime or
+OpenVINO). Calibration draws from the calibration split; the accuracy-aware mode
+(``nncf.quantize_with_accuracy_control``) validates on the *tuning* split, so held-out data stays
+untouched for the final verdict.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from pydantic import Field
+
+from compress.errors import MissingDependency, StepError
+from compress.steps.base import StepConfig, StepContext
+
+
+class IgnoredScopeConfig(StepConfig):
+    names: list[str] = Field(default_factory=list, description="Node names kept in float")
+    types: list[str] = Field(default_factory=list, description="Op types kept in float, e.g. [Add]")
+    patterns: list[str] = Field(default_factory=list, description="Regular expressions on node names")
+
+
+class AccuracyControlConfig(StepConfig):
+    max_drop: float = Field(0.5, gt=0, description="Allowed top-1 drop on the tuning split, in points")
+
+
+class NNCFConfig(StepConfig):
+    preset: Literal["performance", "mixed"] = Field(
+        "performance", description="performance: symmetric activations; mixed: asymmetric activations"
+    )
+    subset_size: int = Field(300, ge=1, description="Calibration images (one per NNCF sample)")
+    fast_bias_correction: bool = True
+    output: Literal["openvino", "onnx"] = Field("openvino", description="OpenVINO IR, or ONNX with QDQ")
+    ignored_scope: IgnoredScopeConfig = Field(default_factory=IgnoredScopeConfig)
+    accuracy_control: AccuracyControlConfig | None = Field(
+        None, description="Revert layers to float until the drop on the tuning split is within max_drop"
+    )
+
+
+def _imports():
+    try:
+        import nncf
+        import openvino as ov
+    except ImportError:
+        raise MissingDependency("nncf", "openvino", "Quantization with backend: nncf") from None
+    return nncf, ov
+
+
+def quantize_nncf(src_path, kind: str, cfg: NNCFConfig, ctx: StepContext, seed: int):
+    """Quantize the model at ``src_path`` (onnx or openvino) -> (output path, output kind, meta)."""
+    nncf, ov = _imports()
+    calib = ctx.data("calibration")
+    rng = np.random.default_rng(seed)
+    n = min(cfg.subset_size, len(calib))
+    idx = np.sort(rng.choice(len(calib), size=n, replace=False))
+    items = [calib.inputs(idx[i : i + 1]) for i in range(n)]
+    scope = cfg.ignored_scope
+    ignored = None
+    if scope.names or scope.types or scope.patterns:
+        ignored = nncf.IgnoredScope(names=scope.names, types=scope.types, patterns=scope.patterns,
+                                    validate=False)
+    preset = {"performance": nncf.QuantizationPreset.PERFORMANCE,
+              "mixed": nncf.QuantizationPreset.MIXED}[cfg.preset]
+    if cfg.output == "onnx":
+        if kind != "onnx":
+            raise StepError("nncf output: onnx needs an ONNX input model; export with format: onnx first")
+        if cfg.accuracy_control is not None:
+            raise StepError("nncf accuracy_control is supported here with output: openvino only")
+        import onnx
+
+        model = onnx.load(str(src_path))
+        input_name = model.graph.input[0].name
+        dataset = nncf.Dataset(items, lambda x: {input_name: x})
+    else:
+        model = ov.Core().read_model(str(src_path))
+        dataset = nncf.Dataset(items)
+    meta: dict = {"nncf": nncf.__version__, "preset": cfg.preset, "calibration_samples": n}
+    try:
+        if cfg.accuracy_control is None:
+            q = nncf.quantize(model, dataset, preset=preset, subset_size=n,
+                              fast_bias_correction=cfg.fast_bias_correction, ignored_scope=ignored)
+        else:
+            tuning = ctx.data("tuning") if "tuning" in ctx.splits else None
+            if tuning is None:
+                raise StepError(
+                    "nncf accuracy_control validates on the tuning split, and the data has none; "
+                    "set data.split.tuning (e.g. 0.1)"
+                )
+            val_items = [(tuning.inputs(slice(i, i + 32)), tuning.labels[i : i + 32])
+                         for i in range(0, len(tuning), 32)]
+
+            def validate(compiled, data) -> float:
+                correct = total = 0
+                for x, y in data:
+                    pred = np.asarray(compiled(x)[0]).argmax(axis=1)
+                    correct += int((pred == y).sum())
+                    total += len(y)
+                return correct / max(1, total)
+
+            q = nncf.quantize_with_accuracy_control(
+                model, dataset, nncf.Dataset(val_items), validate,
+                max_drop=cfg.accuracy_control.max_drop / 100.0, preset=preset, subset_size=n,
+                fast_bias_correction=cfg.fast_bias_correction, ignored_scope=ignored,
+            )
+            meta["accuracy_control"] = {"split": "tuning", "n": len(tuning),
+                                        "max_drop_points": cfg.accuracy_control.max_drop}
+    except StepError:
+        raise
+    except Exception as err:
+        raise StepError(f"NNCF quantization failed: {type(err).__name__}: {err}") from err
+    if cfg.output == "onnx":
+        import onnx
+
+        out = ctx.workdir / "model.onnx"
+        onnx.save(q, str(out))
+        return out, "onnx", meta
+    out = ctx.workdir / "model.xml"
+    ov.save_model(q, str(out), compress_to_fp16=False)
+    counts: dict[str, int] = {}
+    for op in q.get_ordered_ops():
+        counts[op.get_type_name()] = counts.get(op.get_type_name(), 0) + 1
+    meta["fake_quantize_nodes"] = counts.get("FakeQuantize", 0)
+    meta["convolutions"] = counts.get("Convolution", 0) + counts.get("GroupConvolution", 0)
+    return out, "openvino", meta

@@ -1,0 +1,188 @@
+"""The recipe promises: a valid recipe loads; every mistake fails at load time with its key path and
+a message that says what is valid or what to do."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from compress.cli import app
+from compress.errors import InputError, RecipeError
+from compress.recipe import load_recipe, parse_recipe
+from compress.runtimes import RUNTIMES
+from compress.steps import STEPS
+
+DEMO_RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "resnet.yaml"
+
+
+def test_demo_recipe_validates():
+    recipe = load_recipe(DEMO_RECIPE)
+    assert set(recipe.variants) == {"onnx-fp32", "int8", "pruned", "pruned-int8"}
+    kinds = recipe.final_kinds()
+    assert kinds["int8"] == "onnx" and kinds["pruned-int8"] == "onnx"
+    assert recipe.variant_order().index("pruned") < recipe.variant_order().index("pruned-int8")
+
+
+def test_tiny_recipe_validates(recipe_dict):
+    recipe = parse_recipe(recipe_dict)
+    assert recipe.variants["int8"].from_ == "onnx-fp32"
+    assert [name for name, _ in recipe.variants["int8"].step_list()] == ["quantize"]
+
+
+def _set(path: str, value) -> Callable[[dict], None]:
+    """A mutation that sets a dotted key path (list indices as numbers) of the recipe."""
+
+    def mutate(recipe: dict) -> None:
+        *parents, last = path.split(".")
+        node = recipe
+        for key in parents:
+            node = node[int(key)] if key.isdigit() else node[key]
+        node[int(last) if last.isdigit() else last] = value
+
+    return mutate
+
+
+def _variant(name: str, steps: list, **extra) -> Callable[[dict], None]:
+    def mutate(recipe: dict) -> None:
+        recipe["variants"][name] = {"steps": steps, **extra}
+
+    return mutate
+
+
+def _duplicate_target(recipe: dict) -> None:
+    recipe["targets"].append(dict(recipe["targets"][0]))
+
+
+def _from_cycle(recipe: dict) -> None:
+    recipe["variants"]["a"] = {"from": "b", "steps": []}
+    recipe["variants"]["b"] = {"from": "a", "steps": []}
+
+
+BAD_RECIPES = [
+    pytest.param(_set("bogus", 1), r"bogus: unknown key", id="unknown-top-level-key"),
+    pytest.param(
+        _variant("int8", [{"export": {}}, {"quantize": {"mdoe": "static"}}]),
+        re.escape("variants.int8.steps[1].quantize.mdoe: unknown key"),
+        id="unknown-key-in-step",
+    ),
+    pytest.param(
+        _variant("odd", [{"squeeze": {}}, {"export": {}}]),
+        re.escape("variants.odd.steps[0]: each step is one key naming the step; valid steps: ")
+        + re.escape(", ".join(STEPS.names())),
+        id="unknown-step",
+    ),
+    pytest.param(
+        _set("targets.0.runtime", "tflite"),
+        re.escape("targets[0].runtime: unknown runtime 'tflite'; valid runtimes: ")
+        + re.escape(", ".join(RUNTIMES.names())),
+        id="unknown-runtime",
+    ),
+    pytest.param(
+        _set("model.source", "hf:resnet18"),
+        r"model.source: unknown model source scheme 'hf'; valid schemes: torchvision:NAME, python:",
+        id="unknown-model-scheme",
+    ),
+    *[
+        pytest.param(
+            _variant("p", [{"prune": {"ratio": ratio}}, {"export": {}}]),
+            re.escape(f"variants.p.steps[0].prune.ratio: ratio must be in (0, 1), got {ratio:.1f}"),
+            id=f"prune-ratio-{ratio}",
+        )
+        for ratio in (0, 1, 1.5)
+    ],
+    pytest.param(
+        _set("gate.max_accuracy_drop", "a lot"),
+        r"gate.max_accuracy_drop: Input should be a valid number",
+        id="gate-threshold-wrong-type",
+    ),
+    pytest.param(
+        _set("gate.max_accuracy_drop", -1),
+        r"gate.max_accuracy_drop: Input should be greater than or equal to 0",
+        id="gate-threshold-negative",
+    ),
+    pytest.param(
+        _variant("q", [{"quantize": {}}, {"export": {}}]),
+        r"variants.q.steps\[0\].quantize: needs a onnx model, but the variant has a torch model "
+        r"at this point; add `- export: \{format: onnx\}` before it",
+        id="quantize-before-export",
+    ),
+    pytest.param(
+        _variant("p", [{"export": {}}, {"prune": {}}]),
+        r"variants.p.steps\[1\].prune: needs a torch model, but the variant has a onnx model at "
+        r"this point; move it before the export step",
+        id="prune-after-export",
+    ),
+    pytest.param(
+        _set("variants.int8.from", "nope"),
+        r"variants.int8.from: unknown variant 'nope'; valid: onnx-fp32, int8",
+        id="from-unknown-variant",
+    ),
+    pytest.param(_from_cycle, r"variants.a.from: `from` chain loops back", id="from-cycle"),
+    pytest.param(
+        _set("data.split.heldout", 0.5),
+        r"data.split: split fractions add up to 1.2 > 1",
+        id="split-fractions-over-1",
+    ),
+    pytest.param(
+        _duplicate_target,
+        r"targets: name 'cpu' is used twice; target names must be unique",
+        id="duplicate-target-names",
+    ),
+    pytest.param(
+        _set("gate.reference", "nope"),
+        r"gate.reference: unknown variant 'nope'; valid: baseline, onnx-fp32, int8",
+        id="gate-reference-unknown",
+    ),
+    pytest.param(
+        _variant("torch-only", [{"prune": {}}]),
+        r"variants.torch-only: ends with a torch model, which no target can run "
+        r"\(targets: cpu=onnxruntime\)",
+        id="no-target-runs-variant",
+    ),
+]
+
+
+@pytest.mark.parametrize(("mutate", "message"), BAD_RECIPES)
+def test_bad_recipe_fails_with_key_path(recipe_dict, mutate, message):
+    mutate(recipe_dict)
+    with pytest.raises(RecipeError, match=message) as info:
+        parse_recipe(recipe_dict)
+    # the problems are also available one by one, for the CLI to list
+    assert any(re.search(message, p) for p in info.value.problems)
+
+
+def test_every_problem_is_reported_at_once(recipe_dict):
+    _set("gate.reference", "nope")(recipe_dict)
+    _duplicate_target(recipe_dict)
+    with pytest.raises(RecipeError) as info:
+        parse_recipe(recipe_dict)
+    assert len(info.value.problems) == 2
+
+
+def test_recipe_must_be_a_mapping():
+    with pytest.raises(RecipeError, match="a recipe must be a YAML mapping of keys, got list"):
+        parse_recipe(["not", "a", "mapping"])
+
+
+def test_load_missing_recipe_is_an_input_error(tmp_path):
+    with pytest.raises(InputError, match="does not exist; check the path"):
+        load_recipe(tmp_path / "nope.yaml")
+
+
+def test_yaml_syntax_error_names_the_line(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("name: tiny\nseed: 0\nmodel:\n  source: x\n   bad: indent\n")
+    with pytest.raises(RecipeError, match=r"YAML syntax error at line 5, column 7"):
+        load_recipe(path)
+
+
+def test_schema_command_prints_the_recipe_schema(cli):
+    result = cli.invoke(app, ["schema"])
+    assert result.exit_code == 0
+    schema = json.loads(result.stdout)
+    assert "variants" in schema["properties"]
+    assert set(schema["required"]) >= {"name", "model", "data", "variants", "targets"}
