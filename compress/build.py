@@ -118,6 +118,7 @@ def build_variants(recipe, baseline: Artifact, splits, cache: Cache, workroot: P
             ctx = StepContext(
                 splits=splits, model_spec=art.model_spec, input_shape=tuple(recipe.model.input_shape),
                 seed=recipe.seed, workdir=workdir, baseline=baseline, progress=progress, log=log,
+                targets=list(recipe.targets),
             )
             if cached is not None:
                 nxt = cached

@@ -97,6 +97,51 @@ def describe(be: BreakEven) -> str:
     return text
 
 
+def serving_costs(
+    entries: dict[str, dict],
+    target: str,
+    usd_per_hour: float,
+    *,
+    reference: str,
+    requests_per_day: float | None = None,
+    compression_usd_per_hour: float | None = None,
+) -> None:
+    """Add cost numbers to results entries profiled on ``target`` (in place).
+
+    Per batch size: ``usd_per_1m`` and, with traffic, ``monthly_usd`` go into
+    ``entry["latency"][target][bs]``. Each variant with recorded steps also gets
+    ``entry["cost"][target]``: its one-time compression cost (the sum of its steps' compute
+    seconds, inherited steps included, priced at ``compression_usd_per_hour``, default the target's
+    price), the saving per million inferences against ``reference`` (the baseline when the reference
+    was not profiled here) and the break-even volume per batch size.
+    """
+    for entry in entries.values():
+        for m in (entry.get("latency") or {}).get(target, {}).values():
+            m["usd_per_1m"] = usd_per_1m(m["throughput_per_s"], usd_per_hour)
+            if requests_per_day is not None:
+                m["monthly_usd"] = monthly_cost_usd(requests_per_day, m["throughput_per_s"], usd_per_hour)
+    against = next((n for n in (reference, "baseline") if target in (entries.get(n, {}).get("latency") or {})), None)
+    if against is None:
+        return
+    ref_latency = entries[against]["latency"][target]
+    price = usd_per_hour if compression_usd_per_hour is None else compression_usd_per_hour
+    for name, entry in entries.items():
+        latency = (entry.get("latency") or {}).get(target)
+        if name == against or not latency or "steps" not in entry:
+            continue
+        seconds = float(sum(s.get("compute_seconds", s.get("seconds", 0.0)) for s in entry["steps"]))
+        per_bs = {}
+        for bs, m in latency.items():
+            if bs not in ref_latency:
+                continue
+            be = break_even(seconds, price, ref_latency[bs]["usd_per_1m"], m["usd_per_1m"], requests_per_day)
+            per_bs[bs] = {**be.to_dict(), "sentence": describe(be)}
+        entry.setdefault("cost", {})[target] = {
+            "against": against, "compression_seconds": seconds, "compression_usd_per_hour": price,
+            "per_batch_size": per_bs,
+        }
+
+
 @dataclass(frozen=True)
 class InstancePrice:
     """An instance's on-demand list price (Linux), with where and when the price was read."""

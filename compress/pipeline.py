@@ -19,11 +19,12 @@ import yaml
 from compress import __version__
 from compress.artifacts import Artifact, Cache
 from compress.build import build_baseline, build_variants
-from compress.cost import usd_per_1m
+from compress.cost import serving_costs
 from compress.environment import environment
 from compress.errors import CompressError
-from compress.evaluate import compare, evaluate
+from compress.evaluate_run import evaluate_all
 from compress.gate import apply_gate
+from compress.memory import measure_memory_many
 from compress.profile import speedup, time_sessions
 from compress.report import render_report
 from compress.runtimes.base import RUNTIMES
@@ -120,40 +121,17 @@ def _run(recipe, recipe_path, splits, cache, tmp_dir, started, progress, log) ->
         if b.ok:
             entry["artifact"] = _artifact_summary(b.artifact)
         variants[name] = entry
-    # ---- evaluation on held-out (and train / drift, for the overfitting and drift checks)
-    log("evaluating on " + ", ".join(r for r in ("heldout", "train", "drift") if r in splits) + " ...")
-    roles = [r for r in ("heldout", "train", "drift") if r in splits]
-    evals: dict[str, dict] = {}
-    base_target = _eval_target(recipe, baseline.kind)
-    sess = RUNTIMES.get(base_target.runtime).load(baseline, base_target)
-    evals["baseline"] = {r: evaluate(sess, splits[r], batch_size=recipe.evaluate.batch_size,
-                                     progress=progress, description=f"evaluating baseline ({r})")
-                         for r in roles}
-    sess.close()
+    # ---- evaluation on held-out (and train / drift / production, for the overfitting and drift
+    # checks), paired with the baseline; held-out overlap by content hash (compress.evaluate_run)
+    def eval_load(art):
+        target = _eval_target(recipe, art.kind)
+        return RUNTIMES.get(target.runtime).load(art, target)
+
     baseline_entry = {
         "status": "ok", "artifact": _artifact_summary(baseline), "info": baseline_info,
-        "accuracy": {r: evals["baseline"][r].to_dict(keep_predictions=(r == "heldout")) for r in roles},
-        "evaluated_on": base_target.name,
+        **evaluate_all(recipe, splits, baseline, baseline_info, built, variants, eval_load,
+                       lambda art: _eval_target(recipe, art.kind).name, progress, log),
     }
-    for name, b in built.items():
-        if not b.ok:
-            continue
-        target = _eval_target(recipe, b.artifact.kind)
-        try:
-            sess = RUNTIMES.get(target.runtime).load(b.artifact, target)
-            evals[name] = {r: evaluate(sess, splits[r], batch_size=recipe.evaluate.batch_size,
-                                       progress=progress, description=f"evaluating {name} ({r})")
-                           for r in roles}
-            sess.close()
-        except Exception as err:
-            variants[name].update(status="failed", error=f"evaluation on {target.name} failed: {err}")
-            continue
-        acc = {r: evals[name][r].to_dict(keep_predictions=(r == "heldout")) for r in roles}
-        acc.update(compare(evals[name]["heldout"], evals["baseline"]["heldout"], seed=recipe.seed))
-        if "drift" in roles:
-            acc["drift_change_points"] = evals[name]["drift"].top1 - evals["baseline"]["drift"].top1
-        variants[name]["accuracy"] = acc
-        variants[name]["evaluated_on"] = target.name
     # ---- profiling, per target, every runnable artifact interleaved
     artifacts = {"baseline": baseline, **{n: b.artifact for n, b in built.items() if b.ok}}
     reference = recipe.gate.reference
@@ -164,43 +142,68 @@ def _run(recipe, recipe_path, splits, cache, tmp_dir, started, progress, log) ->
         idx = rng.choice(len(probe), size=bs, replace=len(probe) < bs)
         return probe.inputs(np.sort(idx))
 
+    # Every (model, target) pair that can run is timed in ONE interleaved loop per device, so that
+    # runtimes on the same machine are compared under the same noise (e.g. ONNX Runtime vs OpenVINO).
+    ref_target = recipe.gate.reference_target
+    by_device: dict[str, dict[str, object]] = {}
+    owner: dict[str, tuple[str, object]] = {}
     for target in recipe.targets:
         runtime = RUNTIMES.get(target.runtime)
-        sessions, skipped = {}, {}
         for name, art in artifacts.items():
-            if name != "baseline" and variants[name]["status"] != "ok":
-                continue
+            entry = baseline_entry if name == "baseline" else variants[name]
+            if name != "baseline":
+                if entry["status"] != "ok":
+                    continue
+                wanted = recipe.variants[name].targets
+                if wanted is not None and target.name not in wanted:
+                    continue
             if art.kind not in runtime.accepts:
-                skipped[name] = f"{target.runtime} cannot run a {art.kind} model"
+                entry.setdefault("not_profiled", {})[target.name] = (
+                    f"{target.runtime} cannot run a {art.kind} model"
+                )
                 continue
             try:
-                sessions[name] = runtime.load(art, target)
+                sess = runtime.load(art, target)
             except CompressError as err:
-                skipped[name] = str(err)
-        if not sessions:
-            continue
-        log(f"profiling {len(sessions)} model(s) on target {target.name} ...")
-        timings = time_sessions(
+                entry.setdefault("not_profiled", {})[target.name] = str(err)
+                continue
+            key = f"{name}@{target.name}"
+            by_device.setdefault(target.device, {})[key] = sess
+            owner[key] = (name, target)
+    timings: dict[str, dict[int, dict]] = {}
+    for device, sessions in by_device.items():
+        log(f"profiling {len(sessions)} model/target pair(s) on {device}, interleaved ...")
+        timings.update(time_sessions(
             sessions, make_batch, recipe.profile.batch_sizes, warmup=recipe.profile.warmup,
             rounds=recipe.profile.rounds, min_round_s=recipe.profile.min_round_s,
-            device=target.device, progress=progress,
-        )
-        for s in sessions.values():
-            s.close()
-        for name, per_bs in timings.items():
-            if target.usd_per_hour is not None:
-                for m in per_bs.values():
-                    m["usd_per_1m"] = usd_per_1m(m["throughput_per_s"], target.usd_per_hour)
-            entry = baseline_entry if name == "baseline" else variants[name]
-            entry.setdefault("latency", {})[target.name] = {str(bs): m for bs, m in per_bs.items()}
-            entry.setdefault("runtime_info", {})[target.name] = sessions[name].info
-            if reference in timings:
-                entry.setdefault("speedup", {})[target.name] = {
-                    str(bs): speedup(timings[reference][bs], m, seed=recipe.seed) for bs, m in per_bs.items()
-                }
-        for name, why in skipped.items():
-            entry = baseline_entry if name == "baseline" else variants[name]
-            entry.setdefault("not_profiled", {})[target.name] = why
+            max_cv=recipe.profile.max_cv, max_extra_rounds=recipe.profile.max_extra_rounds,
+            warmup_max_s=recipe.profile.warmup_max_s, device=device, progress=progress,
+        ))
+        for sess in sessions.values():
+            sess.close()
+    for key, per_bs in timings.items():
+        name, target = owner[key]
+        entry = baseline_entry if name == "baseline" else variants[name]
+        entry.setdefault("latency", {})[target.name] = {str(bs): m for bs, m in per_bs.items()}
+        entry.setdefault("runtime_info", {})[target.name] = by_device[target.device][key].info
+        ref_key = f"{reference}@{ref_target or target.name}"
+        if ref_key in timings:
+            entry.setdefault("speedup", {})[target.name] = {
+                str(bs): speedup(timings[ref_key][bs], m, seed=recipe.seed) for bs, m in per_bs.items()
+            }
+    # ---- peak memory (a fresh subprocess per model and target), then cost and break-even per target
+    entries = {"baseline": baseline_entry, **variants}
+    if recipe.profile.memory:
+        jobs = {key: (artifacts[name], target) for key, (name, target) in owner.items()}
+        for key, mem in measure_memory_many(jobs, recipe.model.input_shape, recipe.profile.batch_sizes,
+                                            log=log).items():
+            name, target = owner[key]
+            entries[name].setdefault("memory", {})[target.name] = mem
+    for target in recipe.targets:
+        if target.usd_per_hour is not None:
+            serving_costs(entries, target.name, target.usd_per_hour, reference=reference,
+                          requests_per_day=recipe.profile.requests_per_day,
+                          compression_usd_per_hour=recipe.profile.compression_usd_per_hour)
     results = {
         "schema_version": SCHEMA_VERSION,
         "compress_version": __version__,

@@ -253,6 +253,7 @@ class VariantConfig(Strict):
     steps: list[StepEntry] = Field(default_factory=list)
     description: str | None = None
     gate: bool = Field(True, description="false: measured and reported, but never fails the run")
+    targets: list[str] | None = Field(None, description="Profile only on these targets (default: every target that can run it)")
 
     @field_validator("steps", mode="before")
     @classmethod
@@ -308,6 +309,13 @@ class TargetConfig(Strict):
         spec = RUNTIMES.get(self.runtime)
         if getattr(spec, "validate", None) is not None:
             spec.validate(self)  # ValueError -> the problem, with its key path
+        else:  # a runtime without its own check still rejects an unknown option at load time
+            unknown = set(self.options) - set(spec.options)
+            if unknown:
+                raise ValueError(
+                    f"targets.{self.name}.options: unknown option(s) {sorted(unknown)} for runtime "
+                    f"{self.runtime!r}; valid: {', '.join(spec.options) or '(none)'}"
+                )
         if self.instance is not None:
             from compress.cost import lookup_price
 
@@ -392,6 +400,10 @@ class GateConfig(Strict):
         None, description="Batch sizes min_speedup applies to; default: every profiled one"
     )
     reference: str = Field("baseline", description="Variant that speed-ups are measured against")
+    reference_target: str | None = Field(
+        None, description="Time the reference on this target for every speed-up (e.g. ONNX Runtime fp32 "
+        "as the bar for OpenVINO variants); default: the reference on the same target"
+    )
     mode: Literal["point", "confident"] = Field(
         "point", description="point: the estimate must be within tolerance; confident: the "
         "upper bound of the 95% interval of the drop must be"
@@ -553,6 +565,15 @@ class Recipe(Strict):
                     problems.append(
                         f"variants.{name}.steps[{i}].{step_name}: fine-tuning needs a train split; set data.split.train"
                     )
+        target_names = {t.name for t in self.targets}
+        for name, v in self.variants.items():
+            for t in v.targets or []:
+                if t not in target_names:
+                    problems.append(f"variants.{name}.targets: unknown target {t!r}; valid: {', '.join(sorted(target_names))}")
+        if self.gate.reference_target is not None and self.gate.reference_target not in target_names:
+            problems.append(
+                f"gate.reference_target: unknown target {self.gate.reference_target!r}; valid: {', '.join(sorted(target_names))}"
+            )
         ref = self.gate.reference
         if ref != "baseline" and ref not in self.variants:
             problems.append(

@@ -17,7 +17,7 @@ from pathlib import Path
 from compress.errors import InputError
 
 SCHEMA_VERSION = 1
-SCHEMA_ID = "https://github.com/compress/compress/docs/results.schema.json"
+SCHEMA_ID = "urn:compress:results-schema"
 
 _NUM = {"type": "number"}
 _INT = {"type": "integer", "minimum": 0}

@@ -101,7 +101,7 @@ BAD_RECIPES = [
     ),
     pytest.param(
         _set("gate.max_accuracy_drop", -1),
-        r"gate.max_accuracy_drop: Input should be greater than or equal to 0",
+        r"gate.max_accuracy_drop: max_accuracy_drop is a tolerance in points and must be >= 0",
         id="gate-threshold-negative",
     ),
     pytest.param(

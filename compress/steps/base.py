@@ -42,6 +42,18 @@ class StepContext:
     log: Callable[[str], None] = print
     consumed: set[str] = field(default_factory=set)
     notes: list[str] = field(default_factory=list)
+    targets: list[Any] = field(default_factory=list)  # the recipe's targets (e.g. for a latency budget)
+
+    def target(self, name: str):
+        """The recipe target called ``name``; a clear error names the valid ones."""
+        for t in self.targets:
+            if t.name == name:
+                return t
+        from compress.errors import StepError
+
+        raise StepError(
+            f"no target named {name!r} in the recipe; valid: {', '.join(t.name for t in self.targets) or '(none)'}"
+        )
 
     def data(self, role: str):
         """The split of that role; records that this variant consumed it (held-out is refused)."""

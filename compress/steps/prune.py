@@ -1,32 +1,65 @@
-"""Structured channel pruning with Torch-Pruning: the dependency graph decides what must shrink
-together, an importance criterion ranks channels, and the pruner removes the lowest-ranked ones.
+"""The ``prune`` step: structured channel pruning toward one target, then recovery.
 
-The classifier (every Linear layer producing the class logits) is always kept, as are modules the
-recipe names in ``ignore`` (fnmatch patterns on module names, e.g. ``layer*.conv2``).
+Targets (one of): ``ratio`` (fraction of channels removed per layer), ``macs_budget`` (fraction of
+the baseline's MACs kept; the ratio is found by bisection on copies), or ``latency_budget`` (a
+target of the recipe: copies are cut in steps, exported and timed against the unpruned model on
+that target's runtime, and the first ratio that meets the budget is used). The cut itself, the
+criteria and the searches live in ``compress.pruning``; this module only orchestrates.
 """
 
 from __future__ import annotations
 
-import fnmatch
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from compress.artifacts import Artifact, digest_of
 from compress.errors import StepError
+from compress.pruning.channels import ChannelPlan, check_patterns, count_macs_params, make_pruner
+from compress.pruning.importance import CRITERIA, NEEDS_GRADIENTS, accumulate_gradients
 from compress.steps.base import StepConfig, StepContext, register_step
 from compress.steps.finetune import FinetuneConfig, run_finetune
 
-IMPORTANCE = ("l1", "l2", "bn", "lamp", "taylor", "random")
+IMPORTANCE = CRITERIA
+__all__ = ["IMPORTANCE", "LatencyBudget", "PruneConfig", "count_macs_params"]
+
+
+class LatencyBudget(StepConfig):
+    target: str = Field(description="Name of a recipe target; its runtime measures the candidates")
+    batch_size: int = Field(1, ge=1, description="Batch size the budget applies to")
+    max_fraction: float | None = Field(
+        None, gt=0, lt=1, description="Latency kept, as a fraction of the unpruned model's (same run)"
+    )
+    max_ms: float | None = Field(None, gt=0, description="Or an absolute median latency, in ms")
+    ratio_step: float = Field(0.1, gt=0, lt=1, description="Candidates are ratio_step, 2*ratio_step, ...")
+    max_ratio: float = Field(0.9, gt=0, lt=1, description="The largest channel ratio tried")
+    rounds: int = Field(5, ge=1, description="Interleaved timing rounds per candidate")
+
+    @model_validator(mode="after")
+    def _one(self):
+        if (self.max_fraction is None) == (self.max_ms is None):
+            raise ValueError("latency_budget needs exactly one of max_fraction or max_ms")
+        return self
 
 
 class PruneConfig(StepConfig):
-    ratio: float = Field(0.5, description="Fraction of channels removed from each prunable layer, in (0, 1)")
+    ratio: float | None = Field(
+        None, description="Fraction of channels removed from each prunable layer, in (0, 1); "
+        "0.5 when no target is given"
+    )
+    macs_budget: float | None = Field(
+        None, gt=0, lt=1, description="Or: keep at most this fraction of the baseline's MACs"
+    )
+    latency_budget: LatencyBudget | None = Field(None, description="Or: prune until a target's latency meets this")
     importance: Literal["l1", "l2", "bn", "lamp", "taylor", "random"] = "l2"
     global_pruning: bool = Field(False, description="Rank channels across layers instead of per layer")
     max_layer_ratio: float = Field(1.0, gt=0, le=1, description="Cap on any one layer's pruned fraction")
     round_to: int | None = Field(None, ge=1, description="Keep channel counts multiples of this")
     ignore: list[str] = Field(default_factory=list, description="Module-name patterns never pruned")
+    layer_ratios: dict[str, float] = Field(
+        default_factory=dict, description="Per-layer ratios by module-name pattern (e.g. from "
+        "`compress sensitivity`); they override ratio for those layers"
+    )
     iterative_steps: int = Field(1, ge=1, description="Prune in this many steps (fine-tuning between)")
     taylor_batches: int = Field(4, ge=1, description="Train batches used to score Taylor importance")
     finetune: FinetuneConfig | None = Field(None, description="Recover accuracy after pruning")
@@ -34,110 +67,170 @@ class PruneConfig(StepConfig):
     @field_validator("ratio")
     @classmethod
     def _ratio(cls, v):
-        if not 0 < v < 1:
+        if v is not None and not 0 < v < 1:
             raise ValueError(f"ratio must be in (0, 1), got {v}: it is the fraction of channels removed")
         return v
 
+    @field_validator("layer_ratios")
+    @classmethod
+    def _layer_ratios(cls, v):
+        for pattern, r in v.items():
+            if not 0 <= r < 1:
+                raise ValueError(f"layer_ratios[{pattern!r}] must be in [0, 1), got {r}")
+        return v
 
-def make_importance(name: str):
-    import torch_pruning as tp
+    @model_validator(mode="after")
+    def _one_target(self):
+        given = [k for k in ("ratio", "macs_budget", "latency_budget") if getattr(self, k) is not None]
+        if len(given) > 1:
+            raise ValueError(
+                f"prune takes one target, got {' and '.join(given)}: keep ratio, macs_budget or "
+                "latency_budget"
+            )
+        return self
 
-    return {
-        "l1": lambda: tp.importance.GroupMagnitudeImportance(p=1),
-        "l2": lambda: tp.importance.GroupMagnitudeImportance(p=2),
-        "bn": lambda: tp.importance.BNScaleImportance(),
-        "lamp": lambda: tp.importance.LAMPImportance(p=2),
-        "taylor": lambda: tp.importance.GroupTaylorImportance(),
-        "random": lambda: tp.importance.RandomImportance(),
-    }[name]()
+    @property
+    def target_kind(self) -> str:
+        if self.macs_budget is not None:
+            return "macs_budget"
+        if self.latency_budget is not None:
+            return "latency_budget"
+        return "ratio"
 
-
-def kept_layers(module, num_classes: int, patterns: list[str]):
-    """The classifier and every module whose name matches a pattern."""
-    from torch import nn
-
-    kept = []
-    for name, m in module.named_modules():
-        if isinstance(m, nn.Linear) and m.out_features == num_classes:
-            kept.append(m)
-        elif name and any(fnmatch.fnmatchcase(name, p) for p in patterns):
-            kept.append(m)
-    return kept
-
-
-def count_macs_params(module, input_shape) -> tuple[int, int]:
-    import torch
-    import torch_pruning as tp
-
-    example = torch.zeros((1, *input_shape))
-    macs, params = tp.utils.count_ops_and_params(module.eval(), example)
-    return int(macs), int(params)
+    def plan(self, ratio: float) -> ChannelPlan:
+        return ChannelPlan(
+            importance=self.importance, ratio=ratio, global_pruning=self.global_pruning,
+            max_layer_ratio=self.max_layer_ratio, round_to=self.round_to, ignore=list(self.ignore),
+            layer_ratios=dict(self.layer_ratios), iterative_steps=self.iterative_steps,
+        )
 
 
-def _taylor_scores(module, ctx: StepContext, batches: int) -> None:
-    """Accumulate gradients on a few train batches (Taylor importance reads weight * grad)."""
-    import torch
-    import torch.nn.functional as F
+def _slice_top1(module, ctx: StepContext) -> tuple[str, float] | None:
+    """Top-1 on the calibration (or tuning) split: not trained on, never held-out."""
+    from compress.training import accuracy
 
-    split = ctx.data("train")
-    module.zero_grad()
-    module.train()
-    for i, (x, y) in enumerate(split.batches(32)):
-        if i >= batches:
-            break
-        F.cross_entropy(module(torch.from_numpy(x)), torch.from_numpy(y)).backward()
-    module.eval()
+    for role in ("calibration", "tuning"):
+        if role in ctx.splits:
+            return role, accuracy(module, ctx.data(role))
+    return None
+
+
+def _resolve_ratio(module, cfg: PruneConfig, ctx: StepContext, macs0: int, reference_macs: int) -> tuple[float | None, dict]:
+    """The channel ratio that meets the config's target (None: the target is already met)."""
+    from compress.pruning import budget
+
+    num_classes = ctx.splits.num_classes
+    if cfg.target_kind == "ratio":
+        return (cfg.ratio if cfg.ratio is not None else 0.5), {}
+    if cfg.target_kind == "macs_budget":
+        limit = int(cfg.macs_budget * reference_macs)
+        if macs0 <= limit:
+            return None, {"note": f"the model already has {macs0 / reference_macs:.1%} of the baseline's "
+                                  f"MACs, within macs_budget {cfg.macs_budget:.0%}: nothing pruned"}
+        found = budget.search_macs_budget(module, cfg.plan(0.5), ctx.input_shape, num_classes,
+                                          budget_macs=limit, reference_macs=reference_macs, seed=ctx.seed)
+        return found.ratio, {"search": found.trace}
+    from compress.pruning.latency import LatencyProbe
+
+    lb = cfg.latency_budget
+    target = ctx.target(lb.target)
+    probe = LatencyProbe(module, target, ctx.input_shape, ctx.workdir / "latency-search",
+                         batch_size=lb.batch_size, rounds=lb.rounds, seed=ctx.seed)
+    try:
+        if lb.max_ms is not None:
+            unpruned_ms = probe.measure_reference()
+            if unpruned_ms <= lb.max_ms:
+                return None, {"note": f"the unpruned model already meets latency_budget.max_ms {lb.max_ms:g} "
+                                      f"on {target.name} (median {unpruned_ms:.3g} ms at batch "
+                                      f"{lb.batch_size}): nothing pruned", "unpruned_ms": unpruned_ms}
+
+        def meets(candidate) -> dict:
+            m = probe.measure(candidate)
+            ok = m["latency_ms"] <= lb.max_ms if lb.max_ms is not None else m["fraction"] <= lb.max_fraction
+            ctx.log(f"latency search: {m['latency_ms']:.3g} ms ({m['fraction']:.2f}x unpruned)"
+                    + (" meets the budget" if ok else ""))
+            return {**m, "ok": ok}
+
+        found = budget.search_latency_budget(
+            module, cfg.plan(0.5), ctx.input_shape, num_classes,
+            ratios=budget.ratio_schedule(lb.ratio_step, lb.max_ratio), meets=meets, seed=ctx.seed,
+        )
+    finally:
+        probe.close()
+    return found.ratio, {"search": found.trace, "target": target.name, "batch_size": lb.batch_size}
 
 
 @register_step("prune", config=PruneConfig, accepts={"torch"})
 def apply(art: Artifact, cfg: PruneConfig, ctx: StepContext) -> Artifact:
-    """Remove channels with Torch-Pruning, then optionally fine-tune to recover accuracy."""
+    """Remove channels with Torch-Pruning toward a ratio, MACs or latency target, then optionally fine-tune."""
     import torch
-    import torch_pruning as tp
 
     module = art.load_module().eval()
-    ignored = kept_layers(module, ctx.splits.num_classes, cfg.ignore)
-    for pattern in cfg.ignore:
-        if not any(fnmatch.fnmatchcase(n, pattern) for n, _ in module.named_modules()):
-            raise StepError(f"prune.ignore pattern {pattern!r} matches no module name of this model")
+    check_patterns(module, cfg.ignore, "prune.ignore")
+    check_patterns(module, list(cfg.layer_ratios), "prune.layer_ratios")
+    num_classes = ctx.splits.num_classes
     macs0, params0 = count_macs_params(module, ctx.input_shape)
-    example = torch.zeros((1, *ctx.input_shape))
-    try:
-        pruner = tp.pruner.BasePruner(
-            module, example, importance=make_importance(cfg.importance),
-            global_pruning=cfg.global_pruning, pruning_ratio=cfg.ratio,
-            max_pruning_ratio=cfg.max_layer_ratio, iterative_steps=cfg.iterative_steps,
-            ignored_layers=ignored, round_to=cfg.round_to,
-        )
-    except Exception as err:
-        raise StepError(f"Torch-Pruning could not trace this model: {type(err).__name__}: {err}") from err
+    reference_macs = macs0
+    if ctx.baseline is not None and ctx.baseline.meta.get("macs"):
+        reference_macs = int(ctx.baseline.meta["macs"])
+    before = _slice_top1(module, ctx)
+    if cfg.importance in NEEDS_GRADIENTS:
+        accumulate_gradients(module, ctx.data("train"), cfg.taylor_batches)
+    ratio, search = _resolve_ratio(module, cfg, ctx, macs0, reference_macs)
+    pruning = {
+        "target": cfg.target_kind, "importance": cfg.importance, "ratio": ratio,
+        "global_pruning": cfg.global_pruning, "round_to": cfg.round_to,
+        "iterative_steps": cfg.iterative_steps, "macs_budget": cfg.macs_budget,
+        "latency_budget": cfg.latency_budget.model_dump() if cfg.latency_budget else None,
+        "macs_before": macs0, "params_before": params0, "baseline_macs": reference_macs, **search,
+    }
     history = []
-    for step in range(cfg.iterative_steps):
-        if cfg.importance == "taylor":
-            _taylor_scores(module, ctx, cfg.taylor_batches)
-        pruner.step()
+    if ratio is None:  # the target is already met: a clear no-op
+        ctx.notes.append(f"prune: {search['note']}")
         module.zero_grad(set_to_none=True)
-        if cfg.finetune is not None:
-            label = f"fine-tuning {step + 1}/{cfg.iterative_steps}" if cfg.iterative_steps > 1 else "fine-tuning"
-            history.append(run_finetune(module, cfg.finetune, ctx, label))
-    macs1, params1 = count_macs_params(module, ctx.input_shape)
-    if macs1 >= macs0:
-        raise StepError(
-            "pruning removed nothing: every prunable layer is ignored or already at its minimum width"
-        )
+        macs1, params1 = macs0, params0
+    else:
+        torch.manual_seed(ctx.seed)
+        plan = cfg.plan(ratio)
+        pruner = make_pruner(module, plan, ctx.input_shape, num_classes)
+        for step in range(cfg.iterative_steps):
+            if step > 0 and cfg.importance in NEEDS_GRADIENTS:
+                accumulate_gradients(module, ctx.data("train"), cfg.taylor_batches)
+            pruner.step()
+            module.zero_grad(set_to_none=True)
+            if step == cfg.iterative_steps - 1 and before is not None:
+                pruning["top1_pruned"] = _slice_top1(module, ctx)[1]
+            if cfg.finetune is not None:
+                label = f"fine-tuning {step + 1}/{cfg.iterative_steps}" if cfg.iterative_steps > 1 else "fine-tuning"
+                history.append(run_finetune(module, cfg.finetune, ctx, label))
+        macs1, params1 = count_macs_params(module, ctx.input_shape)
+        if macs1 >= macs0:
+            raise StepError(
+                "pruning removed nothing: every prunable layer is ignored or already at its minimum width"
+            )
+        if cfg.macs_budget is not None and macs1 > cfg.macs_budget * reference_macs:
+            ctx.notes.append(
+                f"prune: the iterative cut kept {macs1 / reference_macs:.1%} of the baseline's MACs, "
+                f"above macs_budget {cfg.macs_budget:.0%} (re-scoring between steps moved channels)"
+            )
+    if before is not None:
+        pruning.update(top1_split=before[0], top1_unpruned=before[1])
+        if cfg.finetune is not None and ratio is not None:
+            pruning["top1_recovered"] = _slice_top1(module, ctx)[1]
+    pruning.update(macs_after=macs1, params_after=params1, mac_ratio=macs1 / macs0,
+                   baseline_mac_ratio=macs1 / reference_macs, finetune=history)
     meta = dict(art.meta)
-    meta.update(
-        macs=macs1, params=params1,
-        pruning={
-            "ratio": cfg.ratio, "importance": cfg.importance, "macs_before": macs0,
-            "macs_after": macs1, "params_before": params0, "params_after": params1,
-            "mac_ratio": macs1 / macs0, "finetune": history,
-        },
-    )
-    data_fp = ctx.splits["train"].fingerprint() if (cfg.finetune or cfg.importance == "taylor") else None
+    meta.update(macs=macs1, params=params1, pruning=pruning)
+    uses_train = cfg.finetune is not None or cfg.importance in NEEDS_GRADIENTS
+    data_fp = ctx.splits["train"].fingerprint() if uses_train else None
+    what = "no-op" if ratio is None else f"ratio {ratio:.3g}"
+    if cfg.macs_budget is not None:
+        what = f"MACs <= {cfg.macs_budget:.0%}, {what}"
+    elif cfg.latency_budget is not None:
+        what = f"latency budget on {cfg.latency_budget.target}, {what}"
     return Artifact(
         kind="torch", digest=digest_of(art.digest, "prune", cfg.model_dump(), ctx.seed, data_fp),
         module=module, model_spec=art.model_spec,
-        lineage=[*art.lineage, f"prune({cfg.importance}, {cfg.ratio:g})" + (" + finetune" if cfg.finetune else "")],
+        lineage=[*art.lineage, f"prune({cfg.importance}, {what})" + (" + finetune" if cfg.finetune else "")],
         meta=meta,
     )

@@ -119,6 +119,10 @@ def _calibration_batches(ctx: StepContext, cfg: CalibrationConfig) -> tuple[list
     split = ctx.data("calibration")
     rng = np.random.default_rng(ctx.seed)
     n = min(cfg.samples, len(split))
+    if cfg.method != "minmax" and n > cfg.batch_size:
+        # ORT's histogram calibrators (entropy, percentile) stack the batches with np.asarray and
+        # fail on a shorter last batch: use whole batches only
+        n -= n % cfg.batch_size
     idx = np.sort(rng.choice(len(split), size=n, replace=False))
     return [split.inputs(idx[i : i + cfg.batch_size]) for i in range(0, n, cfg.batch_size)], n
 

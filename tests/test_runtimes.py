@@ -1,0 +1,118 @@
+"""Runtimes: every registered runtime computes what torch computes, at any batch size, and says
+clearly when a target cannot work."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from compress.artifacts import Artifact
+from compress.errors import MissingDependency, RecipeError, RuntimeFailure
+from compress.recipe import TargetConfig, parse_recipe
+from compress.runtimes import RUNTIMES
+from compress.steps.export import export_onnx
+
+HAS_GPU = torch.cuda.is_available()
+
+
+@pytest.fixture
+def artifacts(tiny_module, tmp_path) -> dict[str, Artifact]:
+    """The tiny model as every kind of artifact these tests can build without extras."""
+    path = tmp_path / "model.onnx"
+    export_onnx(tiny_module, (3, 8, 8), path, opset=17, dynamic_batch=True)
+    return {
+        "torch": Artifact(kind="torch", digest="tiny", module=tiny_module),
+        "onnx": Artifact(kind="onnx", digest="tiny-onnx", path=path),
+    }
+
+
+def _artifact_for(name: str, artifacts: dict[str, Artifact]) -> Artifact:
+    spec = RUNTIMES.get(name)
+    kind = next((k for k in sorted(spec.accepts) if k in artifacts), None)
+    if kind is None:
+        pytest.skip(f"runtime {name} accepts {sorted(spec.accepts)}; these tests cannot build that kind")
+    return artifacts[kind]
+
+
+def _load(name: str, artifact: Artifact, target: TargetConfig):
+    """Load, skipping (with the reason) when the runtime's optional extra is not installed."""
+    try:
+        return RUNTIMES.get(name).load(artifact, target)
+    except MissingDependency as err:
+        pytest.skip(str(err))
+
+
+@pytest.mark.parametrize("name", RUNTIMES.names())
+def test_runtime_matches_torch(name, artifacts, tiny_module):
+    artifact = _artifact_for(name, artifacts)
+    target = TargetConfig(name="t", runtime=name, device="cpu", threads=1)
+    session = _load(name, artifact, target)
+    assert session.info["runtime"] == name
+    rng = np.random.default_rng(0)
+    try:
+        for batch in (1, 3, 1):  # back to 1: a runtime that caches per-shape state must not mix them up
+            x = rng.standard_normal((batch, 3, 8, 8)).astype(np.float32)
+            with torch.inference_mode():
+                want = tiny_module(torch.from_numpy(x)).numpy()
+            got = session.run(x)
+            assert got.shape == (batch, 10) and got.dtype == np.float32
+            # loose enough for a runtime that picks bf16 on its own (OpenVINO on AMX CPUs)
+            tol = 5e-2 if session.info.get("precision") in ("bf16", "f16") else 1e-4
+            np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
+    finally:
+        session.close()
+
+
+@pytest.mark.parametrize("name", RUNTIMES.names())
+def test_unknown_target_option_fails_when_the_recipe_loads(name, recipe_dict):
+    device = "cpu" if "cpu" in RUNTIMES.get(name).devices else sorted(RUNTIMES.get(name).devices)[0]
+    recipe_dict["targets"].append(
+        {"name": "odd", "runtime": name, "device": device, "options": {"no_such_option": 1}}
+    )
+    with pytest.raises(RecipeError, match=r"unknown option\(s\) \['no_such_option'\] for runtime"):
+        parse_recipe(recipe_dict)
+
+
+@pytest.mark.parametrize("name", RUNTIMES.names())
+def test_unknown_target_option_fails_when_loading(name, artifacts):
+    artifact = _artifact_for(name, artifacts)
+    # a target that skipped recipe validation (built in code) still cannot pass a typo
+    target = TargetConfig.model_construct(
+        name="t", runtime=name, device="cpu", threads=1, usd_per_hour=None, instance=None,
+        options={"no_such_option": 1},
+    )
+    with pytest.raises(RecipeError, match=r"unknown option\(s\) \['no_such_option'\]"):
+        _load(name, artifact, target)
+
+
+@pytest.mark.skipif(HAS_GPU, reason="this machine has a GPU; the no-GPU message cannot be checked")
+@pytest.mark.parametrize("name", [n for n in RUNTIMES.names() if "cuda" in RUNTIMES.get(n).devices])
+def test_cuda_target_without_a_gpu_fails_clearly(name, artifacts):
+    artifact = _artifact_for(name, artifacts)
+    target = TargetConfig(name="gpu", runtime=name, device="cuda")
+    with pytest.raises(RuntimeFailure, match=r"(?i)cuda") as info:
+        _load(name, artifact, target)
+    message = str(info.value)
+    assert "gpu" in message.lower() or "install" in message.lower()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_GPU, reason="needs an NVIDIA GPU with CUDA")
+@pytest.mark.parametrize("name", [n for n in RUNTIMES.names() if "cuda" in RUNTIMES.get(n).devices])
+def test_runtime_on_cuda_matches_torch(name, artifacts, tiny_module):
+    artifact = _artifact_for(name, artifacts)
+    session = _load(name, artifact, TargetConfig(name="gpu", runtime=name, device="cuda"))
+    x = np.random.default_rng(0).standard_normal((3, 3, 8, 8)).astype(np.float32)
+    with torch.inference_mode():
+        want = tiny_module(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(session.run(x), want, rtol=1e-3, atol=1e-3)
+    session.close()
+
+
+def test_every_runtime_declares_what_it_runs():
+    for name, spec in RUNTIMES.items():
+        assert spec.accepts, f"{name} accepts no artifact kind"
+        assert spec.devices, f"{name} runs on no device"
+        assert spec.summary, f"{name} has no summary"
+
