@@ -74,7 +74,9 @@ def _loss_check(rule: str, what: str, estimate: float, upper: float | None, limi
     """A 'loss must stay within tolerance' check: the estimate (point) or the upper bound of its
     interval (confident) against the limit."""
     use_upper = mode == "confident" and upper is not None
-    value = upper if use_upper else estimate
+    estimate = estimate + 0.0  # -0.0 (no change) reads as +0.00
+    upper = None if upper is None else upper + 0.0
+    value = (upper if use_upper else estimate) + 0.0
     ok = value <= limit + 1e-9
     bound = f", upper bound {upper:+.2f}" if upper is not None else ""
     judged = "upper bound" if use_upper else "estimate"
@@ -259,3 +261,33 @@ def recommend(results: dict, passing: list[str]) -> str | None:
         if best_key is None or key < best_key:
             best, best_key = name, key
     return best
+
+
+def override_gate(gate: dict, overrides: dict) -> dict:
+    """The recipe's gate with ``overrides`` (rule name -> value; None = keep) applied, validated
+    like the recipe's gate section. The reference cannot change: speed-ups were measured against it.
+
+    Raises RecipeError naming each bad rule or value (exit 2)."""
+    from pydantic import ValidationError
+
+    from compress.errors import RecipeError
+    from compress.recipe import GateConfig
+
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    for key, default in (("reference", "baseline"), ("reference_target", None)):
+        if key in changes and changes[key] != gate.get(key, default):
+            raise RecipeError(
+                f"gate.{key} cannot be changed after a run (speed-ups were measured against "
+                f"{gate.get(key, default)!r}): rerun the recipe with the new {key}"
+            )
+    known = set(GateConfig.model_fields)
+    unknown = sorted(set(changes) - known)
+    if unknown:
+        raise RecipeError(f"unknown gate rule(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
+    merged = {k: v for k, v in gate.items() if k in known}
+    merged.update(changes)
+    try:
+        return GateConfig.model_validate(merged).model_dump()
+    except ValidationError as err:
+        problems = [f"gate.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors()]
+        raise RecipeError("invalid gate override: " + "; ".join(problems), problems) from None

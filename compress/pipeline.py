@@ -25,12 +25,12 @@ from compress.errors import CompressError
 from compress.evaluate_run import evaluate_all
 from compress.gate import apply_gate
 from compress.memory import measure_memory_many
+from compress.plots import write_plots
 from compress.profile import speedup, time_sessions
 from compress.report import render_report
+from compress.results_schema import SCHEMA_VERSION, validate_results
 from compress.runtimes.base import RUNTIMES
 from compress.sources.data import make_splits
-
-SCHEMA_VERSION = 1
 
 
 @dataclass
@@ -229,8 +229,14 @@ def _write(run_dir: Path, recipe, results: dict) -> None:
     env = environment(Path(results["run"]["recipe_path"]).parent)
     (run_dir / "environment.json").write_text(json.dumps(env, indent=2))
     results["environment"] = env
-    (run_dir / "results.json").write_text(json.dumps(results, indent=1, default=_json_default))
+    text = json.dumps(results, indent=1, default=_json_default)
+    try:
+        validate_results(json.loads(text), "results.json")
+    except CompressError as err:  # a bug in compress, not in the user's input: exit 3, nothing written
+        raise CompressError(f"{err}\n(compress wrote results that break its own schema: please report this)") from None
+    (run_dir / "results.json").write_text(text)
     (run_dir / "report.md").write_text(render_report(results))
+    write_plots(results, run_dir)
 
 
 def _json_default(o):

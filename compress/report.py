@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from compress.plots import plot_filename, plotted_targets
+from compress.report_eval import baseline_details, evaluation_details, gate_mode_line
+
 
 def _fmt_bytes(n) -> str:
     if n is None:
@@ -142,7 +145,7 @@ def warnings_for(name: str, v: dict, reference: str) -> list[str]:
     return out
 
 
-def variant_details(name: str, v: dict, reference: str) -> str:
+def variant_details(name: str, v: dict, reference: str, results: dict | None = None) -> str:
     lines = [f"### {name}"]
     if v.get("description"):
         lines.append(v["description"])
@@ -173,6 +176,7 @@ def variant_details(name: str, v: dict, reference: str) -> str:
         if "drift" in acc:
             txt += f"; drift top-1 {acc['drift']['top1']:.2f}% ({acc.get('drift_change_points', 0):+.2f} vs baseline)"
         lines.append(txt + f". Evaluated with target `{v.get('evaluated_on')}`.")
+        lines += evaluation_details(v, results or {})
     steps = [s for s in v.get("steps", []) if not s.get("inherited")]
     if steps:
         lines.append("Steps: " + ", ".join(
@@ -190,12 +194,16 @@ def variant_details(name: str, v: dict, reference: str) -> str:
 def render_report(results: dict) -> str:
     recipe = results["recipe"]
     ref = recipe["gate"].get("reference", "baseline")
-    out = [f"# compress report: {recipe['name']}", verdict_section(results)]
+    out = [f"# compress report: {recipe['name']}", verdict_section(results), gate_mode_line(results)]
+    plotted = plotted_targets(results)  # plots.write_plots draws exactly these, beside report.md
     for t in results["targets"]:
         threads = f", {t['threads']} threads" if t.get("threads") else ""
         price = f", ${t['usd_per_hour']}/h" if t.get("usd_per_hour") is not None else ""
         out.append(f"## Target `{t['name']}` ({t['runtime']} on {t['device']}{threads}{price})")
         out.append(comparison_table(results, t["name"]))
+        if t["name"] in plotted:
+            out.append(f"![Pareto plot on {t['name']}: held-out top-1 against p50 latency and $ per 1M]"
+                       f"({plot_filename(t['name'])})")
     out.append(
         "Top-1 is measured on the held-out split, which no step ever saw, with the runtime each "
         "variant is deployed on; the interval is a paired bootstrap over the same samples. "
@@ -214,8 +222,9 @@ def render_report(results: dict) -> str:
         b_line += f", drift {b_acc['drift']['top1']:.2f}%"
     art = base.get("artifact", {})
     out.append(b_line + f"; params {_fmt_count(art.get('params'))}, MACs {_fmt_count(art.get('macs'))}.")
+    out += baseline_details(base)
     for name, v in results["variants"].items():
-        out.append(variant_details(name, v, ref))
+        out.append(variant_details(name, v, ref, results))
     splits = results["data"]["splits"]
     out.append("## Data\n\n" + "\n".join(
         f"- `{role}`: {s['n']} samples from `{s['source']}`" for role, s in splits.items()))

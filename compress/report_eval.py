@@ -14,7 +14,7 @@ GATE_MODE_TEXT = {
 def _ci(iv: dict | None) -> str:
     if not iv:
         return ""
-    return f" [{iv['confidence']:.0%} CI {iv['low']:+.2f}, {iv['high']:+.2f}]"
+    return f" [{iv['confidence']:.0%} CI {iv['low'] + 0.0:+.2f}, {iv['high'] + 0.0:+.2f}]"
 
 
 def _p(p: float) -> str:
@@ -44,7 +44,7 @@ def accuracy_lines(v: dict, results: dict) -> list[str]:
     if pc:
         parts.append(
             f"worst class `{_class_name(results, pc['worst_class'])}` "
-            f"{-pc['worst_class_drop_points']:+.2f} points (n={pc['worst_class_n']})"
+            f"{-pc['worst_class_drop_points'] + 0.0:+.2f} points (n={pc['worst_class_n']})"
         )
     fid = acc.get("fidelity")
     if fid:
@@ -125,7 +125,7 @@ def robustness_table(rb: dict) -> str:
         grid.setdefault(name, {})[severity] = cell
     severities = sorted({s for row in grid.values() for s in row}, key=int)
     n = next(iter(rb["cells"].values()))["n"]
-    head = ["corruption of held-out (n=%d)" % n, *(f"severity {s}" for s in severities)]
+    head = [f"corruption of held-out (n={n})", *(f"severity {s}" for s in severities)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, row in grid.items():
         cells = []

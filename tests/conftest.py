@@ -55,12 +55,25 @@ def learnable_images(n: int = 200, seed: int = 0) -> tuple[np.ndarray, np.ndarra
     return (images * 255).round().astype(np.uint8), labels.astype(np.int64)
 
 
+def _write_tiny_project(folder: Path) -> Path:
+    """tiny_model.py and tiny.npz in ``folder``, where the tiny recipe's relative paths point."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "tiny_model.py").write_text(TINY_MODEL_SOURCE)
+    images, labels = learnable_images()
+    np.savez(folder / "tiny.npz", images=images, labels=labels)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_project() -> Callable[[Path], Path]:
+    """``tiny_project(folder)`` writes the tiny model file and data there (for any fixture scope)."""
+    return _write_tiny_project
+
+
 @pytest.fixture
 def tiny_model_file(tmp_path: Path) -> Path:
     """tiny_model.py with factories ``tiny_cnn`` and ``conv_only`` (for python:FILE.py:FACTORY)."""
-    path = tmp_path / "tiny_model.py"
-    path.write_text(TINY_MODEL_SOURCE)
-    return path
+    return _write_tiny_project(tmp_path) / "tiny_model.py"
 
 
 @pytest.fixture
@@ -82,10 +95,7 @@ def tiny_module(tiny_model_file: Path):
 @pytest.fixture
 def tiny_npz(tmp_path: Path) -> Path:
     """tiny.npz: 200 learnable 3x8x8 uint8 images (NCHW) with 10 balanced classes."""
-    images, labels = learnable_images()
-    path = tmp_path / "tiny.npz"
-    np.savez(path, images=images, labels=labels)
-    return path
+    return _write_tiny_project(tmp_path) / "tiny.npz"
 
 
 @pytest.fixture
@@ -141,6 +151,12 @@ def _tiny_recipe() -> dict:
     return recipe
 
 
+@pytest.fixture(scope="session")
+def new_tiny_recipe() -> Callable[[], dict]:
+    """``new_tiny_recipe()`` -> a fresh tiny recipe dict (for fixtures of any scope)."""
+    return _tiny_recipe
+
+
 @pytest.fixture
 def recipe_dict() -> dict:
     """A fresh, valid tiny recipe (as parsed YAML) that tests may mutate."""
@@ -148,7 +164,7 @@ def recipe_dict() -> dict:
 
 
 @pytest.fixture
-def write_recipe(tmp_path: Path, tiny_model_file: Path, tiny_npz: Path) -> Callable[..., Path]:
+def write_recipe(tmp_path: Path, tiny_model_file: Path) -> Callable[..., Path]:
     """``write_recipe(data, name="recipe.yaml") -> path``: the recipe beside the tiny model and data."""
 
     def write(data: dict, name: str = "recipe.yaml") -> Path:
@@ -162,3 +178,71 @@ def write_recipe(tmp_path: Path, tiny_model_file: Path, tiny_npz: Path) -> Calla
 @pytest.fixture
 def cli() -> CliRunner:
     return CliRunner()
+
+
+def _hand_made_variant(
+    change: float | None = 0.0,
+    speedup: float | dict[str, float] | None = 2.0,
+    *,
+    status: str = "ok",
+    gated: bool = True,
+    error: str | None = None,
+    p50_ms: float = 5.0,
+) -> dict:
+    """One variant's entry of results.json, as the pipeline writes it (the fields gate and
+    report read). ``speedup`` is one value for every batch size, or {batch size: value}."""
+    if status == "failed":
+        return {"status": "failed", "error": error, "from": None, "description": None,
+                "gated": gated, "steps": [], "notes": [], "consumed_splits": []}
+    sizes = ["1", "32"]
+    per_bs = speedup if isinstance(speedup, dict) else dict.fromkeys(sizes, speedup)
+    v = {
+        "status": "ok", "error": None, "from": None, "description": None, "gated": gated,
+        "steps": [{"step": "export", "config": {}, "seconds": 0.1, "compute_seconds": 0.1,
+                   "cached": False}],
+        "notes": [], "consumed_splits": ["calibration"], "evaluated_on": "cpu",
+        "artifact": {"kind": "onnx", "lineage": ["baseline(trained)", "export(onnx)"],
+                     "size_bytes": 4096, "params": 1000, "macs": 20000},
+        "latency": {"cpu": {bs: {"p50_ms": p50_ms * int(bs), "usd_per_1m": 0.01 * p50_ms}
+                            for bs in sizes}},
+    }
+    if change is not None:
+        v["accuracy"] = {"heldout": {"split": "heldout", "n": 500, "top1": 90.0 + change, "top5": None},
+                         "change_points": change, "agreement": 98.0}
+    if speedup is not None:
+        v["speedup"] = {"cpu": {bs: {"estimate": s, "low": s * 0.9, "high": s * 1.1}
+                                for bs, s in per_bs.items()}}
+    return v
+
+
+def _hand_made_results(variants: dict[str, dict], gate: dict | None = None) -> dict:
+    """A results dict shaped like results.json (before the gate is applied)."""
+    gate = {"reference": "baseline", **(gate or {})}
+    return {
+        "schema_version": 1,
+        "recipe": {"name": "hand-made", "gate": gate, "profile": {"batch_sizes": [1, 32]}},
+        "run": {"recipe_path": "recipe.yaml", "started": "2026-01-01T00:00:00+00:00", "wall_s": 12.0},
+        "data": {"splits": {"train": {"n": 1000, "source": "npz:d.npz", "fingerprint": "f"},
+                            "heldout": {"n": 500, "source": "npz:d.npz", "fingerprint": "h"}},
+                 "classes": [str(i) for i in range(10)]},
+        "targets": [{"name": "cpu", "runtime": "onnxruntime", "device": "cpu", "threads": 1,
+                     "usd_per_hour": 0.17}],
+        "baseline": {
+            "status": "ok", "info": {"source": "python:m.py:f", "trained": True},
+            "artifact": {"kind": "torch", "lineage": ["baseline(trained)"], "size_bytes": 8192,
+                         "params": 1000, "macs": 20000},
+            "accuracy": {"heldout": {"split": "heldout", "n": 500, "top1": 90.0, "top5": None}},
+            "evaluated_on": "cpu",
+        },
+        "variants": variants,
+    }
+
+
+@pytest.fixture
+def make_variant() -> Callable[..., dict]:
+    return _hand_made_variant
+
+
+@pytest.fixture
+def make_results() -> Callable[..., dict]:
+    return _hand_made_results

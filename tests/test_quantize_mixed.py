@@ -42,6 +42,9 @@ def _fragile_cnn():
         nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(),
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10),
     )
+    with torch.no_grad():  # a dead ReLU gets no gradient: channel 7 stays 0 through training
+        model[0].weight[7] = 0
+        model[0].bias[7] = -10
     # a little training on class-template images, so its predictions spread over the classes
     x, y = _images()
     opt = torch.optim.Adam(model.parameters(), lr=0.01)
@@ -51,8 +54,6 @@ def _fragile_cnn():
         opt.step()
     model.eval()
     with torch.no_grad():
-        model[0].weight[7] = 0
-        model[0].bias[7] = -10
         model[2].weight[:, 7] = 1000
     return model.eval()
 

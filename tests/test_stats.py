@@ -320,3 +320,48 @@ BAD_INPUTS = [
 def test_bad_input_raises_helpful_value_error(function, args, kwargs, message):
     with pytest.raises(ValueError, match=message):
         function(*args, **kwargs)
+
+
+# --- paired_diff_in_diff, two_sample_accuracy_shift -----------------------------------------------
+
+
+def test_diff_in_diff_covers_the_true_difference_at_nominal_rate():
+    from compress.stats import paired_diff_in_diff
+
+    # Set A: variant 3 points worse than baseline; set B: variant as good. True value: -3 points.
+    same = {"both": 0.75, "variant": 0.05, "baseline": 0.05, "none": 0.15}
+    rng = np.random.default_rng(2024)
+    covered = 0
+    for i in range(200):
+        va, ba = simulate_pairs(rng, 300, CORRELATED)
+        vb, bb = simulate_pairs(rng, 300, same)
+        interval = paired_diff_in_diff(va, ba, vb, bb, n_resamples=1000, seed=i)
+        covered += interval.low <= TRUE_DIFF_POINTS <= interval.high
+    assert 0.90 <= covered / 200 <= 0.99
+
+
+def test_diff_in_diff_estimate_is_the_difference_of_paired_changes():
+    from compress.stats import paired_diff_in_diff
+
+    va, ba = pairs_with_discordance(1, 9, n_both=10)  # change -40 points on 20 pairs
+    vb, bb = pairs_with_discordance(2, 2, n_both=16)  # change 0
+    assert paired_diff_in_diff(va, ba, vb, bb).estimate == pytest.approx(-40.0)
+
+
+def test_two_sample_accuracy_shift_matches_fisher_and_is_exact_under_random_splits():
+    from compress.stats import two_sample_accuracy_shift
+
+    interval, p = two_sample_accuracy_shift([1] * 90 + [0] * 10, [1] * 60 + [0] * 40)
+    assert interval.estimate == pytest.approx(-30.0)
+    assert interval.low < -30.0 < interval.high
+    assert p < 1e-5
+    # Random halves of one sample: Fisher's test conditions on the total correct, which is exactly
+    # the null of a random split, so the false-alarm rate stays at or below 5%.
+    rng = np.random.default_rng(0)
+    correct = rng.random(1000) < 0.9
+    alarms = 0
+    for _ in range(300):
+        order = rng.permutation(1000)
+        _, p = two_sample_accuracy_shift(correct[order[:500]], correct[order[500:]], n_resamples=100)
+        alarms += p < 0.05
+    assert alarms / 300 <= 0.05 + 0.02  # nominal, plus ~1.6 binomial standard errors

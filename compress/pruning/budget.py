@@ -34,20 +34,24 @@ def ratio_upper_bound(plan: ChannelPlan) -> float:
 
 def search_macs_budget(module, plan: ChannelPlan, input_shape, num_classes: int, *,
                        budget_macs: int, reference_macs: int, seed: int = 0,
-                       iterations: int = 12) -> BudgetSearch:
+                       iterations: int = 8) -> BudgetSearch:
     """The smallest ratio whose cut keeps at most ``budget_macs`` MACs (bisection: MACs fall as
     the ratio grows). Raises when even the largest ratio cannot get there."""
-    hi = ratio_upper_bound(plan)
-    macs_hi = macs_after(module, plan, input_shape, num_classes, hi, seed)
-    trace = [{"ratio": hi, "macs": macs_hi}]
+    # Torch-Pruning skips a layer that a ratio would empty, so MACs are not monotone near the top:
+    # the floor is the least MACs over a coarse grid, and the bisection runs below its ratio.
+    top = ratio_upper_bound(plan)
+    grid = [r for r in ratio_schedule(0.05, top)]
+    trace = [{"ratio": r, "macs": macs_after(module, plan, input_shape, num_classes, r, seed)} for r in grid]
+    floor = min(trace, key=lambda t: (t["macs"], t["ratio"]))
+    hi, macs_hi = floor["ratio"], floor["macs"]
     if macs_hi > budget_macs:
         raise StepError(
             f"prune.macs_budget {budget_macs / reference_macs:.0%} is below what this model allows: "
-            f"with the classifier and the ignored layers kept, cutting every prunable layer by "
-            f"{hi:.0%} still leaves {macs_hi / reference_macs:.1%} of the baseline's MACs. Raise "
+            f"with the classifier and the ignored layers kept, the deepest cut (ratio "
+            f"{hi:.2f}) still leaves {macs_hi / reference_macs:.1%} of the baseline's MACs. Raise "
             f"macs_budget to at least {macs_hi / reference_macs:.2f}, or ignore fewer layers"
         )
-    lo = 0.0
+    lo = max([t["ratio"] for t in trace if t["ratio"] < hi and t["macs"] > budget_macs], default=0.0)
     for _ in range(iterations):
         mid = (lo + hi) / 2
         macs = macs_after(module, plan, input_shape, num_classes, mid, seed)

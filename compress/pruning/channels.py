@@ -44,9 +44,8 @@ def kept_layers(module, num_classes: int, patterns: list[str]) -> list:
 
     kept = []
     for name, m in module.named_modules():
-        if isinstance(m, nn.Linear) and m.out_features == num_classes:
-            kept.append(m)
-        elif name and any(fnmatch.fnmatchcase(name, p) for p in patterns):
+        is_classifier = isinstance(m, nn.Linear) and m.out_features == num_classes
+        if is_classifier or (name and any(fnmatch.fnmatchcase(name, p) for p in patterns)):
             kept.append(m)
     return kept
 

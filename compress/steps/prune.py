@@ -115,6 +115,12 @@ def _slice_top1(module, ctx: StepContext) -> tuple[str, float] | None:
     return None
 
 
+def _recovery_summary(h: dict) -> dict:
+    """The part of a fine-tuning history the report shows (results.json drops the full one)."""
+    keys = ("epochs", "epochs_run", "best_epoch", "seconds", "distilled", "stopped_early", "validation_n")
+    return {k: h[k] for k in keys if k in h}
+
+
 def _resolve_ratio(module, cfg: PruneConfig, ctx: StepContext, macs0: int, reference_macs: int) -> tuple[float | None, dict]:
     """The channel ratio that meets the config's target (None: the target is already met)."""
     from compress.pruning import budget
@@ -218,7 +224,8 @@ def apply(art: Artifact, cfg: PruneConfig, ctx: StepContext) -> Artifact:
         if cfg.finetune is not None and ratio is not None:
             pruning["top1_recovered"] = _slice_top1(module, ctx)[1]
     pruning.update(macs_after=macs1, params_after=params1, mac_ratio=macs1 / macs0,
-                   baseline_mac_ratio=macs1 / reference_macs, finetune=history)
+                   baseline_mac_ratio=macs1 / reference_macs, finetune=history,
+                   recovery=[_recovery_summary(h) for h in history])
     meta = dict(art.meta)
     meta.update(macs=macs1, params=params1, pruning=pruning)
     uses_train = cfg.finetune is not None or cfg.importance in NEEDS_GRADIENTS

@@ -1,0 +1,90 @@
+"""The `compress` command: it teaches, validates with key paths, and never shows a traceback for a
+user's mistake."""
+
+from __future__ import annotations
+
+from compress.cli import app
+
+
+def _flat(text: str) -> str:
+    """Output with rich's line wrapping undone, so long messages can be matched."""
+    return " ".join(text.split())
+
+
+def test_help_teaches_where_to_start(cli):
+    result = cli.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    text = _flat(result.stdout)
+    assert "compress run recipes/resnet.yaml" in text
+    for command in ("run", "validate", "schema"):
+        assert command in text
+
+
+def test_run_help_documents_the_exit_codes(cli):
+    result = cli.invoke(app, ["run", "--help"])
+    assert result.exit_code == 0
+    text = _flat(result.stdout)
+    assert "Exits 0 when every gated variant passes, 1 when a gate fails, 2" in text
+    assert "--out" in text
+
+
+def test_validate_good_recipe_lists_variants(cli, write_recipe, recipe_dict):
+    path = write_recipe(recipe_dict)
+    result = cli.invoke(app, ["validate", str(path)])
+    assert result.exit_code == 0, result.output
+    text = _flat(result.stdout)
+    assert "valid (2 variants, 1 target(s))" in text
+    assert "onnx-fp32: export ⇒ onnx" in text
+    assert "int8: [onnx-fp32] → quantize ⇒ onnx" in text
+
+
+def test_validate_bad_recipe_exits_2_with_key_paths(cli, write_recipe, recipe_dict):
+    recipe_dict["variants"]["int8"] = {"steps": [{"export": {}}, {"quantize": {"mdoe": "static"}}]}
+    recipe_dict["targets"][0]["runtime"] = "tflite"
+    path = write_recipe(recipe_dict)
+    result = cli.invoke(app, ["validate", str(path)])
+    assert result.exit_code == 2
+    text = _flat(result.stderr)
+    assert "is invalid" in text
+    assert "variants.int8.steps[1].quantize.mdoe: unknown key" in text
+    assert "targets[0].runtime: unknown runtime 'tflite'" in text
+    assert "Traceback" not in result.output
+
+
+def test_validate_rule_problems_are_listed_one_per_line(cli, write_recipe, recipe_dict):
+    recipe_dict["gate"]["reference"] = "nope"
+    recipe_dict["variants"]["q"] = {"steps": [{"quantize": {}}, {"export": {}}]}
+    path = write_recipe(recipe_dict)
+    result = cli.invoke(app, ["validate", str(path)])
+    assert result.exit_code == 2
+    lines = [line.strip() for line in result.stderr.splitlines()]
+    assert any(line.startswith("variants.q.steps[0].quantize:") for line in lines)
+    assert any(line.startswith("gate.reference: unknown variant 'nope'") for line in lines)
+
+
+def test_validate_yaml_syntax_error_exits_2(cli, tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("name: tiny\nmodel:\n  source: x\n   bad: indent\n")
+    result = cli.invoke(app, ["validate", str(path)])
+    assert result.exit_code == 2
+    assert "YAML syntax error at line 4" in _flat(result.stderr)
+
+
+def test_run_missing_recipe_exits_2_without_traceback(cli, tmp_path):
+    result = cli.invoke(app, ["run", str(tmp_path / "nope.yaml"), "--out", str(tmp_path / "runs")])
+    assert result.exit_code == 2
+    assert isinstance(result.exception, SystemExit)
+    assert "Traceback" not in result.output
+    text = _flat(result.stderr)
+    assert "error (invalid input)" in text and "does not exist; check the path" in text
+    assert not (tmp_path / "runs").exists()
+
+
+def test_run_invalid_recipe_exits_2(cli, write_recipe, recipe_dict, tmp_path):
+    recipe_dict["bogus"] = 1
+    path = write_recipe(recipe_dict)
+    result = cli.invoke(app, ["run", str(path), "--out", str(tmp_path / "runs"), "--quiet"])
+    assert result.exit_code == 2
+    assert "bogus: unknown key" in _flat(result.stderr)
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "runs").exists()
