@@ -58,11 +58,9 @@ class Artifact:
     def size_bytes(self) -> int | None:
         if self.path is None or not self.path.exists():
             return None
-        total = self.path.stat().st_size
-        data = self.path.with_name(self.path.name + ".data")  # ONNX external data, if any
-        if data.exists():
-            total += data.stat().st_size
-        return total
+        # the files a deployment needs: model.onnx (+ .data), model.xml + model.bin, engine.plan
+        needed = [self.path, self.path.with_name(self.path.name + ".data"), self.path.with_suffix(".bin")]
+        return sum(p.stat().st_size for p in dict.fromkeys(needed) if p.exists())
 
     def files(self) -> list[Path]:
         if self.path is None:

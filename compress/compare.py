@@ -235,8 +235,13 @@ def compare_runs(a: dict, b: dict, *, a_label: str = "A", b_label: str = "B",
     return cmp
 
 
+def _fmt(x: float, fmt: str) -> str:
+    text = format(x, fmt)
+    return text.replace("-", "+", 1) if text.startswith("-") and float(text.strip("%")) == 0 else text
+
+
 def _interval(low: float | None, high: float | None, fmt: str) -> str:
-    return "" if low is None or high is None else f" [{low:{fmt}}, {high:{fmt}}]"
+    return "" if low is None or high is None else f" [{_fmt(low, fmt)}, {_fmt(high, fmt)}]"
 
 
 def _sp(sp: dict | None) -> str:
@@ -274,7 +279,7 @@ def render_comparison(cmp: Comparison) -> str:
             method = c.method + (f", McNemar p={c.mcnemar_p:.3g}" if c.mcnemar_p is not None else "")
             flag = "❌" if c.regression else ""
             lines.append(f"| **{c.variant}** | {c.a_top1:.2f}% (n={c.n_a}) | {c.b_top1:.2f}% (n={c.n_b}) | "
-                         f"{c.change_points:+.2f}{_interval(c.low, c.high, '+.2f')} | {method} | {flag} |")
+                         f"{_fmt(c.change_points, '+.2f')}{_interval(c.low, c.high, '+.2f')} | {method} | {flag} |")
         out.append("\n".join(lines))
     if cmp.latency:
         lines = ["## Latency", "",
@@ -285,7 +290,7 @@ def render_comparison(cmp: Comparison) -> str:
             iv = _interval(None if c.low is None else c.low - 1, None if c.high is None else c.high - 1, "+.0%")
             flag = "❌" if c.regression else ""
             lines.append(f"| **{c.variant}** | {c.target} | {c.batch_size} | {c.a_p50_ms:.3f} | {c.b_p50_ms:.3f} | "
-                         f"{c.ratio - 1:+.0%}{iv} | {_sp(c.a_speedup)} → {_sp(c.b_speedup)} | {flag} |")
+                         f"{_fmt(c.ratio - 1, '+.0%')}{iv} | {_sp(c.a_speedup)} → {_sp(c.b_speedup)} | {flag} |")
         out.append("\n".join(lines))
     if cmp.verdicts:
         lines = ["## Gate verdicts", "", f"| variant | {cmp.a_label} | {cmp.b_label} |", "|---|---|---|"]

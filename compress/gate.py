@@ -211,9 +211,23 @@ def gate_variant(name: str, v: dict, gate: dict) -> dict:
     if name == reference:
         return {"verdict": "reference" if all(c.passed for c in checks) else "fail",
                 "checks": [c.to_dict() for c in checks]}
-    checks += _speed_checks(v, gate, reference)
-    verdict = "pass" if all(c.passed for c in checks) else "fail"
-    return {"verdict": verdict, "checks": [c.to_dict() for c in checks]}
+    speed = _speed_checks(v, gate, reference)
+    # A variant is deployed on one target: the speed rule holds when some target meets it at every
+    # gated batch size. Checks on the other targets are reported, not decisive.
+    by_target: dict = {}
+    for c in speed:
+        by_target.setdefault(c.target, []).append(c)
+    passing_targets = [t for t, cs in by_target.items() if t is not None and all(c.passed for c in cs)]
+    decisive = [c for c in checks]
+    if speed and not passing_targets:
+        decisive += speed
+    verdict = "pass" if all(c.passed for c in decisive) else "fail"
+    out = [c.to_dict() for c in checks]
+    for c in speed:
+        d = c.to_dict()
+        d["decisive"] = not passing_targets or c.target in passing_targets
+        out.append(d)
+    return {"verdict": verdict, "checks": out, "passing_targets": passing_targets}
 
 
 def apply_gate(results: dict, gate: dict | None = None) -> dict:
@@ -244,22 +258,27 @@ def apply_gate(results: dict, gate: dict | None = None) -> dict:
     return summary
 
 
+def cheapest_target(v: dict) -> tuple[str, float] | None:
+    """(target, cost key) where a variant is cheapest to serve: lowest $ per 1M where a price is
+    known, else lowest latency per sample, at the largest batch size profiled on each target."""
+    best = None
+    for target, per_bs in (v.get("latency") or {}).items():
+        if not per_bs:
+            continue
+        m = per_bs[max(per_bs, key=int)]
+        key = m["usd_per_1m"] if m.get("usd_per_1m") is not None else m["p50_ms"] / int(m.get("batch_size", 1))
+        if best is None or key < best[1]:
+            best = (target, key)
+    return best
+
+
 def recommend(results: dict, passing: list[str]) -> str | None:
-    """The cheapest passing variant: lowest $ per 1M (else lowest p50) at the largest batch size
-    profiled on the first target."""
+    """The cheapest passing variant, on whichever target serves it cheapest."""
     best, best_key = None, None
     for name in passing:
-        v = results["variants"][name]
-        lat = v.get("latency") or {}
-        if not lat:
-            continue
-        target = next(iter(lat))
-        per_bs = lat[target]
-        bs = max(per_bs, key=int)
-        m = per_bs[bs]
-        key = m.get("usd_per_1m") if m.get("usd_per_1m") is not None else m["p50_ms"] / int(bs)
-        if best_key is None or key < best_key:
-            best, best_key = name, key
+        found = cheapest_target(results["variants"][name])
+        if found is not None and (best_key is None or found[1] < best_key):
+            best, best_key = name, found[1]
     return best
 
 

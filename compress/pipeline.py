@@ -40,11 +40,14 @@ class RunOutcome:
     exit_code: int
 
 
-def _eval_target(recipe, kind: str):
-    """The target a kind of artifact is judged on: the first that can run it, else a CPU default."""
+def _eval_target(recipe, kind: str, allowed: list[str] | None = None):
+    """The target a kind of artifact is judged on: the first (of the variant's targets, if it
+    names some) that can run it, else a CPU default."""
     from compress.recipe import TargetConfig
 
     for t in recipe.targets:
+        if allowed is not None and t.name not in allowed:
+            continue
         if kind in RUNTIMES.get(t.runtime).accepts:
             return t
     runtime = {"torch": "torch", "onnx": "onnxruntime"}.get(kind)
@@ -123,14 +126,19 @@ def _run(recipe, recipe_path, splits, cache, tmp_dir, started, progress, log) ->
         variants[name] = entry
     # ---- evaluation on held-out (and train / drift / production, for the overfitting and drift
     # checks), paired with the baseline; held-out overlap by content hash (compress.evaluate_run)
+    allowed = {id(b.artifact): recipe.variants[n].targets for n, b in built.items() if b.ok}
+
+    def eval_target(art):
+        return _eval_target(recipe, art.kind, allowed.get(id(art)))
+
     def eval_load(art):
-        target = _eval_target(recipe, art.kind)
+        target = eval_target(art)
         return RUNTIMES.get(target.runtime).load(art, target)
 
     baseline_entry = {
         "status": "ok", "artifact": _artifact_summary(baseline), "info": baseline_info,
         **evaluate_all(recipe, splits, baseline, baseline_info, built, variants, eval_load,
-                       lambda art: _eval_target(recipe, art.kind).name, progress, log),
+                       lambda art: eval_target(art).name, progress, log),
     }
     # ---- profiling, per target, every runnable artifact interleaved
     artifacts = {"baseline": baseline, **{n: b.artifact for n, b in built.items() if b.ok}}

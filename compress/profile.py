@@ -109,9 +109,13 @@ class _Timer:
 
 
 def warm_up(session, batch, plan: TimingPlan, timer: _Timer, clock: Callable[[], float]) -> dict:
-    """Run ``session`` until two consecutive windows of calls have medians within tolerance."""
+    """Run ``session`` until two consecutive windows of calls have medians within tolerance
+    (``warmup_stable`` True), or until ``warmup_max_s`` has passed (False). With
+    ``warmup_max_s == 0`` only the fixed ``warmup`` runs happen (None: not checked)."""
     for _ in range(plan.warmup):
         session.run(batch)
+    if plan.warmup_max_s == 0:  # fixed warm-up only: no stability search
+        return {"warmup_runs": plan.warmup, "warmup_stable": None}
     t_end = clock() + plan.warmup_max_s
     previous: float | None = None
     runs = plan.warmup

@@ -523,6 +523,12 @@ class Recipe(Strict):
             kind = kinds[v.from_] if v.from_ else start
             for i, (step_name, cfg) in enumerate(v.step_list()):
                 spec = STEPS.get(step_name)
+                if step_name == "quantize" and kind == "openvino" and getattr(cfg, "backend", None) != "nncf":
+                    problems.append(
+                        f"variants.{name}.steps[{i}].quantize: an OpenVINO IR model is quantized with "
+                        "backend: nncf (ONNX Runtime quantizes ONNX files)"
+                    )
+                    break
                 if kind not in spec.accepts:
                     # keyed by the kind the variant has here: a torch model needs exporting
                     # first; an onnx model is too late for a torch-only step
@@ -560,12 +566,20 @@ class Recipe(Strict):
                         f"variants.{name}.steps[{i}].quantize: static quantization calibrates on the "
                         "calibration split, and the data has none; set data.split.calibration (e.g. 0.1)"
                     )
-                needs_train = step_name == "finetune" or (step_name == "prune" and getattr(cfg, "finetune", None))
+                needs_train = step_name == "finetune" or (step_name in ("prune", "sparsify") and getattr(cfg, "finetune", None))
                 if needs_train and "train" not in roles:
                     problems.append(
                         f"variants.{name}.steps[{i}].{step_name}: fine-tuning needs a train split; set data.split.train"
                     )
         target_names = {t.name for t in self.targets}
+        for name, v in self.variants.items():
+            for i, (step_name, cfg) in enumerate(v.step_list()):
+                budget = getattr(cfg, "latency_budget", None)
+                if budget is not None and budget.target not in target_names:
+                    problems.append(
+                        f"variants.{name}.steps[{i}].{step_name}.latency_budget.target: unknown target "
+                        f"{budget.target!r}; valid: {', '.join(sorted(target_names))}"
+                    )
         for name, v in self.variants.items():
             for t in v.targets or []:
                 if t not in target_names:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from compress.plots import plot_filename, plotted_targets
+from compress.pruning.report import pruning_section, pruning_warnings
 from compress.report_eval import baseline_details, evaluation_details, gate_mode_line
+from compress.report_profile import serving_section
 
 
 def _fmt_bytes(n) -> str:
@@ -160,6 +162,8 @@ def variant_details(name: str, v: dict, reference: str, results: dict | None = N
         pr = art["pruning"]
         facts.append(f"MACs {_fmt_count(pr['macs_before'])} → {_fmt_count(pr['macs_after'])} "
                      f"({pr['mac_ratio']:.0%} kept)")
+        if pr.get("params_before") is not None:
+            facts.append(f"params {_fmt_count(pr['params_before'])} → {_fmt_count(pr['params_after'])}")
     if art.get("int8_coverage"):
         facts.append(f"int8 coverage: {art['int8_coverage']['summary']}")
     lines.append("; ".join(facts))
@@ -183,11 +187,19 @@ def variant_details(name: str, v: dict, reference: str, results: dict | None = N
             f"{s['step']} {s['compute_seconds']:.1f} s" + (" (cached)" if s["cached"] else "") for s in steps))
     for target, why in (v.get("not_profiled") or {}).items():
         lines.append(f"Not profiled on `{target}`: {why}.")
-    for w in warnings_for(name, v, reference) + list(v.get("notes", [])):
+    for w in warnings_for(name, v, reference) + pruning_warnings(v) + list(v.get("notes", [])):
         lines.append(f"> ⚠️ {w}")
     checks = (v.get("gate") or {}).get("checks", [])
     if checks:
-        lines.append("Gate: " + "; ".join(("✅ " if c["passed"] else "❌ ") + c["detail"] for c in checks))
+        def mark(c: dict) -> str:
+            if c["passed"]:
+                return "✅ "
+            return "❌ " if c.get("decisive", True) else "➖ (other target) "
+
+        lines.append("Gate: " + "; ".join(mark(c) + c["detail"] for c in checks))
+        deploy = (v.get("gate") or {}).get("passing_targets")
+        if deploy:
+            lines.append(f"Meets the speed rule on: {', '.join(f'`{t}`' for t in deploy)}.")
     return "\n\n".join(lines)
 
 
@@ -204,12 +216,16 @@ def render_report(results: dict) -> str:
         if t["name"] in plotted:
             out.append(f"![Pareto plot on {t['name']}: held-out top-1 against p50 latency and $ per 1M]"
                        f"({plot_filename(t['name'])})")
+        serving = serving_section(results, t)
+        if serving:
+            out.append(serving)
     out.append(
         "Top-1 is measured on the held-out split, which no step ever saw, with the runtime each "
         "variant is deployed on; the interval is a paired bootstrap over the same samples. "
         "Latencies are medians of interleaved rounds; speed-ups are ratios of medians from the "
         "same run. $ / 1M assumes a fully busy machine at the target's price."
     )
+    out += pruning_section(results)
     out.append("## Variants")
     base = results["baseline"]
     binfo = base.get("info", {})

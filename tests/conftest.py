@@ -84,7 +84,9 @@ def tiny_module(tiny_model_file: Path):
     from compress.sources.models import ModelSpec
 
     torch.manual_seed(0)
-    module = ModelSpec(f"python:{tiny_model_file.name}:tiny_cnn", {}, tiny_model_file.parent).build()
+    module = ModelSpec(
+        f"python:{tiny_model_file.name}:tiny_cnn", {}, tiny_model_file.parent
+    ).build()
     for m in module.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
             m.running_mean.uniform_(-0.1, 0.1)
@@ -145,7 +147,17 @@ def _tiny_recipe() -> dict:
             "int8": {"from": "onnx-fp32", "steps": [{"quantize": {"mode": "static"}}]},
         },
         "targets": [{"name": "cpu", "runtime": "onnxruntime", "device": "cpu", "threads": 1}],
-        "profile": {"batch_sizes": [1, 4], "rounds": 2, "warmup": 1, "min_round_s": 0.01},
+        # short profiling; no memory subprocesses, no extra rounds: the run must take seconds
+        "profile": {
+            "batch_sizes": [1, 4],
+            "rounds": 2,
+            "warmup": 1,
+            "min_round_s": 0.01,
+            "warmup_max_s": 0.0,
+            "max_extra_rounds": 0,
+            "memory": False,
+        },
+        "evaluate": {"bootstrap_resamples": 200, "robustness": {"when": "never"}},
         "gate": {"max_accuracy_drop": 100.0, "reference": "onnx-fp32"},
     }
     return recipe
@@ -180,6 +192,21 @@ def cli() -> CliRunner:
     return CliRunner()
 
 
+def _hand_made_latency(p50_ms: float, batch_size: int) -> dict:
+    """One latency entry as the profiler writes it, from made-up timed calls around ``p50_ms``."""
+    from compress.stats import summarize_timings
+
+    samples = [p50_ms * f for f in (0.98, 0.99, 1.0, 1.0, 1.01, 1.03, 1.1)]
+    return {
+        **summarize_timings(samples).to_dict(),
+        "batch_size": batch_size,
+        "throughput_per_s": batch_size / (p50_ms / 1e3),
+        "usd_per_1m": 0.17 / 3600 * (p50_ms / 1e3) / batch_size * 1e6,
+        "energy": {"measured": False, "meter": "none", "reason": "hand-made results"},
+        "samples_ms": samples,
+    }
+
+
 def _hand_made_variant(
     change: float | None = 0.0,
     speedup: float | dict[str, float] | None = 2.0,
@@ -192,26 +219,58 @@ def _hand_made_variant(
     """One variant's entry of results.json, as the pipeline writes it (the fields gate and
     report read). ``speedup`` is one value for every batch size, or {batch size: value}."""
     if status == "failed":
-        return {"status": "failed", "error": error, "from": None, "description": None,
-                "gated": gated, "steps": [], "notes": [], "consumed_splits": []}
+        return {
+            "status": "failed",
+            "error": error,
+            "from": None,
+            "description": None,
+            "gated": gated,
+            "steps": [],
+            "notes": [],
+            "consumed_splits": [],
+        }
     sizes = ["1", "32"]
     per_bs = speedup if isinstance(speedup, dict) else dict.fromkeys(sizes, speedup)
     v = {
-        "status": "ok", "error": None, "from": None, "description": None, "gated": gated,
-        "steps": [{"step": "export", "config": {}, "seconds": 0.1, "compute_seconds": 0.1,
-                   "cached": False}],
-        "notes": [], "consumed_splits": ["calibration"], "evaluated_on": "cpu",
-        "artifact": {"kind": "onnx", "lineage": ["baseline(trained)", "export(onnx)"],
-                     "size_bytes": 4096, "params": 1000, "macs": 20000},
-        "latency": {"cpu": {bs: {"p50_ms": p50_ms * int(bs), "usd_per_1m": 0.01 * p50_ms}
-                            for bs in sizes}},
+        "status": "ok",
+        "error": None,
+        "from": None,
+        "description": None,
+        "gated": gated,
+        "steps": [
+            {
+                "step": "export",
+                "config": {},
+                "seconds": 0.1,
+                "compute_seconds": 0.1,
+                "cached": False,
+            }
+        ],
+        "notes": [],
+        "consumed_splits": ["calibration"],
+        "evaluated_on": "cpu",
+        "artifact": {
+            "kind": "onnx",
+            "lineage": ["baseline(trained)", "export(onnx)"],
+            "size_bytes": 4096,
+            "params": 1000,
+            "macs": 20000,
+        },
+        "latency": {"cpu": {bs: _hand_made_latency(p50_ms * int(bs), int(bs)) for bs in sizes}},
     }
     if change is not None:
-        v["accuracy"] = {"heldout": {"split": "heldout", "n": 500, "top1": 90.0 + change, "top5": None},
-                         "change_points": change, "agreement": 98.0}
+        v["accuracy"] = {
+            "heldout": {"split": "heldout", "n": 500, "top1": 90.0 + change, "top5": None},
+            "change_points": change,
+            "agreement": 98.0,
+        }
     if speedup is not None:
-        v["speedup"] = {"cpu": {bs: {"estimate": s, "low": s * 0.9, "high": s * 1.1}
-                                for bs, s in per_bs.items()}}
+        v["speedup"] = {
+            "cpu": {
+                bs: {"estimate": s, "low": s * 0.9, "high": s * 1.1, "confidence": 0.95}
+                for bs, s in per_bs.items()
+            }
+        }
     return v
 
 
@@ -220,17 +279,44 @@ def _hand_made_results(variants: dict[str, dict], gate: dict | None = None) -> d
     gate = {"reference": "baseline", **(gate or {})}
     return {
         "schema_version": 1,
-        "recipe": {"name": "hand-made", "gate": gate, "profile": {"batch_sizes": [1, 32]}},
-        "run": {"recipe_path": "recipe.yaml", "started": "2026-01-01T00:00:00+00:00", "wall_s": 12.0},
-        "data": {"splits": {"train": {"n": 1000, "source": "npz:d.npz", "fingerprint": "f"},
-                            "heldout": {"n": 500, "source": "npz:d.npz", "fingerprint": "h"}},
-                 "classes": [str(i) for i in range(10)]},
-        "targets": [{"name": "cpu", "runtime": "onnxruntime", "device": "cpu", "threads": 1,
-                     "usd_per_hour": 0.17}],
+        "compress_version": "0.1.0",
+        "recipe": {
+            "name": "hand-made",
+            "gate": gate,
+            "profile": {"batch_sizes": [1, 32]},
+            "variants": {name: {} for name in variants},
+        },
+        "run": {
+            "recipe_path": "recipe.yaml",
+            "started": "2026-01-01T00:00:00+00:00",
+            "wall_s": 12.0,
+        },
+        "data": {
+            "splits": {
+                "train": {"n": 1000, "source": "npz:d.npz", "fingerprint": "f"},
+                "heldout": {"n": 500, "source": "npz:d.npz", "fingerprint": "h"},
+            },
+            "classes": [str(i) for i in range(10)],
+        },
+        "targets": [
+            {
+                "name": "cpu",
+                "runtime": "onnxruntime",
+                "device": "cpu",
+                "threads": 1,
+                "usd_per_hour": 0.17,
+            }
+        ],
         "baseline": {
-            "status": "ok", "info": {"source": "python:m.py:f", "trained": True},
-            "artifact": {"kind": "torch", "lineage": ["baseline(trained)"], "size_bytes": 8192,
-                         "params": 1000, "macs": 20000},
+            "status": "ok",
+            "info": {"source": "python:m.py:f", "trained": True},
+            "artifact": {
+                "kind": "torch",
+                "lineage": ["baseline(trained)"],
+                "size_bytes": 8192,
+                "params": 1000,
+                "macs": 20000,
+            },
             "accuracy": {"heldout": {"split": "heldout", "n": 500, "top1": 90.0, "top5": None}},
             "evaluated_on": "cpu",
         },
@@ -246,3 +332,13 @@ def make_variant() -> Callable[..., dict]:
 @pytest.fixture
 def make_results() -> Callable[..., dict]:
     return _hand_made_results
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--update-golden",
+        action="store_true",
+        default=False,
+        help="Rewrite tests/golden/ expected outputs from the current code (or set UPDATE_GOLDEN=1); "
+        "review the diff before committing.",
+    )

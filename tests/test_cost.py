@@ -135,3 +135,69 @@ def test_unknown_instance_lists_valid_names():
         lookup_price("c9z.huge")
     for name in PRICES:
         assert name in str(info.value)
+
+
+# ---------------------------------------------------------------- costs added to run results
+
+
+def _timed(throughput_per_s: float) -> dict:
+    return {"throughput_per_s": throughput_per_s}
+
+
+@pytest.fixture
+def run_entries() -> dict:
+    """A reference at 100 inf/s, a variant at 250 inf/s built by steps of 1000 s + 200 s compute,
+    and a variant slower than the reference (80 inf/s)."""
+    return {
+        "baseline": {"not_profiled": {"cpu": "onnxruntime cannot run a torch model"}},
+        "onnx-fp32": {"steps": [{"step": "export", "compute_seconds": 3.0}],
+                      "latency": {"cpu": {"1": _timed(100.0)}}},
+        "pruned": {"steps": [{"step": "prune", "compute_seconds": 1000.0},
+                             {"step": "export", "compute_seconds": 200.0, "inherited": True}],
+                   "latency": {"cpu": {"1": _timed(250.0)}}},
+        "slow": {"steps": [{"step": "quantize", "compute_seconds": 60.0}],
+                 "latency": {"cpu": {"1": _timed(80.0)}}},
+    }
+
+
+def test_serving_costs_worked_example(run_entries):
+    from compress.cost import serving_costs
+
+    # priced at $0.17/h, compressed on a $1.20/h machine, 300 k requests/day: the worked example
+    # of pruned_on_cpu above (1200 s of steps -> $0.40; saving $0.28333 per 1M; 1.4118 M; 4.706 days)
+    serving_costs(run_entries, "cpu", 0.17, reference="onnx-fp32", requests_per_day=300_000,
+                  compression_usd_per_hour=1.20)
+    ref = run_entries["onnx-fp32"]["latency"]["cpu"]["1"]
+    assert ref["usd_per_1m"] == pytest.approx(0.47222, rel=1e-4)
+    # 300 k/day x 30 days = 9 M inferences x $0.47222 = $4.25
+    assert ref["monthly_usd"] == pytest.approx(4.25, rel=1e-4)
+    cost = run_entries["pruned"]["cost"]["cpu"]
+    assert cost["against"] == "onnx-fp32"
+    assert cost["compression_seconds"] == 1200.0
+    be = cost["per_batch_size"]["1"]
+    assert be["compression_cost_usd"] == pytest.approx(0.40)
+    assert be["break_even_inferences"] == pytest.approx(1.4118e6, rel=1e-4)
+    assert be["days_at_traffic"] == pytest.approx(4.706, rel=1e-3)
+    assert be["sentence"] == "pays for itself after 1.4 M inferences, about 5 days at 300 k requests/day"
+    assert run_entries["slow"]["cost"]["cpu"]["per_batch_size"]["1"]["sentence"].startswith("never pays off")
+    assert "cost" not in run_entries["onnx-fp32"]  # the reference is not compared with itself
+
+
+def test_serving_costs_fall_back_to_the_baseline_and_default_to_the_target_price(run_entries):
+    from compress.cost import serving_costs
+
+    run_entries["baseline"] = {"latency": {"cpu": {"1": _timed(100.0)}}}
+    serving_costs(run_entries, "cpu", 0.17, reference="not-profiled-anywhere")
+    cost = run_entries["pruned"]["cost"]["cpu"]
+    assert cost["against"] == "baseline"
+    assert cost["compression_usd_per_hour"] == 0.17
+    assert cost["per_batch_size"]["1"]["days_at_traffic"] is None
+    assert "monthly_usd" not in run_entries["pruned"]["latency"]["cpu"]["1"]
+
+
+def test_serving_costs_without_a_profiled_reference_add_only_prices(run_entries):
+    from compress.cost import serving_costs
+
+    serving_costs(run_entries, "cpu", 0.17, reference="nothing")
+    assert "usd_per_1m" in run_entries["pruned"]["latency"]["cpu"]["1"]
+    assert all("cost" not in e for e in run_entries.values())

@@ -19,7 +19,9 @@ def test_accuracy_drop_over_the_limit_fails(make_results, make_variant):
     v = res["variants"]["q"]
     assert v["gate"]["verdict"] == "fail"
     (check,) = _checks(v, "max_accuracy_drop")
-    assert check["passed"] is False and check["value"] == pytest.approx(2.0) and check["limit"] == 1.0
+    assert (
+        check["passed"] is False and check["value"] == pytest.approx(2.0) and check["limit"] == 1.0
+    )
     assert "top-1 drop +2.00 points" in check["detail"]
     assert verdict["failed"] == ["q"] and verdict["exit_code"] == 1 and verdict["passed"] is False
 
@@ -106,7 +108,10 @@ def test_ungated_variant_is_reported_but_never_fails_the_run(make_results, make_
 
 def test_failed_variant_is_an_error_not_a_silent_drop(make_results, make_variant):
     res = make_results(
-        {"broken": make_variant(status="failed", error="step 0 (prune): boom"), "ok": make_variant()},
+        {
+            "broken": make_variant(status="failed", error="step 0 (prune): boom"),
+            "ok": make_variant(),
+        },
         {"max_accuracy_drop": 1.0},
     )
     verdict = apply_gate(res)
@@ -120,11 +125,15 @@ def test_failed_variant_is_an_error_not_a_silent_drop(make_results, make_variant
     [
         pytest.param({"a": {"change": -0.1}, "b": {"change": 0.0}}, 0, id="all-pass"),
         pytest.param({"a": {"change": -0.1}, "b": {"change": -4.0}}, 1, id="one-fails"),
-        pytest.param({"a": {"change": -4.0}, "b": {"status": "failed", "error": "x"}}, 3, id="error-wins"),
+        pytest.param(
+            {"a": {"change": -4.0}, "b": {"status": "failed", "error": "x"}}, 3, id="error-wins"
+        ),
     ],
 )
 def test_exit_codes(make_results, make_variant, variants, exit_code):
-    res = make_results({n: make_variant(**kw) for n, kw in variants.items()}, {"max_accuracy_drop": 1.0})
+    res = make_results(
+        {n: make_variant(**kw) for n, kw in variants.items()}, {"max_accuracy_drop": 1.0}
+    )
     assert apply_gate(res)["exit_code"] == exit_code
     assert res["verdict"]["exit_code"] == exit_code
 
@@ -132,7 +141,8 @@ def test_exit_codes(make_results, make_variant, variants, exit_code):
 def test_no_rules_means_every_variant_passes(make_results, make_variant):
     res = make_results({"a": make_variant(change=-50.0, speedup=0.1)})
     assert apply_gate(res)["exit_code"] == 0
-    assert res["variants"]["a"]["gate"] == {"verdict": "pass", "checks": []}
+    gate = res["variants"]["a"]["gate"]
+    assert (gate["verdict"], gate["checks"]) == ("pass", [])
 
 
 def test_recommends_the_cheapest_passing_variant(make_results, make_variant):
@@ -158,3 +168,22 @@ def test_rules_know_their_direction():
     assert RULES["max_accuracy_drop"].higher_is_better is False
     assert RULES["min_speedup"].higher_is_better is True
     assert RULES["max_accuracy_drop"].unit == "points" and RULES["min_speedup"].unit == "x"
+
+
+def test_speed_rule_holds_when_one_target_meets_it(make_results, make_variant):
+    """A variant is deployed on one target: slow on another target does not fail it."""
+    v = make_variant(change=0.0, speedup=2.0)
+    v["speedup"]["slow-target"] = {"1": {"estimate": 0.5, "low": 0.4, "high": 0.6, "confidence": 0.95}}
+    res = make_results({"a": v}, gate={"min_speedup": 1.5})
+    assert apply_gate(res)["exit_code"] == 0
+    gate = res["variants"]["a"]["gate"]
+    assert "slow-target" not in gate["passing_targets"] and gate["passing_targets"]
+    slow = [c for c in gate["checks"] if c.get("target") == "slow-target"]
+    assert slow and not slow[0]["passed"] and not slow[0]["decisive"]
+
+
+def test_speed_rule_fails_when_no_target_meets_it(make_results, make_variant):
+    v = make_variant(change=0.0, speedup=1.2)
+    res = make_results({"a": v}, gate={"min_speedup": 1.5})
+    assert apply_gate(res)["exit_code"] == 1
+    assert res["variants"]["a"]["gate"]["passing_targets"] == []

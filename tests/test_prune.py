@@ -225,3 +225,31 @@ def test_sparsify_finetune_keeps_the_zeros(tmp_path, baseline):
     groups = conv.weight.detach().permute(0, 2, 3, 1).reshape(-1, 4)
     assert ((groups == 0).sum(dim=1) == 2).all()
     assert set(out.module.state_dict()) == set(baseline.module.state_dict())  # no mask buffers left
+
+
+def test_recipe_rejects_a_latency_budget_on_an_unknown_target(recipe_dict):
+    from compress.errors import RecipeError
+    from compress.recipe import parse_recipe
+
+    recipe_dict["variants"]["fast"] = {"steps": [
+        {"prune": {"latency_budget": {"target": "gpu", "max_fraction": 0.5}}}, {"export": {}}]}
+    with pytest.raises(RecipeError, match=r"variants.fast.steps\[0\].prune.latency_budget.target: unknown target 'gpu'; valid: cpu"):
+        parse_recipe(recipe_dict)
+
+
+def test_recipe_rejects_two_targets_with_the_key_path(recipe_dict):
+    from compress.errors import RecipeError
+    from compress.recipe import parse_recipe
+
+    recipe_dict["variants"]["p"] = {"steps": [{"prune": {"ratio": 0.3, "macs_budget": 0.5}}, {"export": {}}]}
+    with pytest.raises(RecipeError, match=r"variants.p.steps\[0\].prune: prune takes one target, got ratio and macs_budget"):
+        parse_recipe(recipe_dict)
+
+
+def test_a_conv_classifier_keeps_one_output_per_class(tmp_path, tiny_model_file):
+    spec = ModelSpec(f"python:{tiny_model_file.name}:conv_only", {}, tiny_model_file.parent)
+    torch.manual_seed(0)
+    base = Artifact(kind="torch", digest="conv", module=spec.build().eval(), model_spec=spec)
+    out = prune(base, PruneConfig(ratio=0.5), _ctx(tmp_path, base))
+    assert out.module(_batch()).shape == (4, NUM_CLASSES)
+    assert [m.out_channels for m in out.module.modules() if isinstance(m, nn.Conv2d)] == [4, NUM_CLASSES]

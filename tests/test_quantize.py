@@ -14,6 +14,7 @@ from compress.errors import StepError
 from compress.quantization.targets import DEFAULTS, detect_target, resolve_target
 from compress.steps.base import StepContext
 from compress.steps.quantize import QuantizeConfig, apply, resolve_settings
+
 IMAGE_SHAPE = (3, 8, 8)  # the shape of conftest.py's tiny images
 
 # --------------------------------------------------------------------------- fixtures and helpers

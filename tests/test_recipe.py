@@ -21,7 +21,7 @@ DEMO_RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "resnet.yaml"
 
 def test_demo_recipe_validates():
     recipe = load_recipe(DEMO_RECIPE)
-    assert set(recipe.variants) == {"onnx-fp32", "int8", "pruned", "pruned-int8"}
+    assert {"onnx-fp32", "int8", "pruned", "pruned-int8"} <= set(recipe.variants)
     kinds = recipe.final_kinds()
     assert kinds["int8"] == "onnx" and kinds["pruned-int8"] == "onnx"
     assert recipe.variant_order().index("pruned") < recipe.variant_order().index("pruned-int8")
@@ -106,13 +106,13 @@ BAD_RECIPES = [
     ),
     pytest.param(
         _variant("q", [{"quantize": {}}, {"export": {}}]),
-        r"variants.q.steps\[0\].quantize: needs a onnx model, but the variant has a torch model "
+        r"variants.q.steps\[0\].quantize: needs an? onnx\b.* model, but the variant has a torch model "
         r"at this point; add `- export: \{format: onnx\}` before it",
         id="quantize-before-export",
     ),
     pytest.param(
         _variant("p", [{"export": {}}, {"prune": {}}]),
-        r"variants.p.steps\[1\].prune: needs a torch model, but the variant has a onnx model at "
+        r"variants.p.steps\[1\].prune: needs a torch model, but the variant has an? onnx model at "
         r"this point; move it before the export step",
         id="prune-after-export",
     ),

@@ -6,6 +6,7 @@ import copy
 
 from compress.gate import apply_gate
 from compress.report import comparison_table, render_report
+from compress.results_schema import validate_results
 
 COLUMNS = [
     "variant",
@@ -29,12 +30,18 @@ def _gated(make_results, make_variant) -> dict:
         {
             "int8": make_variant(change=-0.4, speedup=2.5),
             "pruned": make_variant(change=-3.0, speedup=4.0),
-            "broken": make_variant(status="failed", error="step 0 (prune): pattern 'x' matches no module"),
+            "broken": make_variant(
+                status="failed", error="step 0 (prune): pattern 'x' matches no module"
+            ),
         },
         {"max_accuracy_drop": 1.0, "min_speedup": 1.5},
     )
     apply_gate(res)
     return res
+
+
+def test_hand_made_results_meet_the_results_schema(make_results, make_variant):
+    validate_results(_gated(make_results, make_variant))
 
 
 def test_report_opens_with_the_verdict(make_results, make_variant):
@@ -50,7 +57,9 @@ def test_passing_run_says_so(make_results, make_variant):
     res = make_results({"int8": make_variant(change=0.0, speedup=2.0)}, {"max_accuracy_drop": 1.0})
     apply_gate(res)
     report = render_report(res)
-    assert report.split("\n\n")[1].startswith("**✅ Every gated variant passes** (max_accuracy_drop = 1.0)")
+    assert report.split("\n\n")[1].startswith(
+        "**✅ Every gated variant passes** (max_accuracy_drop = 1.0)"
+    )
 
 
 def test_comparison_table_has_the_expected_columns_and_rows(make_results, make_variant):

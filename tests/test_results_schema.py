@@ -39,7 +39,10 @@ def test_schema_is_a_valid_draft_2020_12_schema():
     jsonschema.Draft202012Validator.check_schema(results_json_schema())
 
 
+@pytest.mark.slow
 def test_a_real_run_writes_results_that_meet_the_schema(write_recipe, recipe_dict, cli, tmp_path):
+    """Every run validates its results before writing them (compress.pipeline._write), so every
+    end-to-end test checks the schema too; this one reads a run's file back as another tool would."""
     from compress.cli import app
 
     recipe = write_recipe(recipe_dict)

@@ -31,7 +31,9 @@ def _artifact_for(name: str, artifacts: dict[str, Artifact]) -> Artifact:
     spec = RUNTIMES.get(name)
     kind = next((k for k in sorted(spec.accepts) if k in artifacts), None)
     if kind is None:
-        pytest.skip(f"runtime {name} accepts {sorted(spec.accepts)}; these tests cannot build that kind")
+        pytest.skip(
+            f"runtime {name} accepts {sorted(spec.accepts)}; these tests cannot build that kind"
+        )
     return artifacts[kind]
 
 
@@ -51,7 +53,8 @@ def test_runtime_matches_torch(name, artifacts, tiny_module):
     assert session.info["runtime"] == name
     rng = np.random.default_rng(0)
     try:
-        for batch in (1, 3, 1):  # back to 1: a runtime that caches per-shape state must not mix them up
+        # back to 1 at the end: a runtime that caches per-shape state must not mix them up
+        for batch in (1, 3, 1):
             x = rng.standard_normal((batch, 3, 8, 8)).astype(np.float32)
             with torch.inference_mode():
                 want = tiny_module(torch.from_numpy(x)).numpy()
@@ -79,7 +82,12 @@ def test_unknown_target_option_fails_when_loading(name, artifacts):
     artifact = _artifact_for(name, artifacts)
     # a target that skipped recipe validation (built in code) still cannot pass a typo
     target = TargetConfig.model_construct(
-        name="t", runtime=name, device="cpu", threads=1, usd_per_hour=None, instance=None,
+        name="t",
+        runtime=name,
+        device="cpu",
+        threads=1,
+        usd_per_hour=None,
+        instance=None,
         options={"no_such_option": 1},
     )
     with pytest.raises(RecipeError, match=r"unknown option\(s\) \['no_such_option'\]"):
@@ -115,4 +123,3 @@ def test_every_runtime_declares_what_it_runs():
         assert spec.accepts, f"{name} accepts no artifact kind"
         assert spec.devices, f"{name} runs on no device"
         assert spec.summary, f"{name} has no summary"
-

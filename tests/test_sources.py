@@ -28,7 +28,7 @@ def test_sklearn_digits_loads_offline():
     ds = load_source("sklearn:digits", Path("."))
     assert ds.images.shape == (1797, 1, 8, 8)
     assert ds.images.dtype == np.float32
-    assert 0.0 <= ds.images.min() and ds.images.max() <= 1.0
+    assert ds.images.min() >= 0.0 and ds.images.max() <= 1.0
     assert ds.classes == [str(i) for i in range(10)]
     assert sorted(np.unique(ds.labels)) == list(range(10))
 
@@ -134,7 +134,9 @@ def test_changing_the_train_fraction_never_moves_heldout():
 
 
 def test_python_file_factory_builds_the_module(tiny_model_file):
-    spec = ModelSpec(f"python:{tiny_model_file.name}:tiny_cnn", {"num_classes": 5}, tiny_model_file.parent)
+    spec = ModelSpec(
+        f"python:{tiny_model_file.name}:tiny_cnn", {"num_classes": 5}, tiny_model_file.parent
+    )
     module = spec.build()
     assert isinstance(module, torch.nn.Module)
     assert module(torch.zeros(2, 3, 8, 8)).shape == (2, 5)
@@ -153,7 +155,9 @@ def test_python_factory_that_does_not_exist_lists_callables(tiny_model_file):
 
 
 def test_unknown_torchvision_model_lists_names():
-    with pytest.raises(InputError, match=r"torchvision:nonexistent: no such torchvision model; e\.g\. .*resnet18"):
+    with pytest.raises(
+        InputError, match=r"torchvision:nonexistent: no such torchvision model; e\.g\. .*resnet18"
+    ):
         ModelSpec("torchvision:nonexistent").build()
 
 
@@ -166,7 +170,9 @@ def test_checkpoint_that_does_not_fit_names_the_keys(tiny_module, tmp_path):
     sd = tiny_module.state_dict()
     sd["head.weight"] = sd.pop("8.weight")
     torch.save(sd, tmp_path / "ck.pt")
-    with pytest.raises(InputError, match=r"does not fit the model: missing: 8\.weight; unexpected: head\.weight"):
+    with pytest.raises(
+        InputError, match=r"does not fit the model: missing: 8\.weight; unexpected: head\.weight"
+    ):
         load_state_dict_checked(tiny_module, read_state_dict(tmp_path / "ck.pt"), "ck.pt")
 
 
@@ -179,7 +185,9 @@ def test_checkpoint_with_wrong_shapes_names_them(tiny_model_file, tiny_module, t
 
 def test_pickled_module_is_refused_with_the_fix(tiny_module, tmp_path):
     torch.save(tiny_module, tmp_path / "module.pt")
-    with pytest.raises(InputError, match=r"weights_only=True.*Save a state_dict \(model\.state_dict\(\)\)"):
+    with pytest.raises(
+        InputError, match=r"weights_only=True.*Save a state_dict \(model\.state_dict\(\)\)"
+    ):
         read_state_dict(tmp_path / "module.pt")
 
 

@@ -29,7 +29,9 @@ KINDS = set(FILENAMES)
 
 @pytest.fixture
 def splits(tiny_npz):
-    data = DataConfig(source=f"npz:{tiny_npz}", split={"train": 0.6, "calibration": 0.1, "heldout": 0.3})
+    data = DataConfig(
+        source=f"npz:{tiny_npz}", split={"train": 0.6, "calibration": 0.1, "heldout": 0.3}
+    )
     return make_splits(data, Path("."), seed=0)
 
 
@@ -42,8 +44,13 @@ def make_ctx(splits, tmp_path, tiny_model_file):
         workdir = tmp_path / f"work-{next(counter)}"
         workdir.mkdir()
         return StepContext(
-            splits=splits, model_spec=spec, input_shape=(3, 8, 8), seed=0, workdir=workdir,
-            baseline=baseline, log=lambda _msg: None,
+            splits=splits,
+            model_spec=spec,
+            input_shape=(3, 8, 8),
+            seed=0,
+            workdir=workdir,
+            baseline=baseline,
+            log=lambda _msg: None,
         )
 
     return make
@@ -52,7 +59,9 @@ def make_ctx(splits, tmp_path, tiny_model_file):
 @pytest.fixture
 def torch_artifact(tiny_module, tiny_model_file) -> Artifact:
     spec = ModelSpec(f"python:{tiny_model_file}:tiny_cnn", {}, Path("."))
-    return Artifact(kind="torch", digest="tiny", module=tiny_module, model_spec=spec, lineage=["baseline"])
+    return Artifact(
+        kind="torch", digest="tiny", module=tiny_module, model_spec=spec, lineage=["baseline"]
+    )
 
 
 @pytest.fixture
@@ -69,7 +78,11 @@ def _snapshot(art: Artifact):
 
 def _same(a, b) -> bool:
     if isinstance(a, tuple):
-        return a[0] == b[0] and a[1].keys() == b[1].keys() and all(torch.equal(a[1][k], b[1][k]) for k in a[1])
+        return (
+            a[0] == b[0]
+            and a[1].keys() == b[1].keys()
+            and all(torch.equal(a[1][k], b[1][k]) for k in a[1])
+        )
     return a == b
 
 
@@ -109,7 +122,9 @@ def test_step_conformance(name, torch_artifact, onnx_artifact, make_ctx):
 
     assert out.kind == spec.produces(cfg, kind)
     assert out.digest != art.digest
-    assert out.lineage[: len(art.lineage)] == art.lineage and len(out.lineage) == len(art.lineage) + 1
+    assert (
+        out.lineage[: len(art.lineage)] == art.lineage and len(out.lineage) == len(art.lineage) + 1
+    )
     assert _same(_snapshot(art), before), f"{name} modified its input artifact"
     assert "heldout" not in ctx.consumed
     if out.kind == "torch":
@@ -150,7 +165,9 @@ def test_export_verification_catches_a_wrong_file(torch_artifact, make_ctx, monk
         real_export(wrong, *args, **kwargs)
 
     monkeypatch.setattr(export_step, "export_onnx", export_wrong_model)
-    with pytest.raises(StepError, match="exported ONNX model disagrees with torch: max relative error"):
+    with pytest.raises(
+        StepError, match="exported ONNX model disagrees with torch: max relative error"
+    ):
         STEPS.get("export").apply(torch_artifact, ExportConfig(), make_ctx())
     # without verification, the same file goes through: verify is what catches it
     out = STEPS.get("export").apply(torch_artifact, ExportConfig(verify=False), make_ctx())
@@ -171,15 +188,20 @@ def test_static_quantize_is_u8s8_per_channel_qdq(onnx_artifact, make_ctx):
     model = onnx.load(str(out.path))
     inits = {i.name for i in model.graph.initializer}
     quantize = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
-    weights = [n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits]
-    weights = [n for n in weights if _zero_point_type(model, n) != onnx.TensorProto.INT32]  # not biases
+    weights = [
+        n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits
+    ]
+    # biases are int32; the rest are the weights
+    weights = [n for n in weights if _zero_point_type(model, n) != onnx.TensorProto.INT32]
     assert quantize and weights
     # activations: uint8 (what x86 VNNI kernels fuse); weights: int8, one scale per output channel
     assert {_zero_point_type(model, n) for n in quantize} == {onnx.TensorProto.UINT8}
     assert {_zero_point_type(model, n) for n in weights} == {onnx.TensorProto.INT8}
     assert all(any(a.name == "axis" for a in n.attribute) for n in weights)
     inits_by_name = {i.name: i for i in model.graph.initializer}
-    conv_scales = [inits_by_name[n.input[1]] for n in weights if len(inits_by_name[n.input[1]].dims)]
+    conv_scales = [
+        inits_by_name[n.input[1]] for n in weights if len(inits_by_name[n.input[1]].dims)
+    ]
     assert conv_scales and all(s.dims[0] > 1 for s in conv_scales)
 
     coverage = out.meta["int8_coverage"]
@@ -200,7 +222,9 @@ def test_dynamic_quantize_refuses_a_conv_only_model(tiny_model_file, make_ctx):
     spec = ModelSpec(f"python:{tiny_model_file}:conv_only", {}, Path("."))
     art = Artifact(kind="torch", digest="conv-only", module=spec.build().eval(), model_spec=spec)
     exported = STEPS.get("export").apply(art, ExportConfig(), make_ctx())
-    with pytest.raises(StepError, match="quantizes MatMul/Gemm only, and this model has none; use mode: static"):
+    with pytest.raises(
+        StepError, match="quantizes MatMul/Gemm only, and this model has none; use mode: static"
+    ):
         STEPS.get("quantize").apply(exported, QuantizeConfig(mode="dynamic"), make_ctx())
 
 

@@ -39,11 +39,15 @@ def check_patterns(module, patterns: list[str], key: str) -> None:
 
 
 def kept_layers(module, num_classes: int, patterns: list[str]) -> list:
-    """The classifier and every module whose name matches a pattern."""
+    """The classifier and every module whose name matches a pattern. The classifier is every Linear
+    with one output per class, and the last Conv/Linear of the model (a 1x1-conv head counts)."""
     from torch import nn
 
-    kept = []
+    layers = [m for m in module.modules() if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))]
+    kept = layers[-1:]
     for name, m in module.named_modules():
+        if m in kept:
+            continue
         is_classifier = isinstance(m, nn.Linear) and m.out_features == num_classes
         if is_classifier or (name and any(fnmatch.fnmatchcase(name, p) for p in patterns)):
             kept.append(m)
@@ -106,7 +110,8 @@ def prunable_layers(module, plan: ChannelPlan, input_shape, num_classes: int) ->
                                           root_module_types=pruner.root_module_types):
         root = group[0].dep.target.module
         out.append((names[root], root))
-    return out
+    order = {m: i for i, (_, m) in enumerate(module.named_modules())}
+    return sorted(out, key=lambda item: order[item[1]])
 
 
 def prune_once(module, plan: ChannelPlan, input_shape, num_classes: int, ratio: float | None = None,

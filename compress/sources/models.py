@@ -157,6 +157,9 @@ def read_state_dict(path: Path, key: str | None = None, strip_prefix: str | None
 def load_state_dict_checked(module, state_dict: dict, origin: str) -> None:
     """Load strictly; on mismatch, name the missing, unexpected and wrongly shaped keys."""
     own = module.state_dict()
+    # Checkpoints from before PyTorch 0.4.1 (e.g. the akamaster CIFAR ResNets) have no batch-norm
+    # step counters; they only matter for momentum=None, so the model's own are kept.
+    state_dict = {**{k: v for k, v in own.items() if k.endswith("num_batches_tracked")}, **state_dict}
     missing = [k for k in own if k not in state_dict]
     unexpected = [k for k in state_dict if k not in own]
     wrong = [

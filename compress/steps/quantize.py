@@ -32,6 +32,7 @@ from compress.quantization.ort import (
 )
 from compress.quantization.targets import DEFAULTS, TARGET_NAMES, resolve_target
 from compress.steps.base import StepConfig, StepContext, register_step
+from compress.steps.nncf_quantize import NNCFConfig, quantize_nncf
 
 Target = Literal["auto", "x86-vnni", "x86", "arm", "cuda", "tensorrt"]
 assert set(get_args(Target)) == set(TARGET_NAMES), "Target and targets.TARGET_NAMES must agree"
@@ -64,6 +65,10 @@ class MixedPrecisionConfig(StepConfig):
 
 class QuantizeConfig(StepConfig):
     mode: Literal["static", "dynamic"] = "static"
+    backend: Literal["onnxruntime", "nncf"] = Field(
+        "onnxruntime", description="onnxruntime (ORT quantize_static/dynamic) or nncf (OpenVINO's NNCF)"
+    )
+    nncf: NNCFConfig | None = Field(None, description="Settings of backend: nncf")
     target: Target = Field(
         "auto", description="Hardware the int8 model is for; unset fields below come from its defaults "
         "(auto: this machine's CPU: x86-vnni, x86 or arm)"
@@ -87,6 +92,10 @@ class QuantizeConfig(StepConfig):
 
     @model_validator(mode="after")
     def _rules(self):
+        if self.backend == "nncf" and self.mode != "static":
+            raise ValueError("backend nncf does post-training static quantization; use mode: static")
+        if self.nncf is not None and self.backend != "nncf":
+            raise ValueError("the nncf settings need backend: nncf")
         if self.mixed_precision is not None and self.mode != "static":
             raise ValueError("mixed_precision needs mode: static (it re-uses the calibration ranges)")
         if self.target == "tensorrt":
@@ -173,9 +182,33 @@ def _dynamic(src, out, cfg: QuantizeConfig, s: StaticSettings, ops, ctx: StepCon
         )
 
 
-@register_step("quantize", config=QuantizeConfig, accepts={"onnx"}, produces="onnx")
+def _produces(cfg: QuantizeConfig, _kind: str) -> str:
+    if cfg.backend == "nncf":
+        return (cfg.nncf or NNCFConfig()).output
+    return "onnx"
+
+
+def _apply_nncf(art: Artifact, cfg: QuantizeConfig, ctx: StepContext) -> Artifact:
+    ncfg = cfg.nncf or NNCFConfig()
+    path, kind, info = quantize_nncf(art.path, art.kind, ncfg, ctx, ctx.seed)
+    meta = dict(art.meta)
+    meta["quantization"] = {"mode": "static", "backend": "nncf", **info, "output": kind}
+    if kind == "onnx":
+        meta["int8_coverage"] = int8_coverage(path).to_dict()
+    meta.pop("extra_files", None)
+    return Artifact(
+        kind=kind, digest=digest_of(art.digest, "quantize", cfg.model_dump(), ctx.seed),
+        path=path, lineage=[*art.lineage, f"quantize(nncf, {ncfg.preset}, {kind})"], meta=meta,
+    )
+
+
+@register_step("quantize", config=QuantizeConfig, accepts={"onnx", "openvino"}, produces=_produces)
 def apply(art: Artifact, cfg: QuantizeConfig, ctx: StepContext) -> Artifact:
-    """Quantize an ONNX model to int8 with ONNX Runtime and count what really runs in int8."""
+    """Quantize to int8 (ONNX Runtime, or NNCF for OpenVINO) and count what really runs in int8."""
+    if cfg.backend == "nncf":
+        return _apply_nncf(art, cfg, ctx)
+    if art.kind != "onnx":
+        raise StepError(f"backend onnxruntime quantizes ONNX models, not {art.kind}; use backend: nncf")
     target, s = resolve_settings(cfg)
     ops = source_op_counts(art.path)
     if not any(ops.get(op, 0) for op in QUANTIZABLE_COMPUTE):

@@ -9,6 +9,10 @@ but computed with compress's own statistics, so they are self-consistent:
 - ``int8`` breaks 1 sample (-1.67 points) and is ~1.8x faster: passes (drop <= 2, speed-up >= 1.2);
 - ``pruned`` breaks 4 samples (-6.67 points) and is ~3x faster: fails the accuracy gate;
 - ``broken`` failed to build.
+
+``results_regressed.json`` is the same recipe run again after a bad change: ``int8`` breaks 3 more
+samples (-5 points against the first run) and is ~1.5x slower at batch 1, ``pruned`` is gone and
+``pruned-int8`` is new. ``compress compare`` must call the int8 changes regressions.
 """
 
 from __future__ import annotations
@@ -56,14 +60,15 @@ def _break(pred: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
-def make() -> dict:
-    rng = np.random.default_rng(SEED)
+def make(*, regressed: bool = False) -> dict:
+    rng = np.random.default_rng(SEED + regressed)
     labels = np.arange(N) % CLASSES
     base_pred = labels.copy()
     base_pred[:6] = (labels[:6] + 2) % CLASSES  # 54 / 60 right
-    preds = {"onnx-fp32": base_pred, "int8": _break(base_pred, labels, 1), "pruned": _break(base_pred, labels, 4)}
-    medians = {"onnx-fp32": (2.0, 40.0), "int8": (1.1, 22.0), "pruned": (0.7, 13.0)}
-    lat = {name: {str(bs): _latency(rng, m, bs) for bs, m in zip((1, 8), ms)} for name, ms in medians.items()}
+    preds = {"onnx-fp32": base_pred, "int8": _break(base_pred, labels, 4 if regressed else 1),
+             "pruned": _break(base_pred, labels, 4)}
+    medians = {"onnx-fp32": (2.0, 40.0), "int8": (1.65 if regressed else 1.1, 22.0), "pruned": (0.7, 13.0)}
+    lat = {name: {str(bs): _latency(rng, m, bs) for bs, m in zip((1, 8), ms, strict=True)} for name, ms in medians.items()}
     artifact = {"kind": "onnx", "size_bytes": 1_200_000, "params": 300_000, "macs": 12_000_000,
                 "int8_coverage": None, "quantization": None, "pruning": None, "export_max_rel_error": 2e-7}
     variants = {}
@@ -145,9 +150,19 @@ def make() -> dict:
             "gpus": [], "thread_env": {}, "git_commit": None,
         },
     }
+    if regressed:
+        variants["pruned-int8"] = variants.pop("pruned")
+        pi = variants["pruned-int8"]
+        pi["from"] = "pruned"
+        pi["artifact"]["lineage"] = pi["artifact"]["lineage"] + ["quantize(static)"]
+        pi["steps"].append({"step": "quantize(static)", "compute_seconds": 1.5, "cached": False})
+        recipe["variants"]["pruned-int8"] = recipe["variants"].pop("pruned")
+        results["run"].update(started="2026-11-27T12:00:00+00:00", finished="2026-11-27T12:00:12+00:00",
+                              run_dir="runs/synthetic/20261127-120000")
     apply_gate(results)
     return results
 
 
 if __name__ == "__main__":
     (HERE / "results.json").write_text(json.dumps(make(), indent=1) + "\n")
+    (HERE / "results_regressed.json").write_text(json.dumps(make(regressed=True), indent=1) + "\n")

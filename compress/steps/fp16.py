@@ -1,0 +1,73 @@
+"""FP16: convert an ONNX model's float32 weights and compute to float16, for GPU targets.
+
+Uses ONNX Runtime's own converter (``onnxruntime.transformers.float16``, installed with ORT).
+``keep_io_types: true`` (the default) keeps the model's inputs and outputs float32, with Cast nodes
+inside, so callers feed the same arrays as before. On a CPU, float16 rarely pays: ONNX Runtime's
+CPU EP runs many fp16 ops by casting back to float32. Use it for the CUDA EP or TensorRT.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from pydantic import Field
+
+from compress.artifacts import Artifact, digest_of
+from compress.errors import StepError
+from compress.steps.base import StepConfig, StepContext, register_step
+
+
+class Fp16Config(StepConfig):
+    keep_io_types: bool = Field(True, description="Inputs and outputs stay float32 (Cast nodes inside)")
+    op_block_list: list[str] | None = Field(
+        None, description="Op types kept in float32; default: the converter's list of unsafe ops"
+    )
+    node_block_list: list[str] = Field(default_factory=list, description="Node names kept in float32")
+    verify: bool = Field(True, description="Compare with the float32 model on calibration inputs")
+    max_rel_error: float = Field(
+        0.05, gt=0, description="Largest |fp16 - fp32| relative to the fp32 logits' range"
+    )
+
+
+@register_step("fp16", config=Fp16Config, accepts={"onnx"}, produces="onnx")
+def apply(art: Artifact, cfg: Fp16Config, ctx: StepContext) -> Artifact:
+    """Convert an ONNX model to float16 (weights and compute), keeping I/O types as configured."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = onnx.load(str(art.path))
+    kwargs = {"keep_io_types": cfg.keep_io_types, "node_block_list": cfg.node_block_list or None}
+    if cfg.op_block_list is not None:
+        kwargs["op_block_list"] = cfg.op_block_list
+    try:
+        converted = convert_float_to_float16(model, **kwargs)
+    except Exception as err:
+        raise StepError(f"float16 conversion failed: {type(err).__name__}: {err}") from err
+    out = ctx.workdir / "model.onnx"
+    onnx.save(converted, str(out))
+    meta = {k: v for k, v in art.meta.items() if k not in ("int8_coverage", "quantization")}
+    meta["precision"] = {"weights": "float16", "io": "float32" if cfg.keep_io_types else "float16"}
+    if cfg.verify and "calibration" in ctx.splits:
+        meta["fp16_max_rel_error"] = _verify(art.path, out, ctx, cfg)
+    return Artifact(
+        kind="onnx", digest=digest_of(art.digest, "fp16", cfg.model_dump()), path=out,
+        lineage=[*art.lineage, "fp16" + ("" if cfg.keep_io_types else "(fp16 I/O)")], meta=meta,
+    )
+
+
+def _verify(fp32_path, fp16_path, ctx: StepContext, cfg: Fp16Config) -> float:
+    import onnxruntime as ort
+
+    x = ctx.data("calibration").inputs(np.arange(min(16, len(ctx.splits["calibration"]))))
+    ref_sess = ort.InferenceSession(str(fp32_path), providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(str(fp16_path), providers=["CPUExecutionProvider"])
+    ref = ref_sess.run(None, {ref_sess.get_inputs()[0].name: x})[0]
+    feed = x if cfg.keep_io_types else x.astype(np.float16)
+    got = sess.run(None, {sess.get_inputs()[0].name: feed})[0].astype(np.float32)
+    err = float(np.abs(got - ref).max() / max(float(np.ptp(ref)), 1e-12))
+    if err > cfg.max_rel_error:
+        raise StepError(
+            f"the float16 model differs from float32 by {err:.3g} of the logits' range (limit "
+            f"{cfg.max_rel_error}); keep the overflowing ops in float32 with op_block_list or "
+            "node_block_list, or raise max_rel_error"
+        )
+    return err

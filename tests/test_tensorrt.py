@@ -1,0 +1,172 @@
+"""TensorRT: the engine step, the tensorrt runtime and the engine fingerprint.
+
+The pure parts (fingerprint comparison, option checks, recipe rules, the missing-package error) run
+everywhere. Building and running engines needs TensorRT 10 and an NVIDIA GPU: those tests are marked
+``tensorrt`` and skip with the reason. They have not run yet (docs/tensorrt.md).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from compress.artifacts import Artifact
+from compress.errors import MissingDependency, RecipeError, RuntimeFailure, StepError
+from compress.steps.base import StepContext
+from compress.steps.tensorrt import EngineConfig
+from compress.steps.tensorrt import apply as build
+from compress.tensorrt_engine import check_fingerprint, compare_fingerprints
+
+IMAGE_SHAPE = (3, 8, 8)
+HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
+
+FP = {"tensorrt": "10.3.0", "cuda": "12.4", "cuda_major": "12", "driver": "550.54",
+      "gpu": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"}
+
+
+def requires_tensorrt():
+    if not HAS_TENSORRT:
+        pytest.skip("needs the tensorrt package (pip install 'compress[tensorrt]'), not installed here")
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs an NVIDIA GPU with CUDA; torch sees none")
+
+
+# --------------------------------------------------------------------------- fingerprint (pure)
+
+
+def test_same_fingerprint_is_fresh():
+    assert compare_fingerprints(FP, dict(FP)) == ([], [])
+
+
+@pytest.mark.parametrize("field", ["tensorrt", "gpu", "compute_capability", "cuda_major"])
+def test_a_strict_field_makes_the_engine_stale(field):
+    current = dict(FP, **{field: "other"})
+    with pytest.raises(RuntimeFailure, match=f"engine /c/abc/engine.plan is stale: {field}: built "
+                                             f"with '{FP[field]}', this machine has 'other'.*rebuild"):
+        check_fingerprint(FP, current, "/c/abc/engine.plan")
+
+
+@pytest.mark.parametrize("field", ["driver", "cuda"])
+def test_driver_or_cuda_minor_change_is_a_warning(field):
+    warnings = check_fingerprint(FP, dict(FP, **{field: "x"}), "engine.plan")
+    assert warnings == [f"{field}: built with '{FP[field]}', this machine has 'x'"]
+
+
+def test_an_engine_without_fingerprint_is_refused():
+    with pytest.raises(RuntimeFailure, match="has no fingerprint"):
+        check_fingerprint(None, FP, "engine.plan")
+
+
+# --------------------------------------------------------------------------- options and recipe rules
+
+
+def test_batch_profile_must_be_ordered():
+    with pytest.raises(ValidationError, match="batch_min <= batch_opt <= batch_max"):
+        EngineConfig(batch_min=8, batch_opt=4, batch_max=16)
+    with pytest.raises(ValidationError, match="'fp32', 'fp16', 'int8-qdq' or 'int8-calibrate'"):
+        EngineConfig(precision="int4")
+
+
+@pytest.fixture
+def fp32_onnx(tmp_path: Path, tiny_module) -> Artifact:
+    from compress.steps.export import export_onnx
+
+    path = tmp_path / "fp32.onnx"
+    export_onnx(tiny_module, IMAGE_SHAPE, path, opset=17, dynamic_batch=True)
+    return Artifact(kind="onnx", digest="fp32", path=path)
+
+
+@pytest.fixture
+def ctx(tmp_path: Path, tiny_npz: Path):
+    from compress.recipe import DataConfig
+    from compress.sources.data import make_splits
+
+    splits = make_splits(DataConfig(source=f"npz:{tiny_npz}"), tmp_path, seed=0)
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    return StepContext(splits=splits, model_spec=None, input_shape=IMAGE_SHAPE, seed=0,
+                       workdir=workdir, log=lambda _m: None)
+
+
+def test_int8_qdq_needs_a_quantized_model(fp32_onnx, ctx):
+    with pytest.raises(StepError, match=r"int8-qdq needs a QDQ model: put `- quantize: \{target: tensorrt\}`"):
+        build(fp32_onnx, EngineConfig(precision="int8-qdq"), ctx)
+
+
+@pytest.mark.skipif(HAS_TENSORRT, reason="tensorrt is installed here")
+def test_missing_tensorrt_names_the_extra(fp32_onnx, ctx):
+    with pytest.raises(MissingDependency, match=r"pip install 'compress\[tensorrt\]'"):
+        build(fp32_onnx, EngineConfig(precision="fp16"), ctx)
+    assert ctx.consumed == set()  # nothing read before the dependency check
+
+
+def _trt_recipe(recipe_dict, runtime: str) -> dict:
+    recipe_dict["variants"]["trt"] = {"from": "onnx-fp32", "steps": [{"engine": {"precision": "fp16"}}]}
+    recipe_dict["targets"] = [{"name": "gpu", "runtime": runtime, "device": "cuda"}]
+    return recipe_dict
+
+
+def test_recipe_with_an_engine_needs_a_tensorrt_target(recipe_dict):
+    from compress.recipe import parse_recipe
+
+    with pytest.raises(RecipeError, match="variants.trt: ends with a tensorrt model, which no target can run"):
+        parse_recipe(_trt_recipe(recipe_dict, "onnxruntime"))
+
+
+def test_engine_after_export_is_a_valid_chain(recipe_dict):
+    from compress.recipe import parse_recipe
+
+    recipe = _trt_recipe(recipe_dict, "tensorrt")
+    recipe["targets"].append({"name": "cpu", "runtime": "onnxruntime", "device": "cpu"})
+    assert parse_recipe(recipe).final_kinds()["trt"] == "tensorrt"
+
+
+# --------------------------------------------------------------------------- on a GPU with TensorRT
+
+
+@pytest.mark.tensorrt
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8-calibrate"])
+def test_engine_builds_runs_and_matches_onnxruntime(fp32_onnx, ctx, precision):
+    requires_tensorrt()
+    from compress.quantization.ort import OrtRunner
+    from compress.recipe import TargetConfig
+    from compress.runtimes import RUNTIMES
+
+    art = build(fp32_onnx, EngineConfig(precision=precision, batch_opt=4, batch_max=8,
+                                        calibration_batch_size=8, calibration_samples=16), ctx)
+    assert art.kind == "tensorrt" and art.path.is_file()
+    assert art.meta["tensorrt"]["fingerprint"]["gpu"]
+    sess = RUNTIMES.get("tensorrt").load(art, TargetConfig(name="gpu", runtime="tensorrt", device="cuda"))
+    x = ctx.splits["heldout"].inputs(np.arange(5))  # a batch size inside the profile, not its opt
+    got, ref = sess.run(x), OrtRunner(fp32_onnx.path).logits(x)
+    tol = {"fp32": 1e-3, "fp16": 2e-2, "int8-calibrate": 0.2}[precision]
+    assert np.abs(got - ref).max() <= tol * np.ptp(ref)
+
+
+@pytest.mark.tensorrt
+def test_engine_from_a_tensorrt_qdq_model(fp32_onnx, ctx):
+    requires_tensorrt()
+    from compress.steps.quantize import QuantizeConfig
+    from compress.steps.quantize import apply as quantize
+
+    qdq = quantize(fp32_onnx, QuantizeConfig(target="tensorrt"), ctx)
+    art = build(qdq, EngineConfig(precision="int8-qdq", batch_opt=4, batch_max=8), ctx)
+    assert art.meta["tensorrt"]["precision"] == "int8-qdq"
+
+
+@pytest.mark.tensorrt
+def test_a_stale_engine_is_refused_at_load(fp32_onnx, ctx):
+    requires_tensorrt()
+    from compress.recipe import TargetConfig
+    from compress.runtimes import RUNTIMES
+
+    art = build(fp32_onnx, EngineConfig(precision="fp16", batch_opt=4, batch_max=8), ctx)
+    art.meta["tensorrt"]["fingerprint"]["tensorrt"] = "9.0.0"
+    with pytest.raises(RuntimeFailure, match="is stale: tensorrt: built with '9.0.0'"):
+        RUNTIMES.get("tensorrt").load(art, TargetConfig(name="gpu", runtime="tensorrt", device="cuda"))
