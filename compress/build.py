@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -11,6 +12,17 @@ from compress.artifacts import Artifact, Cache, digest_of, file_digest
 from compress.errors import CompressError, InputError, StepError
 from compress.sources.models import ModelSpec, load_state_dict_checked, onnx_path, read_state_dict, resolve
 from compress.steps.base import STEPS, StepContext
+
+
+@functools.lru_cache(maxsize=1)
+def _machine() -> str:
+    """The machine a step ran on, in one line (CPU model, cores, GPUs), for its compression cost."""
+    from compress.environment import cpu_info, gpu_info
+
+    cpu = cpu_info()
+    text = f"{cpu.get('model', cpu.get('machine', '?'))}, {cpu.get('logical_cores')} logical cores"
+    gpus = [g.get("name", "?") for g in gpu_info()]
+    return text + (f", {', '.join(gpus)}" if gpus else ", no GPU")
 
 
 @dataclass
@@ -92,7 +104,8 @@ def build_baseline(recipe, base_dir: Path, splits, cache: Cache, progress=None, 
 def build_variants(recipe, baseline: Artifact, splits, cache: Cache, workroot: Path,
                    progress=None, log=print) -> dict[str, Built]:
     """Apply every variant's steps; a failure stops that variant (and its children) only."""
-    data_fp = {r: s.fingerprint() for r, s in splits.items() if r != "heldout"}
+    # held-out and the unlabelled production sample never reach a step: they must not key the cache
+    data_fp = {r: s.fingerprint() for r, s in splits.items() if r not in ("heldout", "production")}
     results: dict[str, Built] = {}
     for name in recipe.variant_order():
         v = recipe.variants[name]
@@ -139,12 +152,14 @@ def build_variants(recipe, baseline: Artifact, splits, cache: Cache, workroot: P
                 nxt.model_spec = art.model_spec
                 nxt.meta["consumed"] = sorted(ctx.consumed)
                 nxt.meta["step_seconds"] = time.perf_counter() - t0
+                nxt.meta["step_machine"] = _machine()
                 nxt = cache.put(nxt)
             seconds = time.perf_counter() - t0
             built.steps.append({
                 "step": step_name, "config": cfg.model_dump(mode="json"), "seconds": seconds,
                 "compute_seconds": seconds if cached is None else nxt.meta.get("step_seconds", seconds),
                 "cached": cached is not None,
+                "machine": nxt.meta.get("step_machine"),  # where compute_seconds was spent
             })
             built.consumed |= ctx.consumed
             built.notes += ctx.notes

@@ -213,8 +213,9 @@ def compare(
     run_b: Annotated[Path, typer.Argument(help="The candidate run (e.g. this branch's).", show_default=False)],
     max_accuracy_drop: Annotated[float | None, typer.Option(
         help="Points of held-out top-1 a model may lose from A to B (default: B's gate.max_accuracy_drop).")] = None,
-    max_speedup_loss: Annotated[float, typer.Option(
-        help="Fraction of A's speed-up a variant may lose (judged only when the intervals do not overlap).")] = 0.10,
+    max_speedup_loss: Annotated[float | None, typer.Option(
+        help="Fraction of A's speed-up a variant may lose, judged when the intervals do not overlap "
+        "(off by default: on shared machines speed-ups move between runs).")] = None,
     max_latency_increase: Annotated[float | None, typer.Option(
         help="Fraction p50 latency may grow (off by default: absolute times move between machines).")] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Also write the Markdown here.")] = None,
@@ -228,8 +229,10 @@ def compare(
     from compress.results_schema import load_results
 
     try:
-        if max_speedup_loss < 0 or max_speedup_loss >= 1:
+        if max_speedup_loss is not None and not 0 <= max_speedup_loss < 1:
             raise RecipeError(f"--max-speedup-loss is a fraction in [0, 1), got {max_speedup_loss}")
+        if max_latency_increase is not None and max_latency_increase < 0:
+            raise RecipeError(f"--max-latency-increase is a fraction >= 0 (0.2 = 20% slower), got {max_latency_increase}")
         if max_accuracy_drop is not None and max_accuracy_drop < 0:
             raise RecipeError(f"--max-accuracy-drop is a tolerance in points and must be >= 0, got {max_accuracy_drop}")
         a, file_a = load_results(run_a)

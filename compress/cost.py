@@ -138,6 +138,7 @@ def serving_costs(
             per_bs[bs] = {**be.to_dict(), "sentence": describe(be)}
         entry.setdefault("cost", {})[target] = {
             "against": against, "compression_seconds": seconds, "compression_usd_per_hour": price,
+            "compression_machines": sorted({s["machine"] for s in entry["steps"] if s.get("machine")}),
             "per_batch_size": per_bs,
         }
 

@@ -107,7 +107,8 @@ def _accuracy_checks(v: dict, gate: dict) -> list[Check]:
         decision = drop_decision(acc, limit)
         if decision["state"] == "undecided":
             needed = decision["needed_n"]
-            more = f"; about {needed} samples needed" if needed else ""
+            more = (f"; about {needed} samples needed" if needed
+                    else " (the estimate sits on the tolerance: no held-out size decides it)")
             check = Check(
                 check.rule, check.value, check.limit, check.passed,
                 check.detail + f"; held-out too small to decide at this tolerance{more}",

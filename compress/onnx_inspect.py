@@ -8,6 +8,7 @@ graph ORT will execute, so the report can say "QLinearConv 20/20" instead of ass
 
 from __future__ import annotations
 
+import re
 import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
@@ -58,6 +59,22 @@ class Coverage:
 
 def optimized_op_counts(path: Path, threads: int = 1) -> Counter:
     """Op types of the graph ORT executes on the CPU EP (after all graph optimisations)."""
+    return Counter(op for op, _name in optimized_nodes(path, threads))
+
+
+def int8_node_names(path: Path) -> set[str]:
+    """Names of the source nodes that ORT runs as int8 kernels (fused names lose ``_token_N``).
+
+    A node left float by the quantizer can still run in int8: when its input comes from a
+    DequantizeLinear and its output goes to a QuantizeLinear, ORT's WeightBiasQuantization
+    transformer quantizes its float weights at load time and fuses it into QLinearConv.
+    """
+    int8_ops = set().union(*INT8_FORMS.values())
+    return {re.sub(r"_token_\d+$", "", name) for op, name in optimized_nodes(path) if op in int8_ops}
+
+
+def optimized_nodes(path: Path, threads: int = 1) -> list[tuple[str, str]]:
+    """(op_type, name) of the graph ORT executes on the CPU EP (after all graph optimisations)."""
     import onnx
     import onnxruntime as ort
 
@@ -70,7 +87,7 @@ def optimized_op_counts(path: Path, threads: int = 1) -> Counter:
         so.log_severity_level = 3
         ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
         model = onnx.load(str(out), load_external_data=False)
-    return Counter(n.op_type for n in model.graph.node)
+    return [(n.op_type, n.name) for n in model.graph.node]
 
 
 def int8_coverage(path: Path) -> Coverage:

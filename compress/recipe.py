@@ -32,6 +32,9 @@ from compress.sources.models import MODEL_SCHEMES
 from compress.steps.base import STEPS, StepConfig
 
 
+_KIND_NAMES = {"torch": "a torch", "onnx": "an ONNX", "openvino": "an OpenVINO IR", "tensorrt": "a TensorRT"}
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -518,12 +521,16 @@ class Recipe(Strict):
             return problems
         # step order: each step must accept the kind the previous one produced
         kinds: dict[str, str] = {"baseline": start}
+        broken: set[str] = set()
         for name in self.variant_order():
             v = self.variants[name]
             kind = kinds[v.from_] if v.from_ else start
+            if v.from_ in broken:
+                broken.add(name)
             for i, (step_name, cfg) in enumerate(v.step_list()):
                 spec = STEPS.get(step_name)
                 if step_name == "quantize" and kind == "openvino" and getattr(cfg, "backend", None) != "nncf":
+                    broken.add(name)
                     problems.append(
                         f"variants.{name}.steps[{i}].quantize: an OpenVINO IR model is quantized with "
                         "backend: nncf (ONNX Runtime quantizes ONNX files)"
@@ -537,10 +544,12 @@ class Recipe(Strict):
                         ("onnx", "torch"): "move it before the export step",
                     }.get((kind, next(iter(sorted(spec.accepts)))), "")
                     problems.append(
-                        f"variants.{name}.steps[{i}].{step_name}: needs a "
-                        f"{' or '.join(sorted(spec.accepts))} model, but the variant has a {kind} "
-                        f"model at this point" + (f"; {hint}" if hint else "")
+                        f"variants.{name}.steps[{i}].{step_name}: needs "
+                        f"{' or '.join(_KIND_NAMES[k] for k in sorted(spec.accepts))} model, but the "
+                        f"variant has {_KIND_NAMES.get(kind, kind)} model at this point"
+                        + (f"; {hint}" if hint else "")
                     )
+                    broken.add(name)
                     break
                 kind = spec.produces(cfg, kind)
             kinds[name] = kind
@@ -549,7 +558,7 @@ class Recipe(Strict):
         for dup in {n for n in names if names.count(n) > 1}:
             problems.append(f"targets: name {dup!r} is used twice; target names must be unique")
         for name, kind in kinds.items():
-            if name != "baseline" and not any(
+            if name != "baseline" and name not in broken and not any(
                 kind in RUNTIMES.get(t.runtime).accepts for t in self.targets
             ):
                 problems.append(

@@ -124,8 +124,7 @@ def warnings_for(name: str, v: dict, reference: str) -> list[str]:
     if cov and cov.get("compute_fraction") is not None and cov["compute_fraction"] < 0.8:
         out.append(
             f"only {cov['compute_fraction']:.0%} of the compute ops run in int8 ({cov['summary']}): "
-            "the rest pay quantize/dequantize overhead; with ONNX Runtime on x86, uint8 activations "
-            "(the default) let every Conv fuse"
+            "the rest pay quantize/dequantize overhead; " + _coverage_cause(art.get("quantization") or {})
         )
     for target, per_bs in (v.get("speedup") or {}).items():
         slow = [bs for bs, m in per_bs.items() if m["estimate"] < 1.0]
@@ -134,6 +133,8 @@ def warnings_for(name: str, v: dict, reference: str) -> list[str]:
             if art.get("quantization"):
                 reason = (": int8 saves arithmetic, but at this size the model is dominated by "
                           "quantize/dequantize and memory traffic, so int8 may not pay off at every batch size")
+                if cov and cov.get("compute_fraction") is not None and cov["compute_fraction"] < 0.8:
+                    reason = ": most compute ops do not run in int8 (see the coverage warning)"
             out.append(f"slower than {reference} on {target} at batch {', '.join(slow)}{reason}")
     pr = art.get("pruning")
     if pr and v.get("speedup"):
@@ -145,6 +146,37 @@ def warnings_for(name: str, v: dict, reference: str) -> list[str]:
                            f"{measured:.2f}x: pruning pays less than its MAC count on this runtime")
             break
     return out
+
+
+def _coverage_cause(q: dict) -> str:
+    """The likely reason for low int8 coverage, from the quantization settings that ran."""
+    if q.get("mode") == "dynamic":
+        return "dynamic quantization covers MatMul/Gemm only; convolutional models need mode: static"
+    if q.get("activations") == "int8" and str(q.get("target", "")).startswith("x86"):
+        return ("int8 activations: ONNX Runtime on x86 fuses only some convolutions with them; "
+                "activation_type: uint8 (the x86 default) lets every Conv fuse")
+    mp = q.get("mixed_precision") or {}
+    if mp.get("float_layers"):
+        return f"mixed precision kept {len(mp['float_layers'])} layer(s) in float on purpose"
+    return ("layers excluded by exclude_nodes/exclude_op_types, or ops ONNX Runtime has no int8 "
+            "kernel for on this target, stay float")
+
+
+def _mixed_precision_fact(mp: dict) -> str:
+    acc = (f"tuning top-1 float {mp['tuning_top1_float']:.2f}%, all-int8 "
+           f"{mp['tuning_top1_all_int8']:.2f}%, mixed {mp['tuning_top1_mixed']:.2f}% (n={mp['tuning_n']})")
+    if not mp["float_layers"]:
+        return f"Mixed precision: no layer kept in float ({acc})."
+    txt = (f"Mixed precision: {len(mp['float_layers'])} layer(s) kept in float "
+           f"({', '.join(f'`{n}`' for n in mp['float_layers'])}); {acc}")
+    lat = mp.get("latency")
+    if lat:
+        txt += (f"; latency cost of the float layers at batch {lat['batch_size']} on the build "
+                f"machine: {lat['cost_ratio']:.2f}x the all-int8 model ({lat['mixed_p50_ms']:.2f} "
+                f"vs {lat['all_int8_p50_ms']:.2f} ms)")
+    if not mp["reached"]:
+        txt += f"; the tolerance of {mp['tolerance_points']} points was NOT reached"
+    return txt + "."
 
 
 def variant_details(name: str, v: dict, reference: str, results: dict | None = None) -> str:
@@ -167,6 +199,8 @@ def variant_details(name: str, v: dict, reference: str, results: dict | None = N
     if art.get("int8_coverage"):
         facts.append(f"int8 coverage: {art['int8_coverage']['summary']}")
     lines.append("; ".join(facts))
+    if (art.get("quantization") or {}).get("mixed_precision"):
+        lines.append(_mixed_precision_fact(art["quantization"]["mixed_precision"]))
     acc = v.get("accuracy", {})
     if acc:
         held = acc["heldout"]

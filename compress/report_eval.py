@@ -54,7 +54,8 @@ def accuracy_lines(v: dict, results: dict) -> list[str]:
     for c in (v.get("gate") or {}).get("checks", []):
         if c.get("rule") == "max_accuracy_drop" and "too small to decide" in c.get("detail", ""):
             needed = c.get("needed_heldout_n")
-            more = f"; about {needed} samples needed" if needed else ""
+            more = (f"; about {needed} samples needed" if needed
+                    else " (the estimate sits on the tolerance: no held-out size decides it)")
             out.append(f"> ⚠️ held-out (n={n}) too small to decide at this tolerance "
                        f"({c['limit']:g} points){more}.")
     return out
@@ -97,8 +98,8 @@ def drift_lines(v: dict) -> list[str]:
                 f"{_ci(lab['change_interval'])}, {lab['test']} {_p(lab['p_value'])}: {flag}")
         deg = lab.get("degradation")
         if deg:
-            line += (f"; loses {deg['drop_increase_points']:+.2f} points more than the baseline"
-                     f"{_ci(deg['drop_increase_interval'])}")
+            line += (f"; extra drop beyond the baseline's under this shift "
+                     f"{deg['drop_increase_points'] + 0.0:+.2f} points{_ci(deg['drop_increase_interval'])}")
         out.append(line + ".")
     prod = drift.get("production")
     if prod:

@@ -41,6 +41,8 @@ def _energy(m: dict) -> str:
 
 
 def _stability(m: dict) -> str:
+    if "round_cv" not in m:  # results written before stability was measured
+        return "—"
     flag = "yes" if m.get("stable", True) else "**no**"
     return f"{flag} ({m.get('round_cv', 0) * 100:.0f}%, {m.get('rounds', '?')} rounds)"
 
@@ -115,8 +117,9 @@ def break_even_lines(results: dict, target: str, usd_per_hour: float | None) -> 
             saving = be["saving_usd_per_1m"]
             parts.append(f"at batch {bs}, {'saves' if saving >= 0 else 'costs'} "
                          f"{_usd(abs(saving))} per 1M inferences: {be['sentence']}")
+        where = f" on {'; '.join(cost['compression_machines'])}" if cost.get("compression_machines") else ""
         out.append(f"- `{name}` against `{cost['against']}`: compressing took "
-                   f"{cost['compression_seconds']:.1f} s of compute ({_usd(spent)} at "
+                   f"{cost['compression_seconds']:.1f} s{where} ({_usd(spent)} at "
                    f"${cost['compression_usd_per_hour']}/h); " + "; ".join(parts) + ".")
     return out
 

@@ -12,7 +12,7 @@ production data: a natural shift that costs the model about 10 points. Both chec
 No-shift control: two random halves of the same set, over many seeds; the false-alarm rate must be
 at most the nominal 5%. The model runs once per image (logits are cached); every seed resamples.
 
-    python eval/bench_evaluator.py [--data DIR] [--seeds 200] [--out docs/results/evaluator.md]
+    python eval/bench_evaluator.py [--data DIR] [--seeds 200] [--power-seeds N] [--out FILE]
 """
 
 from __future__ import annotations
@@ -95,11 +95,11 @@ def _checks(ref: dict, cur: dict, idx_ref, idx_cur) -> tuple[dict, dict]:
     return lab, unl
 
 
-def _rates(ref: dict, cur: dict, draw, seeds: int) -> dict:
+def _rates(ref: dict, cur: dict, draw, seeds: int, seed_offset: int = 0) -> dict:
     """Fraction of seeds each check flags, for index pairs drawn by ``draw(rng)``."""
     flags = {"labelled": 0, "unlabelled": 0, "ks": 0, "chi2": 0}
     psi = []
-    for seed in range(seeds):
+    for seed in range(seed_offset, seed_offset + seeds):
         idx_ref, idx_cur = draw(np.random.default_rng(seed))
         lab, unl = _checks(ref, cur, idx_ref, idx_cur)
         flags["labelled"] += lab["flagged"]
@@ -120,7 +120,8 @@ def _binomial_upper(rate: float, seeds: int) -> float:
     return 1.0 if k == seeds else float(beta.ppf(0.95, k + 1, seeds - k))
 
 
-def run(data_dir: Path, seeds: int, cache: Path) -> str:
+def run(data_dir: Path, seeds: int, cache: Path, power_seeds: int | None = None,
+        seed_offset: int = 0) -> str:
     out = model_outputs(data_dir, cache)
     exact, jpeg = out["exact"], out["jpeg"]
     n_exact, n_jpeg = len(exact["correct"]), len(jpeg["correct"])
@@ -165,8 +166,10 @@ def run(data_dir: Path, seeds: int, cache: Path) -> str:
         ("JPEG shift: exact 1,000 vs 250 random JPEG", exact, jpeg, subsample(250), "1000 vs 250", False),
         ("JPEG shift: exact 1,000 vs 100 random JPEG", exact, jpeg, subsample(100), "1000 vs 100", False),
     ]
+    power_seeds = power_seeds or seeds
     lines += [
-        f"### Over {seeds} seeds: how often each check flags (alpha = {ALPHA})",
+        f"### How often each check flags (alpha = {ALPHA}): {seeds} seeds per no-shift row, "
+        f"{power_seeds} per shift row (seeds from {seed_offset})",
         "",
         "False-alarm rate on the no-shift rows (must be <= 5%; the 95% upper bound is a one-sided "
         "Clopper-Pearson bound over the seeds), detection rate (power) on the shift rows.",
@@ -177,16 +180,102 @@ def run(data_dir: Path, seeds: int, cache: Path) -> str:
     ]
     for name, ref, cur, draw, sizes, null in rows:
         t0 = time.perf_counter()
-        r = _rates(ref, cur, draw, seeds)
+        n_seeds = seeds if null else power_seeds
+        r = _rates(ref, cur, draw, n_seeds, seed_offset)
 
-        def cell(rate, null=null):
-            return f"{rate:.1%} (<= {_binomial_upper(rate, seeds):.1%})" if null else f"{rate:.1%}"
+        def cell(rate, null=null, n_seeds=n_seeds):
+            return f"{rate:.2%} (<= {_binomial_upper(rate, n_seeds):.2%})" if null else f"{rate:.1%}"
 
         lines.append(
             f"| {name} | {sizes} | {cell(r['labelled'])} | {cell(r['unlabelled'])} | "
             f"{r['ks']:.1%} | {r['chi2']:.1%} | {r['psi_confidence_median']:.3f} |"
         )
         print(f"{name}: {r} ({time.perf_counter() - t0:.0f} s)", flush=True)
+    return "\n".join(lines)
+
+
+PIPELINE_RECIPE = """\
+# Written by eval/bench_evaluator.py --pipeline: the evaluator inside a whole run on real data.
+name: evaluator-cifar-resnet20
+seed: 0
+model:
+  source: python:{model_file}:resnet20
+  checkpoint: {{path: {checkpoint}, key: state_dict, strip_prefix: "module."}}
+  input_shape: [3, 32, 32]
+data:
+  sources: {{heldout: npz:heldout_exact1000.npz, calibration: npz:calibration_jpeg500.npz}}
+  transform: {{normalize: [[0.485, 0.456, 0.406], [0.229, 0.224, 0.225]]}}
+  drift: {{source: npz:drift_jpeg2000.npz}}
+  production: {{source: npz:production_jpeg2000_unlabelled.npz}}
+variants:
+  onnx-fp32:
+    steps:
+      - export: {{format: onnx}}
+  int8:
+    from: onnx-fp32
+    steps:
+      - quantize: {{mode: static}}
+targets:
+  - {{name: cpu, runtime: onnxruntime, device: cpu, threads: 2}}
+profile: {{batch_sizes: [32], rounds: 3, warmup: 2}}
+gate:
+  mode: confident
+  max_accuracy_drop: 1.0
+  max_drift_drop_increase: 2.0
+  reference: onnx-fp32
+"""
+
+
+def pipeline_check(data_dir: Path, workdir: Path) -> str:
+    """A whole `compress run` with the exact 1,000 as held-out, 500 JPEG non-twins as calibration,
+    2,000 others as the labelled drift set and 2,000 more, labels removed, as production data."""
+    from cifar_data import load_exact_1000, load_jpeg_10k, non_twin_jpeg_rows, weights_dir
+    from cifar_resnet import checkpoint_path
+
+    from compress.pipeline import run_recipe
+    from compress.recipe import load_recipe
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    exact_images, exact_labels, _ = load_exact_1000(data_dir)
+    jpeg_images, jpeg_labels = load_jpeg_10k(data_dir)
+    rows = non_twin_jpeg_rows(data_dir)
+    rows = rows[np.random.default_rng(0).permutation(len(rows))]  # the file is sorted by class
+    np.savez(workdir / "heldout_exact1000.npz", images=exact_images, labels=exact_labels)
+    for name, part in (("calibration_jpeg500", rows[:500]), ("drift_jpeg2000", rows[500:2500])):
+        np.savez(workdir / f"{name}.npz", images=jpeg_images[part], labels=jpeg_labels[part])
+    np.savez(workdir / "production_jpeg2000_unlabelled.npz", images=jpeg_images[rows[2500:4500]])
+    recipe_path = workdir / "recipe.yaml"
+    recipe_path.write_text(PIPELINE_RECIPE.format(
+        model_file=Path(__file__).resolve().parent / "cifar_resnet.py",
+        checkpoint=checkpoint_path(20, weights_dir(data_dir)),
+    ))
+    outcome = run_recipe(load_recipe(recipe_path), recipe_path, out_dir=workdir / "runs",
+                         use_cache=False)
+    res = outcome.results
+    lines = [
+        "### A whole run: `compress run` with the exact 1,000 as held-out, JPEG as drift and production",
+        "",
+        "| model | held-out top-1 (n) | change vs baseline [95% CI] | drift top-1 (n) | drift flagged "
+        "(Fisher p) | extra drop on drift vs baseline [95% CI] | production: PSI conf. / KS p / "
+        "chi2 p (n) | production flagged | gate |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, v in [("baseline", res["baseline"]), *res["variants"].items()]:
+        acc, drift = v["accuracy"], v["drift"]
+        lab, prod = drift["labelled"], drift["production"]
+        change = (f"{acc['change_points']:+.2f} [{acc['change_interval']['low']:+.2f}, "
+                  f"{acc['change_interval']['high']:+.2f}]" if "change_points" in acc else "—")
+        deg = lab.get("degradation")
+        extra = (f"{deg['drop_increase_points']:+.2f} [{deg['drop_increase_interval']['low']:+.2f}, "
+                 f"{deg['drop_increase_interval']['high']:+.2f}]" if deg else "—")
+        lines.append(
+            f"| {name} | {acc['heldout']['top1']:.2f}% ({acc['heldout']['n']}) | {change} | "
+            f"{lab['drift_top1']:.2f}% ({lab['drift_n']}) | {'yes' if lab['flagged'] else 'no'} "
+            f"({lab['p_value']:.2g}) | {extra} | {prod['psi_confidence']:.3f} / "
+            f"{prod['ks']['p_value']:.2g} / {prod['chi2']['p_value']:.2g} ({prod['current_n']}) | "
+            f"{'yes' if prod['flagged'] else 'no'} | {(v.get('gate') or {}).get('verdict', '—')} |"
+        )
+    lines += ["", f"Run directory: `{outcome.run_dir}` (exit code {outcome.exit_code})."]
     return "\n".join(lines)
 
 
@@ -207,16 +296,23 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", help="shared data directory (default: $COMPRESS_SHARED_DATA or ../shared/data)")
-    parser.add_argument("--seeds", type=int, default=200, help="random splits per row")
+    parser.add_argument("--seeds", type=int, default=200, help="random splits per no-shift row")
+    parser.add_argument("--power-seeds", type=int, default=None,
+                        help="random subsamples per shift row (default: --seeds)")
     parser.add_argument("--cache", default="/tmp/compress-bench-evaluator/resnet20-outputs.npz",
                         help="where the model's per-sample outputs are cached")
+    parser.add_argument("--seed-offset", type=int, default=0, help="first seed (an independent replication)")
     parser.add_argument("--out", help="write the tables (Markdown) to this file as well")
+    parser.add_argument("--pipeline", metavar="WORKDIR",
+                        help="also run a whole `compress run` on the real data in WORKDIR")
     args = parser.parse_args()
     data_dir = shared_data_dir(args.data)
     started = dt.datetime.now(dt.timezone.utc)
-    tables = run(data_dir, args.seeds, Path(args.cache))
+    tables = run(data_dir, args.seeds, Path(args.cache), args.power_seeds, args.seed_offset)
+    if args.pipeline:
+        tables += "\n\n" + pipeline_check(data_dir, Path(args.pipeline))
     stamp = (f"Measured {started:%Y-%m-%d %H:%M} UTC on {_cpu_name()}, "
-             f"Python {platform.python_version()}, {args.seeds} seeds per row.")
+             f"Python {platform.python_version()}.")
     print(tables)
     print(stamp)
     if args.out:

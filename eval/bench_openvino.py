@@ -84,8 +84,11 @@ def recipe_for(depth: int, data: dict[str, Path], weights: Path, prune: bool, ro
                   "checkpoint": {"path": str(checkpoint_path(depth, weights)), "key": "state_dict",
                                  "strip_prefix": "module."},
                   "input_shape": [3, 32, 32]},
-        "data": {"sources": {k: f"npz:{v}" for k, v in data.items()},
+        # train (for fine-tuning) only where a variant fine-tunes: every split a variant consumed is
+        # also evaluated, for the overfitting check
+        "data": {"sources": {k: f"npz:{v}" for k, v in data.items() if k != "train" or prune},
                  "transform": {"normalize": MEAN_STD}},
+        "evaluate": {"robustness": {"when": "never"}},
         "variants": variants,
         "targets": [
             {"name": "ort", "runtime": "onnxruntime", "device": "cpu", "threads": 2},

@@ -17,7 +17,6 @@ Exit code 0 when it ran (goals met or not: the Markdown says which), 2 when the 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
 import sys
 import time
@@ -102,6 +101,10 @@ def _pct(x) -> str:
     return "—" if x is None else f"{x:.1f}%"
 
 
+def _speedup(m: dict) -> str:
+    return f"{m['estimate']:.2f}x [{m['low']:.2f}, {m['high']:.2f}]" if m else "—"
+
+
 def render(results: dict, command: str, wall_s: float, epochs: int) -> str:
     import platform
 
@@ -128,13 +131,12 @@ def render(results: dict, command: str, wall_s: float, epochs: int) -> str:
         if "top1_unpruned" in pr:
             cal = f"{_pct(pr['top1_unpruned'])} → {_pct(pr.get('top1_pruned'))} → {_pct(pr.get('top1_recovered'))}"
         ci = acc.get("change_interval") or {}
-        def sx(m):
-            return f"{m['estimate']:.2f}x [{m['low']:.2f}, {m['high']:.2f}]" if m else "—"
+        ratio = "—" if pr.get("ratio") is None else f"{pr['ratio']:.3f}"
         rows.append(
-            f"| {name} | {crit} | {pr.get('ratio', '—') if pr.get('ratio') is None else round(pr['ratio'], 3)} | "
+            f"| {name} | {crit} | {ratio} | "
             f"{_pct(100 * macs_kept) if macs_kept else '—'} | {art['params'] / 1e3:.0f} k | "
             f"{acc['heldout']['top1']:.1f}% | {acc['change_points']:+.1f} [{ci.get('low', 0):+.1f}, {ci.get('high', 0):+.1f}] | "
-            f"{cal or '—'} | {sx(s1)} | {sx(s32)} | {fin or '—'} |"
+            f"{cal or '—'} | {_speedup(s1)} | {_speedup(s32)} | {fin or '—'} |"
         )
         if pr.get("importance"):
             goals[name] = (macs_kept is not None and macs_kept <= GOAL_MAC_FRACTION + 1e-9,
@@ -143,9 +145,10 @@ def render(results: dict, command: str, wall_s: float, epochs: int) -> str:
     ref = results["variants"]["onnx-fp32"].get("latency", {}).get("cpu", {})
     lines = [
         "# Pruning benchmark: CIFAR-10 ResNet-56, MACs <= 50%, recovered, timed in ONNX Runtime",
-        f"Measured {dt.date.today().isoformat()} on this project's machine (2-core Intel Xeon Sapphire Rapids, "
+        f"Measured {results['run']['started'][:16].replace('T', ' ')} UTC on this project's machine (2-core Intel Xeon Sapphire Rapids, "
         "no GPU, shared with other jobs: timings are interleaved medians, speed-ups are ratios from the same run).",
-        "Reproduce (about 25 minutes on 2 shared cores):\n\n```\n" + command + "\n```",
+        "Reproduce (writes its npz splits, recipe and run directory under --work, default /tmp/bench-pruning):"
+        "\n\n```\n" + command + "\n```",
         f"Wall time of this run: {wall_s / 60:.1f} min. Fine-tuning: {epochs} epochs max over "
         f"{results['data']['splits']['train']['n']} non-twin JPEG images (10% of them carved out for early "
         "stopping), SGD lr 0.01 cosine, batch 64, distillation from the unpruned model (T = 4, alpha = 0.7).",

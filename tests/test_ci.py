@@ -226,9 +226,9 @@ def test_docs_ci_commands_run_locally(cli, tmp_path, monkeypatch, tiny_project, 
     diff = (project / "compare.md").read_text()
     assert "# compress compare" in diff and "| **int8** |" in diff
     assert diff in summary.read_text()
-    # accuracy is deterministic (same seed, same data); only timing noise may flag a speed-up
-    assert "paired" in diff
-    assert code == 0 or all("speed-up on" in line for line in diff.splitlines() if line.startswith("- `"))
+    # same seed, same data: identical predictions, compared pairwise; timings are not gated by default
+    assert "paired" in diff and "✅ No regression" in diff
+    assert code == 0
 
     # GitLab's release job: a stricter gate on the same run, nothing rebuilt
     before = sorted(p.name for p in (project / "runs" / "this").iterdir())

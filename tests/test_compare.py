@@ -42,7 +42,7 @@ def test_a_run_against_itself_has_no_regression(run_a):
 
 
 def test_known_regression_is_named_and_exits_1(run_a, run_b):
-    cmp = compare_runs(run_a, run_b)
+    cmp = compare_runs(run_a, run_b, tolerances=Tolerances.from_results(run_b, max_speedup_loss=0.10))
     assert cmp.exit_code == 1
     acc = next(c for c in cmp.accuracy if c.variant == "int8")
     assert acc.change_points == pytest.approx(-5.0)
@@ -65,6 +65,13 @@ def test_accuracy_tolerance_comes_from_the_recipe_and_can_be_overridden(run_a, r
     assert not any(c.regression for c in cmp.accuracy)
 
 
+def test_speed_changes_are_reported_but_not_gated_by_default(run_a, run_b):
+    cmp = compare_runs(run_a, run_b)
+    assert not any(c.regression for c in cmp.latency)
+    slow = next(c for c in cmp.latency if (c.variant, c.batch_size) == ("int8", "1"))
+    assert slow.a_speedup["estimate"] > 1.7 and slow.b_speedup["estimate"] < 1.3  # shown in the table
+
+
 def test_confident_mode_judges_the_upper_bound_of_the_drop(run_a, run_b):
     # drop 5 points with an upper bound of ~11.7: point mode passes a 6-point tolerance,
     # confident mode does not
@@ -79,9 +86,10 @@ def test_speed_regression_needs_non_overlapping_intervals(run_a):
     # 15% lower, but the intervals overlap: noise, not a regression
     b["variants"]["int8"]["speedup"]["cpu"]["1"] = {**a_sp, "estimate": a_sp["estimate"] * 0.85,
                                                     "high": a_sp["high"]}
-    assert compare_runs(run_a, b).regressions == []
+    tol = Tolerances.from_results(b, max_speedup_loss=0.10)
+    assert compare_runs(run_a, b, tolerances=tol).regressions == []
     b["variants"]["int8"]["speedup"]["cpu"]["1"] = {"estimate": 1.3, "low": 1.25, "high": 1.35, "confidence": 0.95}
-    assert any("speed-up on cpu, batch 1" in r for r in compare_runs(run_a, b).regressions)
+    assert any("speed-up on cpu, batch 1" in r for r in compare_runs(run_a, b, tolerances=tol).regressions)
 
 
 def test_different_heldout_sets_are_compared_unpaired(run_a, run_b):
@@ -112,7 +120,9 @@ def test_cli_compare_exit_codes_and_output(cli, tmp_path, run_a, run_b):
     a, b = _write(tmp_path, "main", run_a), _write(tmp_path, "branch", run_b)
     res = cli.invoke(app, ["compare", str(a), str(b), "--output", str(tmp_path / "diff.md")])
     assert res.exit_code == 1, res.output
-    assert "❌ 3 regression(s)" in res.output and "`int8`: held-out top-1 fell 5.00 points" in res.output
+    assert "❌ 2 regression(s)" in res.output and "`int8`: held-out top-1 fell 5.00 points" in res.output
+    timed = cli.invoke(app, ["compare", str(a), str(b), "--max-speedup-loss", "0.1"])
+    assert "❌ 3 regression(s)" in timed.output and "`int8`: speed-up on cpu, batch 1 fell" in timed.output
     assert (tmp_path / "diff.md").read_text() in res.output
     same = cli.invoke(app, ["compare", str(a), str(a / "results.json")])
     assert same.exit_code == 0, same.output
@@ -132,6 +142,7 @@ def test_cli_compare_exit_codes_and_output(cli, tmp_path, run_a, run_b):
     (["{bad}", "{a}"], "is not valid JSON"),
     (["{a}", "{a}", "--max-speedup-loss", "1.5"], "fraction in"),
     (["{a}", "{a}", "--max-accuracy-drop", "-1"], "must be >= 0"),
+    (["{a}", "{a}", "--max-latency-increase", "-0.1"], "a fraction >= 0"),
 ])
 def test_cli_compare_invalid_input_exits_2(cli, tmp_path, run_a, args, message):
     a = _write(tmp_path, "main", run_a)
@@ -150,3 +161,14 @@ def test_cli_compare_rejects_results_that_break_the_schema(cli, tmp_path, run_a)
     res = cli.invoke(app, ["compare", str(a), str(b)])
     assert res.exit_code == 2
     assert "'verdict' is a required property" in " ".join(res.output.split())
+
+
+def test_cli_compare_appends_to_the_github_step_summary(cli, tmp_path, run_a, run_b):
+    a, b = _write(tmp_path, "main", run_a), _write(tmp_path, "branch", run_b)
+    summary = tmp_path / "summary.md"
+    summary.write_text("## an earlier step\n")
+    res = cli.invoke(app, ["compare", str(a), str(b)], env={"GITHUB_STEP_SUMMARY": str(summary)})
+    assert res.exit_code == 1
+    text = summary.read_text()
+    assert text.startswith("## an earlier step\n# compress compare: B against A")
+    assert "`int8`: held-out top-1 fell 5.00 points" in text

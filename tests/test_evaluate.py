@@ -235,3 +235,48 @@ def test_negative_tolerance_is_a_clear_error():
         drop_decision(_acc(-0.4, -2.0, 1.2, 500, 0.08), -1.0)
     with pytest.raises(ValueError, match="max_overfit_gap_increase is a tolerance in points"):
         gate_variant("v", {"status": "ok"}, {"max_overfit_gap_increase": -0.5})
+
+
+# --- the evaluation stage of a run ----------------------------------------------------------------
+
+
+def test_evaluation_stage_adds_a_robustness_profile_when_no_drift_data_is_given(toy_splits):
+    from conftest import _tiny_recipe
+
+    from compress.build import Built
+    from compress.evaluate_run import evaluate_all
+    from compress.recipe import parse_recipe
+
+    data = _tiny_recipe()
+    data["evaluate"] = {"bootstrap_resamples": 200,
+                        "robustness": {"corruptions": ["contrast"], "severities": [1, 5]}}
+    recipe = parse_recipe(data)
+    baseline, variant = object(), object()
+    sessions = {id(baseline): CentroidSession(toy_splits["train"]),
+                id(variant): MemorisingSession(toy_splits["train"])}
+    variants = {"memorised": {"consumed_splits": ["train"]}}
+    base_entry = evaluate_all(
+        recipe, toy_splits, baseline, {"trained": False}, {"memorised": Built("memorised", variant)},
+        variants, lambda art: sessions[id(art)], lambda art: "cpu", log=lambda _m: None,
+    )
+    profile = base_entry["drift"]["robustness"]
+    assert sorted(profile["cells"]) == ["contrast@1", "contrast@5"]
+    assert profile["cells"]["contrast@5"]["top1"] < profile["cells"]["contrast@1"]["top1"]
+    v = variants["memorised"]
+    assert "change_points" in v["drift"]["robustness"]["cells"]["contrast@1"]
+    assert v["fit_splits"] == ["train"] and v["heldout_overlap"] == {"train": 0}
+    assert v["overfit"]["gap_increase_points"] > 50
+    assert base_entry["fit_splits"] == [] and "overfit" not in base_entry
+
+
+def test_report_says_held_out_is_too_small_with_the_sample_size_needed():
+    from compress.report_eval import accuracy_lines
+
+    v = {"status": "ok", "accuracy": _acc(-0.4, -2.0, 1.2, 500, 0.08)}
+    v["gate"] = gate_variant("v", v, {"max_accuracy_drop": 1.0})
+    lines = accuracy_lines(v, {"data": {"classes": []}})
+    assert lines[0].startswith("Paired with the baseline on `heldout` (n=500): top-1 change -0.40 "
+                               "points [95% CI -2.00, +1.20]")
+    needed = v["gate"]["checks"][0]["needed_heldout_n"]
+    assert lines[1] == (f"> ⚠️ held-out (n=500) too small to decide at this tolerance (1 points); "
+                        f"about {needed} samples needed.")

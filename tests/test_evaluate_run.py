@@ -60,6 +60,7 @@ def test_overfitting_gate_catches_a_variant_fine_tuned_on_a_tiny_split(memorisin
     bad = results["variants"]["memorised"]
     good = results["variants"]["onnx-fp32"]
     assert bad["fit_splits"] == ["train", "calibration"]
+    assert bad["overfit"]["gated_splits"] == ["train"]  # export only reads calibration to check itself
     of = bad["overfit"]["by_split"]["train"]
     assert of["fit_n"] == 20 and of["variant_fit_top1"] >= 90
     assert of["gap_increase_interval"]["low"] > 20

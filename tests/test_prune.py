@@ -253,3 +253,10 @@ def test_a_conv_classifier_keeps_one_output_per_class(tmp_path, tiny_model_file)
     out = prune(base, PruneConfig(ratio=0.5), _ctx(tmp_path, base))
     assert out.module(_batch()).shape == (4, NUM_CLASSES)
     assert [m.out_channels for m in out.module.modules() if isinstance(m, nn.Conv2d)] == [4, NUM_CLASSES]
+
+
+@pytest.mark.parametrize("importance", ["taylor", "random", "lamp"])
+def test_macs_budget_works_with_every_kind_of_criterion(importance, tmp_path, baseline):
+    # Taylor reads gradients: the budget search cuts copies, which must carry them
+    out = prune(baseline, PruneConfig(macs_budget=0.5, importance=importance), _ctx(tmp_path, baseline))
+    assert out.meta["pruning"]["macs_after"] <= 0.5 * out.meta["pruning"]["baseline_macs"]

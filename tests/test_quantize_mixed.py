@@ -191,3 +191,64 @@ def test_recipe_with_mixed_precision_needs_a_tuning_split(recipe_dict):
         parse_recipe(recipe_dict)
     recipe_dict["data"]["split"] = {"train": 0.5, "calibration": 0.1, "tuning": 0.1, "heldout": 0.3}
     parse_recipe(recipe_dict)
+
+
+# --------------------------------------------------------------------------- what the report says
+
+MIXED = {"float_layers": ["/0/Conv"], "tolerance_points": 0.5, "reached": True, "tuning_n": 240,
+         "tuning_top1_float": 100.0, "tuning_top1_all_int8": 19.17, "tuning_top1_mixed": 100.0,
+         "latency": {"batch_size": 32, "all_int8_p50_ms": 2.0, "mixed_p50_ms": 2.5, "cost_ratio": 1.25}}
+
+
+def _variant(quantization: dict, fraction: float, speedup: float = 1.2) -> dict:
+    return {"artifact": {"lineage": ["x"], "quantization": quantization,
+                         "int8_coverage": {"compute_fraction": fraction, "summary": "Conv 9/19"}},
+            "speedup": {"cpu": {"32": {"estimate": speedup}}}}
+
+
+def test_report_names_the_float_layers_and_their_latency_cost():
+    from compress.report import variant_details
+
+    text = variant_details("int8-mixed", _variant({"mixed_precision": MIXED}, 0.95), "baseline")
+    assert "Mixed precision: 1 layer(s) kept in float (`/0/Conv`)" in text
+    assert "all-int8 19.17%, mixed 100.00% (n=240)" in text
+    assert "at batch 32 on the build machine: 1.25x the all-int8 model (2.50 vs 2.00 ms)" in text
+    assert "NOT reached" not in text
+    missed = variant_details("m", _variant({"mixed_precision": dict(MIXED, reached=False)}, 0.95), "b")
+    assert "the tolerance of 0.5 points was NOT reached" in missed
+
+
+def test_low_coverage_warning_gives_the_likely_cause():
+    from compress.report import warnings_for
+
+    s8 = warnings_for("int8", _variant({"activations": "int8", "target": "x86-vnni"}, 0.47, 0.8), "b")
+    assert any("only 47% of the compute ops run in int8 (Conv 9/19)" in w
+               and "activation_type: uint8 (the x86 default)" in w for w in s8)
+    assert any("slower than b on cpu at batch 32: most compute ops do not run in int8" in w for w in s8)
+    dyn = warnings_for("dyn", _variant({"mode": "dynamic"}, 0.1), "b")
+    assert any("convolutional models need mode: static" in w for w in dyn)
+    full = warnings_for("ok", _variant({"activations": "uint8", "target": "x86-vnni"}, 1.0, 0.9), "b")
+    assert not any("compute ops run in int8" in w for w in full)
+    assert any("dominated by quantize/dequantize" in w for w in full)
+
+
+@pytest.mark.slow  # a whole recipe run: trains the tiny baseline, builds, evaluates, profiles
+def test_a_recipe_run_reports_mixed_precision_and_coverage(tmp_path, recipe_dict, write_recipe):
+    """End to end: the step's facts reach results.json and report.md."""
+    import json
+
+    from compress.pipeline import run_recipe
+    from compress.recipe import load_recipe
+
+    recipe_dict["data"]["split"] = {"train": 0.5, "calibration": 0.1, "tuning": 0.1, "heldout": 0.3}
+    recipe_dict["variants"]["int8"]["steps"] = [{"quantize": {"mixed_precision": {
+        "max_drop_points": 100.0, "latency_batch_size": 2}}}]
+    path = write_recipe(recipe_dict)
+    outcome = run_recipe(load_recipe(path), path, out_dir=tmp_path / "runs", log=lambda _m: None)
+    art = json.loads((outcome.run_dir / "results.json").read_text())["variants"]["int8"]["artifact"]
+    q = art["quantization"]
+    assert q["target"] in {"x86-vnni", "x86", "arm"} and q["mixed_precision"]["reached"] is True
+    assert art["int8_coverage"]["summary"].startswith("Conv 2/2")
+    report = (outcome.run_dir / "report.md").read_text()
+    assert "Mixed precision: no layer kept in float" in report
+    assert "int8 coverage: Conv 2/2" in report

@@ -106,13 +106,13 @@ BAD_RECIPES = [
     ),
     pytest.param(
         _variant("q", [{"quantize": {}}, {"export": {}}]),
-        r"variants.q.steps\[0\].quantize: needs an? onnx\b.* model, but the variant has a torch model "
+        r"variants.q.steps\[0\].quantize: needs an ONNX or an OpenVINO IR model, but the variant has a torch model "
         r"at this point; add `- export: \{format: onnx\}` before it",
         id="quantize-before-export",
     ),
     pytest.param(
         _variant("p", [{"export": {}}, {"prune": {}}]),
-        r"variants.p.steps\[1\].prune: needs a torch model, but the variant has an? onnx model at "
+        r"variants.p.steps\[1\].prune: needs a torch model, but the variant has an ONNX model at "
         r"this point; move it before the export step",
         id="prune-after-export",
     ),

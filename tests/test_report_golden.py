@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from compress.compare import compare_runs, render_comparison
+from compress.compare import Tolerances, compare_runs, render_comparison
 from compress.report import render_report
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -46,7 +46,9 @@ def test_report_matches_golden(update_golden):
 
 
 def test_comparison_matches_golden(update_golden):
-    cmp = compare_runs(_load("results.json"), _load("results_regressed.json"), a_label="main", b_label="branch")
+    b = _load("results_regressed.json")
+    tol = Tolerances.from_results(b, max_speedup_loss=0.10)
+    cmp = compare_runs(_load("results.json"), b, a_label="main", b_label="branch", tolerances=tol)
     _check("compare.md", render_comparison(cmp), update_golden)
 
 

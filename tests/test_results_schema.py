@@ -130,3 +130,19 @@ def test_load_results_rejects_bad_json(tmp_path):
     bad.write_text("[1, 2]")
     with pytest.raises(InputError, match="holds a JSON list"):
         load_results(bad)
+
+
+def test_a_run_refuses_to_write_results_that_break_the_schema(tmp_path, golden):
+    """compress.pipeline validates before writing, so no run can leave an invalid results.json."""
+    from compress.errors import CompressError
+    from compress.pipeline import _write
+
+    class _Recipe:  # what _write needs of a Recipe: its resolved dump
+        def model_dump_json(self, by_alias=True):
+            return json.dumps(golden["recipe"])
+
+    del golden["verdict"]
+    with pytest.raises(CompressError, match=r"'verdict' is a required property[\s\S]*please report this") as info:
+        _write(tmp_path, _Recipe(), golden)
+    assert info.value.exit_code == 3
+    assert not (tmp_path / "results.json").exists() and not (tmp_path / "report.md").exists()

@@ -4,12 +4,11 @@ it). Both return the ratio; the caller makes the real cut (and fine-tunes)."""
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from compress.errors import StepError
-from compress.pruning.channels import ChannelPlan, count_macs_params, prune_once
+from compress.pruning.channels import ChannelPlan, copy_with_grads, count_macs_params, prune_once
 
 
 @dataclass
@@ -22,7 +21,7 @@ class BudgetSearch:
 
 def macs_after(module, plan: ChannelPlan, input_shape, num_classes: int, ratio: float, seed: int) -> int:
     """MACs of a copy of ``module`` cut to ``ratio`` (the module itself is untouched)."""
-    trial = copy.deepcopy(module)  # keeps .grad, so Taylor scores the same as on the original
+    trial = copy_with_grads(module)  # Taylor scores the copy as it would the original
     prune_once(trial, plan, input_shape, num_classes, ratio, seed=seed)
     return count_macs_params(trial, input_shape)[0]
 
@@ -78,7 +77,7 @@ def search_latency_budget(module, plan: ChannelPlan, input_shape, num_classes: i
     dict with at least ``ok``), and stop at the first that meets the budget."""
     trace = []
     for ratio in ratios:
-        trial = copy.deepcopy(module)
+        trial = copy_with_grads(module)
         prune_once(trial, plan, input_shape, num_classes, ratio, seed=seed)
         macs = count_macs_params(trial, input_shape)[0]
         measured = meets(trial)

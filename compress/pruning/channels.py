@@ -114,6 +114,18 @@ def prunable_layers(module, plan: ChannelPlan, input_shape, num_classes: int) ->
     return sorted(out, key=lambda item: order[item[1]])
 
 
+def copy_with_grads(module):
+    """A deep copy that also carries the parameters' gradients (``copy.deepcopy`` drops them), so
+    a gradient-based criterion scores the copy exactly as it would the original."""
+    import copy
+
+    dup = copy.deepcopy(module)
+    for p, q in zip(module.parameters(), dup.parameters(), strict=True):
+        if p.grad is not None:
+            q.grad = p.grad.detach().clone()
+    return dup
+
+
 def prune_once(module, plan: ChannelPlan, input_shape, num_classes: int, ratio: float | None = None,
                *, seed: int = 0) -> None:
     """Cut ``module`` in place to ``ratio`` in one step (gradients must already be on it for Taylor)."""

@@ -4,11 +4,16 @@ tolerated drop). Layers that barely notice a cut can give more channels than sen
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from compress.pruning.channels import ChannelPlan, count_macs_params, make_pruner, prunable_layers
+from compress.pruning.channels import (
+    ChannelPlan,
+    copy_with_grads,
+    count_macs_params,
+    make_pruner,
+    prunable_layers,
+)
 
 
 @dataclass
@@ -50,7 +55,7 @@ def scan(module, plan: ChannelPlan, input_shape, num_classes: int, split, *, rat
     for i, name in enumerate(names):
         accs, saved = [], []
         for r in ratios:
-            trial = copy.deepcopy(module)
+            trial = copy_with_grads(module)
             layer = trial.get_submodule(name)
             single = ChannelPlan(importance=plan.importance, ratio=0.0, round_to=plan.round_to,
                                  ignore=plan.ignore, layer_ratios={})

@@ -57,8 +57,8 @@ DEFAULTS: dict[str, QuantDefaults] = {
     ),
     "cuda": QuantDefaults(
         "qdq", "int8", "int8", True, True, True, False,
-        why="symmetric S8S8 QDQ, the form GPU int8 kernels consume (ORT's guidance for GPU); on the "
-        "CUDA EP fp16 (the fp16 step) is usually the faster choice",
+        why="symmetric S8S8 QDQ, the form GPU int8 kernels consume (ORT's guidance for GPU); the "
+        "fp16 step is the other GPU option",
         measured_here=False,
     ),
     "tensorrt": QuantDefaults(

@@ -18,7 +18,7 @@ from pydantic import Field, model_validator
 
 from compress.artifacts import Artifact, digest_of
 from compress.errors import StepError
-from compress.onnx_inspect import int8_coverage, source_op_counts
+from compress.onnx_inspect import int8_coverage, int8_node_names, source_op_counts
 from compress.progress import track
 from compress.quantization.ort import (
     QUANTIZABLE_COMPUTE,
@@ -92,6 +92,10 @@ class QuantizeConfig(StepConfig):
 
     @model_validator(mode="after")
     def _rules(self):
+        if self.target == "auto":
+            # resolved when the recipe is loaded, so the recipe as run and the cache key name the
+            # target that was used (a cache shared with another kind of machine cannot mix them up)
+            self.target = resolve_target("auto")
         if self.backend == "nncf" and self.mode != "static":
             raise ValueError("backend nncf does post-training static quantization; use mode: static")
         if self.nncf is not None and self.backend != "nncf":
@@ -241,12 +245,20 @@ def apply(art: Artifact, cfg: QuantizeConfig, ctx: StepContext) -> Artifact:
             "model has no op ONNX Runtime can quantize, or every one was excluded"
         )
     meta["int8_coverage"] = coverage.to_dict()
+    kept_float = list(s.exclude_nodes) + list((mixed or {}).get("float_layers", []))
+    requantized = sorted(set(kept_float) & int8_node_names(out)) if kept_float else []
+    if requantized:
+        ctx.notes.append(
+            f"{len(requantized)} layer(s) left float by the quantizer still run in int8 in ONNX "
+            f"Runtime ({', '.join(requantized[:5])}): their input and output are int8, so ORT's "
+            "WeightBiasQuantization quantizes their weights at load time"
+        )
     meta["quantization"] = {
-        "mode": cfg.mode, "target": target, "requested_target": cfg.target, "format": s.format,
+        "mode": cfg.mode, "target": target, "format": s.format,
         "activations": s.activation_type, "weights": s.weight_type, "per_channel": s.per_channel,
         "symmetric_activations": s.symmetric_activations, "reduce_range": s.reduce_range,
         "calibration": s.calibration if cfg.mode == "static" else None,
-        "mixed_precision": mixed,
+        "mixed_precision": mixed, "float_layers_requantized_by_ort": requantized,
     }
     label = f"quantize({cfg.mode}, {target}, {'U' if s.activation_type == 'uint8' else 'S'}8"
     label += f"{'U' if s.weight_type == 'uint8' else 'S'}8"
