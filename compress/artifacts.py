@@ -82,7 +82,11 @@ def save_torch(module, path: Path) -> None:
 
 
 def load_torch(path: Path, model_spec):
-    from compress.sources.models import load_state_dict_checked, read_state_dict, resize_to_state_dict
+    from compress.sources.models import (
+        load_state_dict_checked,
+        read_state_dict,
+        resize_to_state_dict,
+    )
 
     sd = read_state_dict(Path(path))
     module = model_spec.build()

@@ -10,7 +10,13 @@ from pathlib import Path
 
 from compress.artifacts import Artifact, Cache, digest_of, file_digest
 from compress.errors import CompressError, InputError, StepError
-from compress.sources.models import ModelSpec, load_state_dict_checked, onnx_path, read_state_dict, resolve
+from compress.sources.models import (
+    ModelSpec,
+    load_state_dict_checked,
+    onnx_path,
+    read_state_dict,
+    resolve,
+)
 from compress.steps.base import STEPS, StepContext
 
 

@@ -31,7 +31,6 @@ from compress.sources.data import DATA_SCHEMES
 from compress.sources.models import MODEL_SCHEMES
 from compress.steps.base import STEPS, StepConfig
 
-
 _KIND_NAMES = {"torch": "a torch", "onnx": "an ONNX", "openvino": "an OpenVINO IR", "tensorrt": "a TensorRT"}
 
 
@@ -641,9 +640,7 @@ def _format_loc(loc: tuple) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part == prev:  # the tagged union repeats the step name
-            continue
-        elif str(part).startswith("function-"):
+        elif part == prev or str(part).startswith("function-"):  # the tagged union repeats the step name
             continue
         else:
             out += ("." if out else "") + str(part)

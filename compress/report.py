@@ -69,13 +69,22 @@ def comparison_table(results: dict, target: str) -> str:
     bs_label = " / ".join(f"b{s}" for s in sizes)
     n = results["baseline"]["accuracy"]["heldout"]["n"]
     ref = results["recipe"]["gate"].get("reference", "baseline")
+    ref_target = results["recipe"]["gate"].get("reference_target")
+    ref_label = f"{ref} on {ref_target}" if ref_target and ref_target != target else ref
     head = [
         "variant", f"top-1 (held-out, n={n})", "change vs baseline, points [95% CI]",
-        f"p50 ms ({bs_label})", f"speed-up vs {ref} ({bs_label})", "size", f"$ / 1M (b{sizes[-1]})", "gate",
+        f"p50 ms ({bs_label})", f"speed-up vs {ref_label} ({bs_label})", "size", f"$ / 1M (b{sizes[-1]})", "gate",
     ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     base_top1 = results["baseline"]["accuracy"]["heldout"]["top1"]
-    rows = [("baseline", results["baseline"]), *results["variants"].items()]
+    first = results["targets"][0]["name"] if results.get("targets") else target
+    rows = [("baseline", results["baseline"])]
+    for name, v in results["variants"].items():
+        # a variant appears under each target that timed it; one timed nowhere (failed, or no
+        # target could run it) under the first target, so that it is never silently dropped
+        timed = v.get("latency") or {}
+        if target in timed or (not timed and target == first):
+            rows.append((name, v))
     for name, v in rows:
         lines.append("| " + " | ".join(_row(name, v, target, sizes, base_top1)) + " |")
     return "\n".join(lines)
