@@ -24,7 +24,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-RUNTIME_IMPORTS = {"onnxruntime": ("onnxruntime",), "torch": ("torch",), "openvino": ("openvino",)}
+RUNTIME_IMPORTS = {"onnxruntime": ("onnxruntime",), "torch": ("torch",), "openvino": ("openvino",),
+                   "tensorrt": ("tensorrt",)}
 
 
 def _status_bytes(field: str) -> int | None:

@@ -78,6 +78,18 @@ ACCURACY = _obj(
                         ["n_variant_only", "n_baseline_only", "p_value"]),
         "agreement": {**_NUM, "description": "percent of held-out samples predicted like the baseline"},
         "drift_change_points": _NUM,
+        "calibration": SPLIT_ACCURACY,
+        "tuning": SPLIT_ACCURACY,
+        "change_split": {**_STR, "description": "the split change_points was measured on"},
+        "change_n": {**_INT, "description": "paired samples behind change_points"},
+        "discordance_rate": {**_NUM, "description": "fraction of samples where exactly one model is right"},
+        "top5_change_points": _NUM,
+        "top5_change_interval": INTERVAL,
+        "per_class": _obj({"variant_top1": {"type": "array"}, "baseline_top1": {"type": "array"},
+                           "n": {"type": "array", "items": _INT}, "worst_class": _INT,
+                           "worst_class_drop_points": _NUM, "worst_class_n": _INT}),
+        "fidelity": _obj({"cosine_mean": _NUM, "cosine_min": _NUM, "kl_mean_nats": _NUM,
+                          "kl_max_nats": _NUM}),
     },
     ["heldout"],
 )
@@ -100,6 +112,7 @@ CHECK = _obj(
     {
         "rule": _STR, "value": _NUM_OR_NULL, "limit": _NUM, "passed": {"type": "boolean"},
         "detail": _STR, "target": _STR_OR_NULL, "batch_size": _INT_OR_NULL,
+        "mode": _STR_OR_NULL, "needed_heldout_n": _INT_OR_NULL,
     },
     ["rule", "value", "limit", "passed", "detail"],
 )
@@ -132,6 +145,12 @@ _MEASURED = {
                      "description": "{target: why this model was not timed there}"},
     "evaluated_on": {**_STR, "description": "the target whose runtime computed the accuracy"},
     "artifact": ARTIFACT,
+    "fit_splits": {"type": "array", "items": _STR,
+                   "description": "splits this model was fitted on (consumed by its steps, or train)"},
+    "heldout_overlap": {"type": "object", "additionalProperties": _INT,
+                        "description": "{fitted split: held-out samples it shares, by content hash}"},
+    "overfit": {"type": "object", "description": "fit-split minus held-out gaps (see docs/evaluator.md)"},
+    "drift": {"type": "object", "description": "labelled / production / robustness drift checks"},
 }
 
 BASELINE = _obj({"status": {"const": "ok"}, **_MEASURED, "info": {"type": "object"}},

@@ -197,7 +197,7 @@ def markdown(results: list[dict], args, started: str, wall_s: float) -> str:
         f"{_ort()} CPU EP, {args.threads} threads, batch {args.batch_size}, {args.rounds} "
         f"interleaved rounds; wall time {wall_s:.0f} s.",
         "",
-        "| model | variant | top-1 exact 1,000 | drop vs fp32 (points) | int8 coverage (ops ORT runs) "
+        "| model | variant | top-1 exact 1,000 | drop vs fp32 (points; negative = better) | int8 coverage (ops ORT runs) "
         f"| p50 ms b{args.batch_size} | speed-up vs fp32 [95% CI] |",
         "|---|---|---|---|---|---|---|",
     ]

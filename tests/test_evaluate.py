@@ -280,3 +280,28 @@ def test_report_says_held_out_is_too_small_with_the_sample_size_needed():
     needed = v["gate"]["checks"][0]["needed_heldout_n"]
     assert lines[1] == (f"> ⚠️ held-out (n=500) too small to decide at this tolerance (1 points); "
                         f"about {needed} samples needed.")
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "message"),
+    [
+        ("gate", "max_drift_drop_increase", -1.0,
+         r"gate.max_drift_drop_increase: max_drift_drop_increase is a tolerance in points and must "
+         r"be >= 0 \(0 = no loss allowed\), got -1.0"),
+        ("gate", "max_worst_class_drop", -0.5, r"gate.max_worst_class_drop: .* must be >= 0"),
+        ("gate", "mode", "strict", r"gate.mode: Input should be 'point' or 'confident'"),
+        ("evaluate", "bootstrap_resamples", 10, r"evaluate.bootstrap_resamples: .*greater than or equal to 100"),
+        ("evaluate", "robustness", {"corruptions": ["fog"]},
+         r"evaluate.robustness.corruptions: unknown corruption\(s\) \['fog'\]; valid: brightness"),
+    ],
+)
+def test_bad_evaluator_keys_fail_with_their_path(section, key, value, message):
+    from conftest import _tiny_recipe
+
+    from compress.errors import RecipeError
+    from compress.recipe import parse_recipe
+
+    data = _tiny_recipe()
+    data.setdefault(section, {})[key] = value
+    with pytest.raises(RecipeError, match=message):
+        parse_recipe(data)
