@@ -156,10 +156,12 @@ def render(results: dict, command: str, wall_s: float, epochs: int) -> str:
         f"Unpruned ResNet-56: held-out top-1 {b_top1:.1f}% on the exact 1,000 (n={base['accuracy']['heldout']['n']}), "
         f"{b_macs / 1e6:.1f} M MACs, {base['artifact']['params'] / 1e3:.0f} k params; ORT fp32 p50 "
         + ", ".join(f"{ref[b]['p50_ms']:.2f} ms at batch {b}" for b in sorted(ref, key=int)) + ".",
-        "| variant | criterion | channel ratio | MACs kept | params | top-1 held-out | change, points [95% CI] | "
-        "calibration top-1: unpruned → pruned → recovered | ORT speed-up b1 [95% CI] | ORT speed-up b32 [95% CI] | fine-tuning |",
-        "|" + "---|" * 11,
-        *rows,
+        "\n".join([
+            "| variant | criterion | channel ratio | MACs kept | params | top-1 held-out | change, points [95% CI] | "
+            "calibration top-1: unpruned → pruned → recovered | ORT speed-up b1 [95% CI] | ORT speed-up b32 [95% CI] | fine-tuning |",
+            "|" + "---|" * 11,
+            *rows,
+        ]),
         "Speed-ups are against `onnx-fp32` (the unpruned model as ONNX fp32) on ONNX Runtime CPU, 2 threads. "
         "Calibration top-1 is on 500 non-twin JPEG images that fine-tuning does not train on (it is not "
         "held-out data, and JPEG costs about 10 points against the exact images).",
@@ -174,9 +176,48 @@ def render(results: dict, command: str, wall_s: float, epochs: int) -> str:
         "CPU kernels run the zeros as dense arithmetic, so its speed-up is whatever the measurement says "
         "(about 1x): no speed-up on this runtime. It also is not fine-tuned here, so its accuracy shows the raw cost of the masks."
     )
+    if results.get("retimed"):
+        lines += retimed_section(results["retimed"])
     env = results.get("environment", {}).get("packages", {})
     lines.append("Versions: " + ", ".join(f"{k} {v}" for k, v in env.items()) + f"; Python {platform.python_version()}.")
     return "\n\n".join(lines) + "\n"
+
+
+def retime(run_dir: Path, rounds: int) -> dict:
+    """Time an earlier run's ONNX artifacts again, interleaved, with the profiler's method."""
+    from compress.artifacts import Artifact
+    from compress.profile import speedup, time_sessions
+    from compress.recipe import TargetConfig
+    from compress.runtimes.base import RUNTIMES
+
+    target = TargetConfig(name="cpu", runtime="onnxruntime", device="cpu", threads=2)
+    runtime = RUNTIMES.get("onnxruntime")
+    sessions = {}
+    for path in sorted((run_dir / "artifacts").glob("*/model.onnx")):
+        sessions[path.parent.name] = runtime.load(Artifact(kind="onnx", digest="", path=path), target)
+    rng = np.random.default_rng(0)
+    batches = {bs: rng.standard_normal((bs, 3, 32, 32)).astype(np.float32) for bs in (1, 32)}
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    t = time_sessions(sessions, lambda bs: batches[bs], [1, 32], warmup=5, rounds=rounds, min_round_s=0.5)
+    out = {"started": started, "rounds": rounds, "variants": {}}
+    for name, per_bs in t.items():
+        out["variants"][name] = {
+            str(bs): {"p50_ms": m["p50_ms"], "speedup": speedup(t["onnx-fp32"][bs], m)} for bs, m in per_bs.items()
+        }
+    return out
+
+
+def retimed_section(rt: dict) -> list[str]:
+    rows = []
+    for name, per_bs in rt["variants"].items():
+        rows.append(f"| {name} | " + " | ".join(
+            f"{per_bs[b]['p50_ms']:.2f} ms, {_speedup(per_bs[b]['speedup'])}" for b in ("1", "32")) + " |")
+    return [
+        f"### Latency re-measured ({rt['started']}, {rt['rounds']} interleaved rounds of >= 0.5 s each)",
+        "The same ONNX files timed again later, on a less loaded machine, with `--retime` (same method: "
+        "interleaved rounds, medians, speed-up vs `onnx-fp32` with a bootstrap interval).",
+        "\n".join(["| variant | b1: p50, speed-up [95% CI] | b32: p50, speed-up [95% CI] |", "|---|---|---|", *rows]),
+    ]
 
 
 def main() -> int:
@@ -187,11 +228,16 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", help="write the Markdown table here (e.g. docs/results/pruning.md)")
     ap.add_argument("--render", metavar="RUN_DIR", help="only re-render the Markdown of an earlier run")
+    ap.add_argument("--retime", action="store_true", help="with --render: time its ONNX files again first")
+    ap.add_argument("--rounds", type=int, default=15, help="interleaved rounds for --retime")
     args = ap.parse_args()
     if args.render:
         import json
 
         results = json.loads((Path(args.render) / "results.json").read_text())
+        if args.retime:
+            results["retimed"] = retime(Path(args.render), args.rounds)
+            (Path(args.render) / "results.json").write_text(json.dumps(results, indent=1))
         md = render(results, results["run"].get("command", "python eval/bench_pruning.py"),
                     results["run"]["wall_s"], args.epochs)
         print(md)

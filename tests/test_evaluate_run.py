@@ -54,7 +54,16 @@ def memorising_run(tmp_path_factory):
                                   max_extra_rounds=0, memory=False)
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe_dict, sort_keys=False))
-    return run_recipe(load_recipe(path), path, out_dir=tmp_path / "runs", log=lambda _m: None)
+    import torch
+
+    # One thread: on a shared 2-core machine the two-thread fine-tuning of this tiny CNN spends
+    # ~100x longer waiting for its second thread than computing (10 s instead of 0.1 s).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield run_recipe(load_recipe(path), path, out_dir=tmp_path / "runs", log=lambda _m: None)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_overfitting_gate_catches_a_variant_fine_tuned_on_a_tiny_split(memorising_run):
