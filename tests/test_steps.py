@@ -138,8 +138,9 @@ def test_step_conformance(name, torch_artifact, onnx_artifact, make_ctx):
 
 def test_steps_never_see_heldout(make_ctx):
     ctx = make_ctx()
-    with pytest.raises(ValueError, match="never see the held-out split"):
-        ctx.data("heldout")
+    for role in ("heldout", "drift", "production"):
+        with pytest.raises(ValueError, match=f"never .{role}."):
+            ctx.data(role)
     assert ctx.data("train") is ctx.splits["train"] and ctx.consumed == {"train"}
 
 

@@ -57,11 +57,17 @@ class StepContext:
 
     def data(self, role: str):
         """The split of that role; records that this variant consumed it (held-out is refused)."""
-        if role == "heldout":
-            raise ValueError("steps must never see the held-out split")
+        if role not in STEP_ROLES:
+            raise ValueError(
+                f"steps may use the {', '.join(STEP_ROLES)} splits, never {role!r}: held-out judges "
+                "the variants, drift and production data check them"
+            )
         self.consumed.add(role)
         return self.splits[role]
 
+
+#: the only splits a step may consume
+STEP_ROLES = ("train", "calibration", "tuning")
 
 Apply = Callable[["Artifact", Any, StepContext], "Artifact"]
 
