@@ -205,6 +205,8 @@ def _duration(days: float) -> str:
     hours = days * 24
     if hours < 1:
         return "within an hour"
+    if hours < 1.5:
+        return "about an hour"
     if hours < 48:
         return f"about {hours:.0f} hours"
     if days < 730:

@@ -214,7 +214,7 @@ def retimed_section(rt: dict) -> list[str]:
             f"{per_bs[b]['p50_ms']:.2f} ms, {_speedup(per_bs[b]['speedup'])}" for b in ("1", "32")) + " |")
     return [
         f"### Latency re-measured ({rt['started']}, {rt['rounds']} interleaved rounds of >= 0.5 s each)",
-        "The same ONNX files timed again later, on a less loaded machine, with `--retime` (same method: "
+        "The same ONNX files timed again later with `--render RUN_DIR --retime` (same method: "
         "interleaved rounds, medians, speed-up vs `onnx-fp32` with a bootstrap interval).",
         "\n".join(["| variant | b1: p50, speed-up [95% CI] | b32: p50, speed-up [95% CI] |", "|---|---|---|", *rows]),
     ]

@@ -201,3 +201,9 @@ def test_serving_costs_without_a_profiled_reference_add_only_prices(run_entries)
     serving_costs(run_entries, "cpu", 0.17, reference="nothing")
     assert "usd_per_1m" in run_entries["pruned"]["latency"]["cpu"]["1"]
     assert all("cost" not in e for e in run_entries.values())
+
+
+def test_about_an_hour_is_singular():
+    # $1 / $0.25 per 1M = 4 M inferences at 96 M/day (4 M per hour): one hour
+    be = break_even(3600, 1.0, 0.5, 0.25, requests_per_day=96e6)
+    assert describe(be) == "pays for itself after 4 M inferences, about an hour at 96 M requests/day"

@@ -126,6 +126,10 @@ def test_report_says_no_speedup_for_sparsity_the_runtime_cannot_use():
     assert any("no speed-up on this runtime (cpu)" in w for w in pruning_warnings(v))
     fast = _results(pr, {"32": 1.5})["variants"]["p"]
     assert pruning_warnings(fast) == []
+    # a noisy estimate whose interval reaches down to 1.02x is no evidence of a gain
+    noisy = _results(pr, {"1": 2.25})["variants"]["p"]
+    noisy["speedup"]["cpu"]["1"]["low"] = 1.02
+    assert any("no speed-up on this runtime" in w for w in pruning_warnings(noisy))
 
 
 @pytest.mark.slow
