@@ -56,6 +56,9 @@ class Artifact:
 
     @property
     def size_bytes(self) -> int | None:
+        if (self.path is None or not self.path.exists()) and self.module is not None:
+            # an in-memory torch model: the bytes of its state_dict, as model.pt would hold them
+            return sum(t.numel() * t.element_size() for t in self.module.state_dict().values())
         if self.path is None or not self.path.exists():
             return None
         # the files a deployment needs: model.onnx (+ .data), model.xml + model.bin, engine.plan

@@ -100,8 +100,9 @@ def _print_summary(outcome) -> None:
 
     res = outcome.results
     out_console.print(verdict_section(res), highlight=False)
-    first = res["targets"][0]["name"]
-    out_console.print(comparison_table(res, first), highlight=False, soft_wrap=True)
+    for t in res["targets"]:
+        out_console.print(f"\nTarget {t['name']} ({t['runtime']} on {t['device']}):", highlight=False)
+        out_console.print(comparison_table(res, t["name"]), highlight=False, soft_wrap=True)
     out_console.print(f"\nReport: {outcome.run_dir / 'report.md'}", highlight=False, soft_wrap=True)
 
 
