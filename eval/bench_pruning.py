@@ -220,6 +220,44 @@ def retimed_section(rt: dict) -> list[str]:
     ]
 
 
+def latency_search(data_dir: Path, work: Path, seed: int, max_fraction: float) -> str:
+    """Run the `latency_budget` target on ResNet-56 (batch 32, no fine-tuning) and return its search
+    trace as Markdown: what each channel ratio measures on ORT, against the unpruned model."""
+    from compress.pipeline import run_recipe
+    from compress.recipe import parse_recipe
+
+    paths = write_data(data_dir, work, seed)
+    data = make_recipe(data_dir, paths, 1, seed)
+    data["name"] = "bench-pruning-latency-search"
+    data["variants"] = {
+        "onnx-fp32": {"steps": [{"export": {}}]},
+        "latency-budget": {"gate": False, "steps": [
+            {"prune": {"importance": "l2", "ignore": list(PRUNING_IGNORE), "latency_budget": {
+                "target": "cpu", "batch_size": 32, "max_fraction": max_fraction, "ratio_step": 0.1,
+                "max_ratio": 0.9, "rounds": 5}}},
+            {"export": {}}]},
+    }
+    data["profile"] = {"batch_sizes": [32], "rounds": 9, "min_round_s": 0.3}
+    recipe_path = work / "latency.yaml"
+    recipe_path.write_text(yaml.safe_dump(data, sort_keys=False))
+    outcome = run_recipe(parse_recipe(data, origin=str(recipe_path)), recipe_path, out_dir=work / "runs",
+                         use_cache=False, log=lambda m: print(m, file=sys.stderr))
+    v = outcome.results["variants"]["latency-budget"]
+    if v["status"] != "ok":
+        return f"latency search failed: {v['error']}"
+    pr = v["artifact"]["pruning"]
+    rows = [f"| {t['ratio']:.1f} | {t['macs'] / pr['baseline_macs']:.1%} | {t['latency_ms']:.2f} | "
+            f"{t['unpruned_ms']:.2f} | {1 / t['fraction']:.2f}x | {'yes' if t['ok'] else 'no'} |" for t in pr["search"]]
+    final = v.get("speedup", {}).get("cpu", {}).get("32")
+    return "\n".join([
+        f"Latency budget: at most {max_fraction:g}x the unpruned latency at batch 32 on ORT fp32 (2 threads), "
+        f"L2, no fine-tuning. Chosen ratio {pr['ratio']:g} ({pr['baseline_mac_ratio']:.1%} of the MACs); "
+        f"profiled afterwards: {_speedup(final)}; held-out top-1 {v['accuracy']['heldout']['top1']:.1f}% "
+        "(not fine-tuned).", "",
+        "| channel ratio | MACs kept | candidate p50 ms | unpruned p50 ms | speed-up | meets budget |",
+        "|---|---|---|---|---|---|", *rows])
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", help="shared data directory (default: $COMPRESS_SHARED_DATA or ../shared/data)")
@@ -230,7 +268,12 @@ def main() -> int:
     ap.add_argument("--render", metavar="RUN_DIR", help="only re-render the Markdown of an earlier run")
     ap.add_argument("--retime", action="store_true", help="with --render: time its ONNX files again first")
     ap.add_argument("--rounds", type=int, default=15, help="interleaved rounds for --retime")
+    ap.add_argument("--latency-search", type=float, metavar="FRACTION",
+                    help="instead: prune ResNet-56 to this fraction of its batch-32 latency and print the search")
     args = ap.parse_args()
+    if args.latency_search:
+        print(latency_search(shared_data_dir(args.data), Path(args.work), args.seed, args.latency_search))
+        return 0
     if args.render:
         import json
 
