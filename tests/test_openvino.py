@@ -211,3 +211,28 @@ def test_recipe_rules_for_openvino_models(recipe_dict):
     recipe_dict["variants"]["ir-int8"]["steps"] = [{"quantize": {"nncf": {"preset": "mixed"}}}]
     with pytest.raises(RecipeError, match="need backend: nncf"):
         parse_recipe(recipe_dict)
+
+
+def test_throughput_session_lets_the_process_exit(onnx_file):
+    """A THROUGHPUT session used async requests; the interpreter must still exit (no GIL deadlock
+    between OpenVINO's stream threads and the compiled model's destructor)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np\n"
+        "from pathlib import Path\n"
+        "from compress.artifacts import Artifact\n"
+        "from compress.recipe import TargetConfig\n"
+        "from compress.runtimes import RUNTIMES\n"
+        f"art = Artifact(kind='onnx', digest='t', path=Path({str(onnx_file)!r}))\n"
+        "t = TargetConfig(name='ov', runtime='openvino', threads=2,"
+        " options={'hint': 'THROUGHPUT', 'requests': 2})\n"
+        "s = RUNTIMES.get('openvino').load(art, t)\n"
+        "for _ in range(20):\n"
+        "    s.run(np.zeros((8, 3, 8, 8), np.float32))\n"
+        "print('ok')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().endswith("ok")

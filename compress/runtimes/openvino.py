@@ -60,6 +60,7 @@ class OpenVINOSession(Session):
         if streams:
             self.config["NUM_STREAMS"] = streams
         self._compiled: dict[int, object] = {}
+        self._pools: dict[int, list] = {}  # batch size -> infer requests (THROUGHPUT)
         first = self._get(1)
         actual = str(first.get_property("INFERENCE_PRECISION_HINT"))
         self.info = {
@@ -93,26 +94,34 @@ class OpenVINOSession(Session):
         return np.asarray(compiled(x)[0])
 
     def _run_async(self, x: np.ndarray) -> np.ndarray:
-        """Split the batch over the async infer requests; results come back in input order."""
+        """Split the batch over the async infer requests; results come back in input order.
+
+        Requests are started and waited on from this thread (no Python callbacks): a callback runs
+        on OpenVINO's stream threads and needs the GIL, which deadlocked the destruction of a
+        compiled model at interpreter exit.
+        """
         n_req = self.requests or self.info["optimal_requests"] or 1
         n_req = max(1, min(n_req, len(x)))
         chunks = np.array_split(x, n_req)
-        sizes = sorted({len(c) for c in chunks})
-        out: list = [None] * n_req
-        # one queue per chunk size (compiled shapes are static)
-        for size in sizes:
-            idx = [i for i, c in enumerate(chunks) if len(c) == size]
-            compiled = self._get(size)
-            queue = self._ov.AsyncInferQueue(compiled, len(idx))
+        used: dict[int, int] = {}
+        running = []
+        for chunk in chunks:
+            size = len(chunk)
+            pool = self._pools.setdefault(size, [])
+            k = used.get(size, 0)
+            if k == len(pool):
+                pool.append(self._get(size).create_infer_request())
+            used[size] = k + 1
+            req = pool[k]
+            req.start_async({0: chunk})
+            running.append(req)
+        for req in running:
+            req.wait()
+        return np.concatenate([np.array(req.get_output_tensor(0).data) for req in running], axis=0)
 
-            def done(request, i):
-                out[i] = np.array(request.get_output_tensor(0).data)
-
-            queue.set_callback(done)
-            for i in idx:
-                queue.start_async({0: chunks[i]}, i)
-            queue.wait_all()
-        return np.concatenate(out, axis=0)
+    def close(self) -> None:
+        self._pools.clear()
+        self._compiled.clear()
 
 
 def _precision_name(raw) -> str:
