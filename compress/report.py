@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from compress.formatting import fmt_count as _fmt_count
 from compress.plots import plot_filename, plotted_targets
 from compress.pruning.report import pruning_section, pruning_warnings
 from compress.report_eval import baseline_details, evaluation_details, gate_mode_line
@@ -15,15 +16,6 @@ def _fmt_bytes(n) -> str:
         if n < 1024 or unit == "GB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
-    return str(n)
-
-
-def _fmt_count(n) -> str:
-    if n is None:
-        return "—"
-    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if n >= div:
-            return f"{n / div:.2f} {suffix}"
     return str(n)
 
 

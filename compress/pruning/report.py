@@ -3,18 +3,11 @@ the measured latency ratio, and top-1 before and after recovery. Pure functions 
 
 from __future__ import annotations
 
+from compress.formatting import fmt_count as _count
+
 # Unless a 2:4 variant's speed-up interval lies wholly above this at some batch size, the report
 # says "no speed-up on this runtime".
 SPARSE_NO_GAIN = 1.1
-
-
-def _count(n) -> str:
-    if n is None:
-        return "—"
-    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if n >= div:
-            return f"{n / div:.2f} {suffix}"
-    return str(n)
 
 
 def _pct(x) -> str:
