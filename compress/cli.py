@@ -27,8 +27,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-# With OpenMP's default active wait, two threads on a busy 2-core machine run PyTorch up to 17x
-# slower (measured here: ResNet-18 forward 0.95 s vs 0.055 s). Passive waiting costs little when
+# With OpenMP's default active wait, two PyTorch threads on a busy 2-core machine slow down many
+# times over (seen here on a ResNet-18 forward pass). Passive waiting costs little when
 # the machine is idle. Set before torch is imported; a user's own setting wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 

@@ -309,15 +309,16 @@ class TargetConfig(Strict):
     @model_validator(mode="after")
     def _options_and_price(self):
         spec = RUNTIMES.get(self.runtime)
+        # every runtime rejects an unknown option (names from its registration); its own hook
+        # then checks the values
+        unknown = set(self.options) - set(spec.options)
+        if unknown:
+            raise ValueError(
+                f"targets.{self.name}.options: unknown option(s) {sorted(unknown)} for runtime "
+                f"{self.runtime!r}; valid: {', '.join(spec.options) or '(none)'}"
+            )
         if getattr(spec, "validate", None) is not None:
             spec.validate(self)  # ValueError -> the problem, with its key path
-        else:  # a runtime without its own check still rejects an unknown option at load time
-            unknown = set(self.options) - set(spec.options)
-            if unknown:
-                raise ValueError(
-                    f"targets.{self.name}.options: unknown option(s) {sorted(unknown)} for runtime "
-                    f"{self.runtime!r}; valid: {', '.join(spec.options) or '(none)'}"
-                )
         if self.instance is not None:
             from compress.cost import lookup_price
 
