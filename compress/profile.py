@@ -9,7 +9,10 @@ Method, per batch size:
    autotuning and CPU frequency ramps all happen here, not in the timed rounds.
 2. **Interleaved rounds.** ``rounds`` rounds; in each, every variant is timed for at least
    ``min_round_s`` seconds; the order rotates every round (``interleaved_order``), so all variants
-   sample the same stretch of machine time and no variant is always first.
+   sample the same stretch of machine time and no variant is always first. Each variant's block
+   starts with ``settle_runs`` untimed calls: the first call after another variant ran finds that
+   variant's weights in the caches and its thread pool still spinning, which a deployed model,
+   serving alone, never pays (docs/results/profiler.md measures the difference).
 3. **Stability.** The coefficient of variation of a variant's per-round medians (``round_cv``)
    measures drift between rounds. While any variant's ``round_cv`` exceeds ``max_cv``, one more
    interleaved round is run for every variant (so the comparison stays interleaved), up to
@@ -52,6 +55,7 @@ class TimingPlan:
     min_round_s: float = 0.2
     max_cv: float = 0.1
     max_extra_rounds: int = 6
+    settle_runs: int = 1
 
     def __post_init__(self) -> None:
         checks = [
@@ -62,6 +66,7 @@ class TimingPlan:
             (self.min_round_s > 0, f"min_round_s must be > 0 seconds, got {self.min_round_s}"),
             (self.max_cv > 0, f"max_cv must be > 0 (e.g. 0.1 for 10%), got {self.max_cv}"),
             (self.max_extra_rounds >= 0, f"max_extra_rounds must be >= 0, got {self.max_extra_rounds}"),
+            (self.settle_runs >= 0, f"settle_runs must be >= 0, got {self.settle_runs}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -141,6 +146,7 @@ def time_sessions(
     max_cv: float = 0.1,
     max_extra_rounds: int = 6,
     warmup_max_s: float = 2.0,
+    settle_runs: int = 1,
     device: str = "cpu",
     progress=None,
     clock: Callable[[], float] = time.perf_counter,
@@ -148,7 +154,7 @@ def time_sessions(
 ) -> dict[str, dict[int, dict]]:
     """{variant: {batch_size: {timing summary, throughput, stability, energy}}} for every session."""
     plan = TimingPlan(warmup=warmup, rounds=rounds, min_round_s=min_round_s, max_cv=max_cv,
-                      max_extra_rounds=max_extra_rounds, warmup_max_s=warmup_max_s)
+                      max_extra_rounds=max_extra_rounds, warmup_max_s=warmup_max_s, settle_runs=settle_runs)
     batch_sizes = check_batch_sizes(batch_sizes)
     names = list(sessions)
     meter = meter if meter is not None else default_meter(device)
@@ -189,6 +195,8 @@ class _BatchRun:
 
     def round(self, r: int) -> None:
         for name in interleaved_order(list(self.sessions), r):
+            for _ in range(self.plan.settle_runs):  # untimed: this variant's caches, not the last one's
+                self.sessions[name].run(self.batch)
             e0 = self.meter.read_j() if self.energy_ok else 0.0
             t_end = self.clock() + self.plan.min_round_s
             this_round: list[float] = []

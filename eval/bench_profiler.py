@@ -196,7 +196,7 @@ def bench(depth: int, data_dir: Path, workdir: Path, passes: int, rounds: int, m
     return rows
 
 
-def markdown(rows: list[dict], command: str, started: str, passes: int) -> str:
+def markdown(rows: list[dict], command: str, started: str, passes: int, load: str) -> str:
     from compress.environment import cpu_info
 
     cpu = cpu_info()
@@ -216,7 +216,7 @@ def markdown(rows: list[dict], command: str, started: str, passes: int) -> str:
     within = sum(abs(r["ratio"] - 1) <= 0.10 for r in rows)
     head = (
         f"Measured {started} on {cpu.get('model', '?')} ({cpu.get('logical_cores')} logical cores, "
-        f"shared with other jobs; no GPU), Python {platform.python_version()}, {passes} alternating passes.\n\n"
+        f"no GPU; 1-minute load average {load}), Python {platform.python_version()}, {passes} alternating passes.\n\n"
         f"```\n{command}\n```\n\n"
         f"**{within} of {len(rows)}** (variant, batch) pairs have the profiler's median within 10% of the "
         "independent timeit median."
@@ -243,12 +243,14 @@ def main() -> int:
         print(err, file=sys.stderr)
         return 2
     started = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    load_before = os.getloadavg()[0]
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-profiler-") as tmp:
         for depth in args.depth or [20, 56]:
             rows += bench(depth, data_dir, Path(tmp), args.passes, args.rounds, args.min_round_s)
     command = "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
-    text = markdown(rows, command, started, args.passes)
+    load = f"{load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"
+    text = markdown(rows, command, started, args.passes, load)
     print(text)
     if args.out:
         Path(args.out).write_text(text)

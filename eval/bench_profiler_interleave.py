@@ -3,11 +3,13 @@
 Builds ResNet-20 fp32 / int8 / pruned (as eval/bench_profiler.py does) and, in `--passes`
 alternating passes, times fp32 at batch 32 three ways, back to back:
 
-- `three`: compress's profiler with the three sessions interleaved (what `compress run` does);
+- `three`: compress's profiler with the three sessions interleaved (what `compress run` does: each
+  variant's block of calls starts with one untimed settle call);
+- `three-nosettle`: the same with `settle_runs=0`, i.e. the first call after another session is timed;
 - `alone`: compress's profiler with the fp32 session only;
 - `timeit`: `timeit` in a separate process (eval/bench_profiler.py's independent measurement).
 
-It prints each pass and the per-pass ratios three/timeit and alone/timeit.
+It prints each pass and the per-pass ratios to timeit of the three profiler readings.
 
     python eval/bench_profiler_interleave.py [--data DIR] [--passes 5]
 """
@@ -50,23 +52,24 @@ def main() -> int:
             paths = bench.build_variants(20, data_dir, work)
         x = preprocess(load_exact_1000(data_dir)[0][:32])
         np.save(work / "b32.npy", x)
-        res: dict[str, list[float]] = {"three": [], "alone": [], "timeit": []}
+        res: dict[str, list[float]] = {"three": [], "three-nosettle": [], "alone": [], "timeit": []}
 
         def sessions(names):
             return {n: OrtSession(str(paths[n]), "cpu", bench.THREADS, "all", {}) for n in names}
 
         for p in range(args.passes):
-            for how in ("three", "alone", "timeit") if p % 2 == 0 else ("timeit", "alone", "three"):
+            order = ("three", "three-nosettle", "alone", "timeit")
+            for how in order if p % 2 == 0 else order[::-1]:
                 if how == "timeit":
                     res[how].append(bench.timeit_child(paths["fp32"], work / "b32.npy", 20))
                     continue
-                names = list(paths) if how == "three" else ["fp32"]
+                names = list(paths) if how.startswith("three") else ["fp32"]
                 out = time_sessions(sessions(names), lambda bs: x[:bs], [32], rounds=5, min_round_s=0.2,
-                                    max_extra_rounds=0)
+                                    max_extra_rounds=0, settle_runs=0 if how == "three-nosettle" else 1)
                 res[how].append(out["fp32"][32]["p50_ms"])
             print(f"pass {p + 1}: " + ", ".join(f"{k} {v[-1]:.1f} ms" for k, v in res.items()), flush=True)
     t = np.array(res["timeit"])
-    for how in ("three", "alone"):
+    for how in ("three", "three-nosettle", "alone"):
         ratios = np.array(res[how]) / t
         print(f"{how}/timeit per pass: {', '.join(f'{r:.2f}' for r in ratios)}; median {np.median(ratios):.2f}")
     return 0

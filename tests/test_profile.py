@@ -69,11 +69,34 @@ def test_rounds_run_variants_in_the_rotated_order():
     clock, log = FakeClock(), []
     sessions = {n: FakeSession(n, clock, [1.0], log) for n in ("a", "b")}
     # min_round_s below one call: each variant runs exactly 3 calls per round (the minimum)
-    time_sessions(sessions, _batch, [1], rounds=3, min_round_s=1e-6, clock=clock, **QUICK)
+    time_sessions(sessions, _batch, [1], rounds=3, min_round_s=1e-6, clock=clock, settle_runs=0, **QUICK)
     # no warm-up (warmup 0, warmup_max_s 0): the log holds only the rounds a b | b a | a b
     timed = log
     blocks = [timed[i] for i in range(0, len(timed), 3)]
     assert blocks == ["a", "b", "b", "a", "a", "b"]
+
+
+class ColdAfterSwitchSession(FakeSession):
+    """10 ms on the first call after another session ran (cold caches), 1 ms otherwise."""
+
+    def run(self, batch):
+        cold = bool(self.log) and self.log[-1] != self.name
+        self.latencies_ms = [10.0 if cold else 1.0]
+        self.calls = 0
+        return super().run(batch)
+
+
+@pytest.mark.parametrize("settle_runs, slow_samples", [(1, 0), (0, 3)])
+def test_each_block_starts_with_an_untimed_settle_call(settle_runs, slow_samples):
+    clock, log = FakeClock(), []
+    sessions = {n: ColdAfterSwitchSession(n, clock, [1.0], log) for n in ("a", "b")}
+    out = time_sessions(sessions, _batch, [1], rounds=3, min_round_s=1e-6, clock=clock,
+                        settle_runs=settle_runs, **QUICK)
+    samples = out["a"][1]["samples_ms"] + out["b"][1]["samples_ms"]
+    # blocks a b | b a | a b: three follow the other session; without the settle call their first
+    # timed call is cold (3 slow samples), with it none is
+    assert sum(s > 5 for s in samples) == slow_samples
+    assert len(log) == 6 * (3 + settle_runs)
 
 
 def test_percentiles_and_throughput_of_known_latencies():
@@ -152,7 +175,8 @@ def test_unstable_measurement_is_extended_then_flagged():
     # no warm-up, 3 calls per round: the 2nd round (calls 3-5) is 3x slow
     sessions = {"a": DriftingSession("a", clock, 3, 6)}
     out = time_sessions(sessions, _batch, [1], warmup=0, warmup_max_s=0.0, rounds=3,
-                        min_round_s=1e-6, max_cv=0.1, max_extra_rounds=2, clock=clock, meter=NoMeter())
+                        min_round_s=1e-6, max_cv=0.1, max_extra_rounds=2, clock=clock, meter=NoMeter(),
+                        settle_runs=0)
     m = out["a"][1]
     assert m["extra_rounds"] == 2 and m["rounds"] == 5
     assert m["round_medians_ms"] == [1.0, 3.0, 1.0, 1.0, 1.0]
@@ -170,7 +194,8 @@ def test_extension_stops_as_soon_as_the_measurement_is_stable():
 
     sessions = {"a": Slow2("a", clock, [1.0])}
     out = time_sessions(sessions, _batch, [1], warmup=0, warmup_max_s=0.0, rounds=2,
-                        min_round_s=1e-6, max_cv=0.2, max_extra_rounds=5, clock=clock, meter=NoMeter())
+                        min_round_s=1e-6, max_cv=0.2, max_extra_rounds=5, clock=clock, meter=NoMeter(),
+                        settle_runs=0)
     assert out["a"][1]["extra_rounds"] == 0 and out["a"][1]["stable"] is True
 
 
@@ -178,7 +203,8 @@ def test_extra_rounds_keep_every_variant_interleaved():
     clock = FakeClock()
     sessions = {"noisy": DriftingSession("noisy", clock, 3, 6), "calm": FakeSession("calm", clock, [2.0])}
     out = time_sessions(sessions, _batch, [1], warmup=0, warmup_max_s=0.0, rounds=3,
-                        min_round_s=1e-6, max_cv=0.1, max_extra_rounds=2, clock=clock, meter=NoMeter())
+                        min_round_s=1e-6, max_cv=0.1, max_extra_rounds=2, clock=clock, meter=NoMeter(),
+                        settle_runs=0)
     assert out["noisy"][1]["rounds"] == out["calm"][1]["rounds"] == 5
     assert out["calm"][1]["stable"] is True
 
@@ -251,6 +277,7 @@ def test_energy_per_inference_from_a_counter():
         ({"rounds": 0}, "rounds must be >= 1"),
         ({"max_cv": 0}, r"max_cv must be > 0 \(e.g. 0.1 for 10%\)"),
         ({"min_round_s": -1}, "min_round_s must be > 0 seconds"),
+        ({"settle_runs": -1}, "settle_runs must be >= 0"),
     ],
 )
 def test_bad_settings_are_rejected_with_the_fix(kwargs, message):
