@@ -19,13 +19,13 @@ from torch import nn
 
 DEPTHS = (20, 32, 44, 56)
 
-# Layers whose output channels must keep their width when pruning, as fnmatch patterns over the
-# qualified names of `model.named_modules()`. The residual stream (stem conv1, every block's conv2,
-# and the option-A zero-pad shortcuts between stages) must stay intact: torch-pruning's dependency
-# graph cannot map channels through F.pad channel padding, and an identity shortcut ties every
-# conv2 of a stage together. So only each block's inner conv1 -> bn1 -> conv2-input channels are
-# pruned, the standard practice for CIFAR ResNets. `linear` keeps its 10 class outputs.
+# Layers kept at full width when pruning the way the first benchmarks did (only each block's inner
+# conv1 -> bn1 -> conv2-input channels), as fnmatch patterns over `model.named_modules()` names:
+# the stem conv1 and every block's conv2 write the residual stream, and `linear` keeps its 10
+# class outputs. Since PadShortcut is prunable (below), the residual stream can be pruned too:
+# pass `PRUNING_IGNORE_HEAD_ONLY` instead.
 PRUNING_IGNORE = ["conv1", "layer*.*.conv2", "linear"]
+PRUNING_IGNORE_HEAD_ONLY = ["linear"]
 
 
 class PadShortcut(nn.Module):
@@ -33,25 +33,88 @@ class PadShortcut(nn.Module):
     `planes`, split evenly on both sides (akamaster pads planes // 4 each side).
 
     A module rather than a lambda so the model pickles, exports to ONNX (Slice + Pad) and shows up
-    by name in the module tree, where pruning tools can find and skip it.
+    by name in the module tree.
+
+    Prunable: output channel j is input channel ``index[j]``, or zeros where ``index[j] == -1``.
+    The module implements compress's custom-layer pruning protocol (``get_in_channels``,
+    ``get_out_channels``, ``prune_in_channels``, ``prune_out_channels``; docs/steps/prune.md), so
+    Torch-Pruning can cut the residual stream on both sides of a stage boundary. While the mapping
+    is the original one the forward pass is the plain Slice + Pad; once pruned it is a Gather.
     """
 
     def __init__(self, in_planes: int, planes: int) -> None:
         super().__init__()
         if (planes - in_planes) % 2:
             raise ValueError(f"PadShortcut needs an even channel increase: {in_planes}->{planes}")
-        self.in_planes = in_planes
-        self.planes = planes
-        self.pad_each_side = (planes - in_planes) // 2
+        self.register_buffer("in_channels", torch.tensor(in_planes))
+        self.register_buffer("index", self._padded_index(in_planes, planes))
+        self.register_load_state_dict_post_hook(lambda module, _keys: module._refresh())
+        self._refresh()
+
+    @staticmethod
+    def _padded_index(in_planes: int, planes: int) -> torch.Tensor:
+        p = (planes - in_planes) // 2
+        index = torch.full((planes,), -1, dtype=torch.long)
+        index[p:p + in_planes] = torch.arange(in_planes)
+        return index
+
+    def _refresh(self) -> None:
+        """Recompute the Python-side view of the buffers (after pruning or loading a state_dict)."""
+        self.in_planes = int(self.in_channels)
+        planes = self.index.numel()
+        self.pad_each_side = (planes - self.in_planes) // 2
+        self.is_padding = planes >= self.in_planes and (planes - self.in_planes) % 2 == 0 and torch.equal(
+            self.index, self._padded_index(self.in_planes, planes))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Checkpoints of the unpruned model (akamaster's) carry no buffers: they are the padding.
+        for name in ("in_channels", "index"):
+            key = prefix + name
+            if key not in state_dict:
+                state_dict[key] = getattr(self, name).clone()
+            elif state_dict[key].shape != getattr(self, name).shape:  # a pruned model's state_dict
+                setattr(self, name, torch.empty_like(state_dict[key]))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x[:, :, ::2, ::2]
-        p = self.pad_each_side
-        # F.pad's tuple runs from the last dim backwards: (W left, W right, H top, H bottom, C, C).
-        return F.pad(x, (0, 0, 0, 0, p, p), mode="constant", value=0.0)
+        if self.is_padding:
+            p = self.pad_each_side
+            # F.pad's tuple runs from the last dim backwards: (W left, W right, H top, H bottom, C, C).
+            return F.pad(x, (0, 0, 0, 0, p, p), mode="constant", value=0.0)
+        # append one zero channel; -1 in index picks it (Python's -1 % (C + 1) == C)
+        x = F.pad(x, (0, 0, 0, 0, 0, 1), mode="constant", value=0.0)
+        return torch.index_select(x, 1, self.index.remainder(x.shape[1]))
+
+    # compress's custom-layer pruning protocol ------------------------------------------------
+    def get_in_channels(self) -> int:
+        return self.in_planes
+
+    def get_out_channels(self) -> int:
+        return self.index.numel()
+
+    def prune_out_channels(self, idxs: list[int]) -> None:
+        keep = torch.ones(self.index.numel(), dtype=torch.bool)
+        keep[list(idxs)] = False
+        self.index = self.index[keep].clone()
+        self._refresh()
+
+    def prune_in_channels(self, idxs: list[int]) -> None:
+        removed = torch.zeros(self.in_planes, dtype=torch.bool)
+        removed[list(idxs)] = True
+        # new number of each kept input channel: its old number minus the removed ones before it
+        renumber = torch.cumsum(~removed, 0) - 1
+        index = self.index.clone()
+        data = index >= 0
+        gone = data & removed[index.clamp(min=0)]
+        index[data] = renumber[index[data]]
+        index[gone] = -1
+        self.in_channels = torch.tensor(self.in_planes - int(removed.sum()))
+        self.index = index
+        self._refresh()
 
     def extra_repr(self) -> str:
-        return f"{self.in_planes}->{self.planes}, stride=2"
+        return f"{self.in_planes}->{self.index.numel()}, stride=2" + ("" if self.is_padding else ", pruned")
 
 
 class BasicBlock(nn.Module):

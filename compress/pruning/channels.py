@@ -66,6 +66,38 @@ def count_macs_params(module, input_shape) -> tuple[int, int]:
     return int(macs), int(params)
 
 
+CUSTOM_LAYER_METHODS = ("get_in_channels", "get_out_channels", "prune_in_channels", "prune_out_channels")
+
+
+def is_custom_prunable(m) -> bool:
+    """Does ``m`` implement compress's custom-layer pruning protocol (docs/steps/prune.md)?"""
+    return all(callable(getattr(m, name, None)) for name in CUSTOM_LAYER_METHODS)
+
+
+def custom_pruners(module) -> dict:
+    """Torch-Pruning pruners for every custom layer class in ``module`` that implements the protocol:
+    a layer Torch-Pruning cannot see through (e.g. a shortcut that pads channels) tells it how its
+    input and output channels are cut. In and out channels are independent, as for a convolution."""
+    import torch_pruning as tp
+
+    class ModulePruner(tp.pruner.function.BasePruningFunc):
+        def prune_out_channels(self, layer, idxs):
+            layer.prune_out_channels(sorted(int(i) for i in idxs))
+            return layer
+
+        def prune_in_channels(self, layer, idxs):
+            layer.prune_in_channels(sorted(int(i) for i in idxs))
+            return layer
+
+        def get_out_channels(self, layer):
+            return layer.get_out_channels()
+
+        def get_in_channels(self, layer):
+            return layer.get_in_channels()
+
+    return {type(m): ModulePruner() for m in module.modules() if is_custom_prunable(m)}
+
+
 def make_pruner(module, plan: ChannelPlan, input_shape, num_classes: int, ratio: float | None = None,
                 iterative_steps: int | None = None):
     """A Torch-Pruning ``BasePruner`` for ``module`` following ``plan`` (``ratio`` and
@@ -89,6 +121,7 @@ def make_pruner(module, plan: ChannelPlan, input_shape, num_classes: int, ratio:
             global_pruning=plan.global_pruning, pruning_ratio=ratio,
             pruning_ratio_dict=per_layer or None, max_pruning_ratio=plan.max_layer_ratio,
             iterative_steps=iterative_steps or plan.iterative_steps, ignored_layers=ignored, round_to=plan.round_to,
+            customized_pruners=custom_pruners(module) or None,
         )
     except Exception as err:
         raise StepError(f"Torch-Pruning could not trace this model: {type(err).__name__}: {err}") from err

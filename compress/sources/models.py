@@ -155,18 +155,24 @@ def read_state_dict(path: Path, key: str | None = None, strip_prefix: str | None
 
 
 def load_state_dict_checked(module, state_dict: dict, origin: str) -> None:
-    """Load strictly; on mismatch, name the missing, unexpected and wrongly shaped keys."""
+    """Load strictly; on mismatch, name the missing, unexpected and wrongly shaped keys.
+
+    Missing and unexpected keys are the ones ``load_state_dict`` reports, so a module that fills in
+    its own defaults for keys an older checkpoint lacks (in ``_load_from_state_dict``) loads."""
     own = module.state_dict()
     # Checkpoints from before PyTorch 0.4.1 (e.g. the akamaster CIFAR ResNets) have no batch-norm
     # step counters; they only matter for momentum=None, so the model's own are kept.
     state_dict = {**{k: v for k, v in own.items() if k.endswith("num_batches_tracked")}, **state_dict}
-    missing = [k for k in own if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in own]
     wrong = [
         f"{k} {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
         for k in own
         if k in state_dict and tuple(state_dict[k].shape) != tuple(own[k].shape)
     ]
+    missing: list[str] = []
+    unexpected: list[str] = []
+    if not wrong:
+        result = module.load_state_dict(state_dict, strict=False)
+        missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
     if missing or unexpected or wrong:
         parts = []
         for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
@@ -178,7 +184,6 @@ def load_state_dict_checked(module, state_dict: dict, origin: str) -> None:
         if len(prefixes) == 1 and missing and all(k.split(".", 1)[-1] in own for k in unexpected[:5]):
             hint = f"; the keys carry a prefix: set model.checkpoint.strip_prefix: '{prefixes.pop()}'"
         raise InputError(f"checkpoint {origin} does not fit the model: " + "; ".join(parts) + hint)
-    module.load_state_dict(state_dict, strict=True)
 
 
 def resize_to_state_dict(module, state_dict: dict) -> None:
@@ -186,6 +191,8 @@ def resize_to_state_dict(module, state_dict: dict) -> None:
     weights load without pickling any code."""
     import torch
     from torch import nn
+
+    from compress.pruning.channels import is_custom_prunable
 
     for name, m in module.named_modules():
         prefix = f"{name}." if name else ""
@@ -211,3 +218,10 @@ def resize_to_state_dict(module, state_dict: dict) -> None:
                     m.bias = nn.Parameter(torch.empty(n))
                 m.running_mean = torch.zeros(n)
                 m.running_var = torch.ones(n)
+        elif is_custom_prunable(m):
+            # a custom prunable layer (docs/steps/prune.md): its own tensors take the stored shapes
+            for key, t in [*m.named_parameters(recurse=False), *m.named_buffers(recurse=False)]:
+                stored = state_dict.get(prefix + key)
+                if stored is not None and stored.shape != t.shape:
+                    new = torch.empty_like(stored)
+                    setattr(m, key, nn.Parameter(new) if isinstance(t, nn.Parameter) else new)
