@@ -81,6 +81,15 @@ def _notes(results: dict, target: str, entries: list[tuple[str, dict]] | None = 
     if energy_reasons:
         out.append("Energy: not measured (no estimate is shown in its place): "
                    + "; ".join(sorted(r for r in energy_reasons if r)) + ".")
+    concurrent = sorted({
+        (v.get("runtime_info") or {}).get(target, {}).get("concurrent_requests") for _, v in entries
+        if (v.get("runtime_info") or {}).get(target, {}).get("timing") == "concurrent"
+    } - {None})
+    if concurrent:
+        n = "/".join(str(c) for c in concurrent)
+        out.append(f"Throughput target: each timed call ran {n} infer requests at once, each on a whole "
+                   f"batch; p50 is that call's wall time divided by {n} (the time per batch of a "
+                   "saturated server, so inferences/s is its throughput), not the latency of one request.")
     unstable, unsettled = [], []
     for name, v in entries:
         per_bs = ((v.get("latency") or {}).get(target) or {}).items()

@@ -70,6 +70,22 @@ def test_throughput_mode_returns_every_result_in_order(onnx_file, tiny_module):
     np.testing.assert_allclose(sess.run(x), _torch_logits(tiny_module, x), rtol=1e-4, atol=1e-4)
 
 
+def test_throughput_target_is_timed_with_every_request_on_a_whole_batch(onnx_file):
+    from compress.profile import time_sessions
+
+    sess = _load(onnx_file, precision="f32", hint="THROUGHPUT", requests=3)
+    assert sess.info["timing"] == "concurrent" and sess.info["concurrent_requests"] == 3
+    ms = sess.time_run_ms(_inputs(4))
+    pool = sess._pools[-4]  # three full-batch requests were created and all ran
+    assert len(pool) == 3 and ms > 0
+    started = [np.array(r.get_input_tensor(0).data).shape for r in pool]
+    assert started == [(4, 3, 8, 8)] * 3
+    out = time_sessions({"ov": sess}, _inputs, [4], rounds=2, min_round_s=0.01, warmup_max_s=0.0)
+    assert out["ov"][4]["throughput_per_s"] == pytest.approx(4e3 / out["ov"][4]["p50_ms"])
+    # a LATENCY session has no such timer: the profiler times its run() with the host clock
+    assert not hasattr(_load(onnx_file, precision="f32"), "time_run_ms")
+
+
 @pytest.mark.parametrize(
     ("options", "match"),
     [
