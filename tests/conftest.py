@@ -95,6 +95,17 @@ def tiny_module(tiny_model_file: Path):
 
 
 @pytest.fixture
+def tiny_onnx_artifact(tmp_path: Path, tiny_module):
+    """``tiny_module`` exported to ONNX fp32 (opset 17, dynamic batch), as the onnx Artifact a step gets."""
+    from compress.artifacts import Artifact
+    from compress.steps.export import export_onnx
+
+    path = tmp_path / "fp32.onnx"
+    export_onnx(tiny_module, IMAGE_SHAPE, path, opset=17, dynamic_batch=True)
+    return Artifact(kind="onnx", digest="fp32", path=path, lineage=["baseline"])
+
+
+@pytest.fixture
 def tiny_npz(tmp_path: Path) -> Path:
     """tiny.npz: 200 learnable 3x8x8 uint8 images (NCHW) with 10 balanced classes."""
     return _write_tiny_project(tmp_path) / "tiny.npz"

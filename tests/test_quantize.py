@@ -21,12 +21,8 @@ IMAGE_SHAPE = (3, 8, 8)  # the shape of conftest.py's tiny images
 
 
 @pytest.fixture
-def onnx_model(tmp_path: Path, tiny_module) -> Artifact:
-    from compress.steps.export import export_onnx
-
-    path = tmp_path / "fp32.onnx"
-    export_onnx(tiny_module, IMAGE_SHAPE, path, opset=17, dynamic_batch=True)
-    return Artifact(kind="onnx", digest="fp32", path=path, lineage=["baseline"])
+def onnx_model(tiny_onnx_artifact) -> Artifact:
+    return tiny_onnx_artifact
 
 
 @pytest.fixture

@@ -74,12 +74,8 @@ def test_batch_profile_must_be_ordered():
 
 
 @pytest.fixture
-def fp32_onnx(tmp_path: Path, tiny_module) -> Artifact:
-    from compress.steps.export import export_onnx
-
-    path = tmp_path / "fp32.onnx"
-    export_onnx(tiny_module, IMAGE_SHAPE, path, opset=17, dynamic_batch=True)
-    return Artifact(kind="onnx", digest="fp32", path=path)
+def fp32_onnx(tiny_onnx_artifact) -> Artifact:
+    return tiny_onnx_artifact
 
 
 @pytest.fixture
