@@ -22,13 +22,12 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # the sibling eval modules, when run as a script
 
-from cifar_data import shared_data_dir, weights_dir, write_npz_splits  # noqa: E402
+from cifar_data import shared_data_dir, weights_dir, write_role_splits  # noqa: E402
 from cifar_resnet import PRUNING_IGNORE, checkpoint_path  # noqa: E402
 
 MEAN_STD = [[0.485, 0.456, 0.406], [0.229, 0.224, 0.225]]
@@ -37,16 +36,6 @@ PLAIN_ORT_DEFAULTS = {  # onnxruntime.quantization.quantize_static's own default
     "per_channel": False, "symmetric_activations": False, "symmetric_weights": True,
     "reduce_range": False, "preprocess": False, "calibration": {"method": "minmax", "samples": 300},
 }
-
-
-def make_data(data_dir: Path, work: Path) -> dict[str, Path]:
-    paths = write_npz_splits(data_dir, work)
-    with np.load(paths["jpeg_nontwin"]) as z:
-        images, labels = z["images"], z["labels"]
-    np.savez(work / "calibration.npz", images=images[:1000], labels=labels[:1000])
-    np.savez(work / "train.npz", images=images[1000:], labels=labels[1000:])
-    return {"heldout": paths["heldout_exact1000"], "calibration": work / "calibration.npz",
-            "train": work / "train.npz"}
 
 
 def recipe_for(depth: int, data: dict[str, Path], weights: Path, prune: bool, rounds: int) -> dict:
@@ -137,7 +126,7 @@ def main() -> int:
 
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="bench-openvino-"))
     work.mkdir(parents=True, exist_ok=True)
-    data = make_data(data_dir, work)
+    data = write_role_splits(data_dir, work, calibration_n=1000)
     lines = []
     t0 = time.perf_counter()
     for depth in args.depths:

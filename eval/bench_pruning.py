@@ -29,11 +29,9 @@ import yaml  # noqa: E402
 from cifar_data import (  # noqa: E402
     MEAN_RGB,
     STD_RGB,
-    load_exact_1000,
-    load_jpeg_10k,
-    non_twin_jpeg_rows,
     shared_data_dir,
     weights_dir,
+    write_role_splits,
 )
 from cifar_resnet import PRUNING_IGNORE, checkpoint_path  # noqa: E402
 
@@ -56,23 +54,6 @@ STRUCTURES = {
                "layer_ratios": {"layer3.*.conv1": 0.625}},
     "inner": {"macs_budget": GOAL_MAC_FRACTION, "ignore": list(PRUNING_IGNORE)},
 }
-
-
-def write_data(data_dir: Path, work: Path, seed: int) -> dict[str, Path]:
-    """heldout = the exact 1,000; train / calibration = the 9,000 non-twin JPEGs, shuffled, split."""
-    exact, exact_labels, jpeg_row = load_exact_1000(data_dir)
-    jpeg, jpeg_labels = load_jpeg_10k(data_dir)
-    rest = non_twin_jpeg_rows(data_dir)
-    assert not np.intersect1d(rest, jpeg_row).size, "a held-out twin leaked into the train rows"
-    rest = rest[np.random.default_rng(seed).permutation(len(rest))]
-    parts = {"heldout": (exact, exact_labels), "calibration": (jpeg[rest[:CALIBRATION_N]], jpeg_labels[rest[:CALIBRATION_N]]),
-             "train": (jpeg[rest[CALIBRATION_N:]], jpeg_labels[rest[CALIBRATION_N:]])}
-    work.mkdir(parents=True, exist_ok=True)
-    paths = {}
-    for role, (x, y) in parts.items():
-        paths[role] = work / f"{role}.npz"
-        np.savez(paths[role], images=x, labels=y)
-    return paths
 
 
 def make_recipe(data_dir: Path, paths: dict[str, Path], epochs: int, seed: int, structure: str = "stream") -> dict:
@@ -238,7 +219,7 @@ def latency_search(data_dir: Path, work: Path, seed: int, max_fraction: float) -
     from compress.pipeline import run_recipe
     from compress.recipe import parse_recipe
 
-    paths = write_data(data_dir, work, seed)
+    paths = write_role_splits(data_dir, work, calibration_n=CALIBRATION_N, seed=seed)
     data = make_recipe(data_dir, paths, 1, seed)
     data["name"] = "bench-pruning-latency-search"
     data["variants"] = {
@@ -310,7 +291,7 @@ def main() -> int:
     from compress.recipe import parse_recipe
 
     work = Path(args.work)
-    paths = write_data(data_dir, work, args.seed)
+    paths = write_role_splits(data_dir, work, calibration_n=CALIBRATION_N, seed=args.seed)
     data = make_recipe(data_dir, paths, args.epochs, args.seed, args.structure)
     recipe_path = work / "recipe.yaml"
     recipe_path.write_text(yaml.safe_dump(data, sort_keys=False))

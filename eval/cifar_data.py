@@ -141,6 +141,25 @@ def write_npz_splits(
     return paths
 
 
+def write_role_splits(
+    data_dir: str | Path, out_dir: str | Path, *, calibration_n: int, seed: int = 0
+) -> dict[str, Path]:
+    """The three splits a compress recipe's `data.sources` names, as npz files in `out_dir`:
+    `heldout` = the exact 1,000 images; `calibration` = the first `calibration_n` of the shuffled
+    non-twin JPEGs; `train` = the rest of them (for fine-tuning). Built on `write_npz_splits`, so
+    no held-out image or its JPEG twin is in calibration or train."""
+    out = Path(out_dir)
+    paths = write_npz_splits(data_dir, out, seed=seed)
+    with np.load(paths["jpeg_nontwin"]) as z:
+        images, labels = z["images"], z["labels"]
+    if not 0 < calibration_n < len(images):
+        raise ValueError(f"calibration_n must be in (0, {len(images)}), got {calibration_n}")
+    roles = {"heldout": paths["heldout_exact1000"], "calibration": out / "calibration.npz", "train": out / "train.npz"}
+    _save_npz(roles["calibration"], images[:calibration_n], labels[:calibration_n])
+    _save_npz(roles["train"], images[calibration_n:], labels[calibration_n:])
+    return roles
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description="Write the CIFAR-10 npz splits for compress recipes."
