@@ -30,6 +30,26 @@ def kd_loss(student_logits, teacher_logits, labels, *, temperature: float, alpha
     return (1 - alpha) * ce + alpha * (t * t) * kl
 
 
+def augment_batch(x: np.ndarray, rng: np.random.Generator, *, flip: bool, crop_padding: int) -> np.ndarray:
+    """Random horizontal flips (each image with probability 1/2) and random crops of the image padded
+    by ``crop_padding`` zeros on every side (zero is the mean after normalisation), the standard
+    augmentation for small-image fine-tuning. ``x`` is (N, C, H, W); a new array is returned."""
+    if x.ndim != 4:
+        raise ValueError(f"augmentation needs image batches (N, C, H, W), got shape {x.shape}")
+    out = x.copy()
+    if flip:
+        flipped = rng.random(len(out)) < 0.5
+        out[flipped] = out[flipped][..., ::-1]
+    if crop_padding > 0:
+        p = crop_padding
+        h, w = out.shape[2:]
+        padded = np.pad(out, ((0, 0), (0, 0), (p, p), (p, p)))
+        dy, dx = rng.integers(0, 2 * p + 1, size=(2, len(out)))
+        for i in range(len(out)):
+            out[i] = padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w]
+    return out
+
+
 def train(
     module,
     split,
@@ -47,12 +67,14 @@ def train(
     description: str = "training",
     validation=None,
     patience: int | None = None,
+    augment: dict | None = None,
 ) -> dict:
     """SGD with (Nesterov) momentum and a cosine schedule; returns per-epoch loss and seconds.
 
     With a ``validation`` split (carved out of train, never held-out), top-1 on it is measured after
     every epoch, the best epoch's weights are kept, and training stops after ``patience`` epochs
-    without improvement."""
+    without improvement. ``augment`` ({"flip": bool, "crop_padding": int}) augments every training
+    batch (``augment_batch``); the teacher sees the same augmented images."""
     import time
 
     import torch
@@ -80,7 +102,10 @@ def train(
                 if len(idx) < 2:  # batch norm needs two samples
                     advance()
                     continue
-                x = torch.from_numpy(split.inputs(idx))
+                batch = split.inputs(idx)
+                if augment:
+                    batch = augment_batch(batch, rng, **augment)
+                x = torch.from_numpy(np.ascontiguousarray(batch))
                 y = torch.from_numpy(split.labels[idx])
                 out = module(x)
                 t_out = None
@@ -105,7 +130,7 @@ def train(
                     break
     module.eval()
     history = {"loss": losses, "seconds": time.perf_counter() - start, "samples": n,
-               "epochs": epochs, "epochs_run": len(losses)}
+               "epochs": epochs, "epochs_run": len(losses), "augment": augment or None}
     if validation is not None:
         module.load_state_dict(best[2])
         history.update(validation_top1=val_top1, best_epoch=best[1] + 1, validation_n=len(validation),

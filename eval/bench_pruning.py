@@ -17,6 +17,7 @@ Exit code 0 when it ran (goals met or not: the Markdown says which), 2 when the 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -56,13 +57,16 @@ STRUCTURES = {
 }
 
 
-def make_recipe(data_dir: Path, paths: dict[str, Path], epochs: int, seed: int, structure: str = "stream") -> dict:
+def make_recipe(data_dir: Path, paths: dict[str, Path], epochs: int, seed: int, structure: str = "stream",
+                criteria: tuple[str, ...] = CRITERIA, augment: bool = False) -> dict:
     finetune = {"epochs": epochs, "lr": 0.01, "batch_size": 64, "weight_decay": 5e-4,
                 "distill": {"temperature": 4.0, "alpha": 0.7},
                 "early_stopping": {"validation_fraction": 0.1, "patience": 2}}
+    if augment:
+        finetune["augment"] = {"flip": True, "crop_padding": 4}
     variants: dict = {"onnx-fp32": {"description": "The unpruned model exported to ONNX (the speed reference).",
                                     "steps": [{"export": {}}]}}
-    for crit in CRITERIA:
+    for crit in criteria:
         variants[f"{crit}-{structure}"] = {
             "description": f"{crit} importance, {structure} cut (MACs <= 50% of the baseline), fine-tuned with distillation.",
             "steps": [{"prune": {**STRUCTURES[structure], "importance": crit, "finetune": finetune}},
@@ -144,7 +148,9 @@ def render(results: dict, command: str, wall_s: float, epochs: int) -> str:
         "\n\n```\n" + command + "\n```",
         f"Wall time of this run: {wall_s / 60:.1f} min. Fine-tuning: {epochs} epochs max over "
         f"{results['data']['splits']['train']['n']} non-twin JPEG images (10% of them carved out for early "
-        "stopping), SGD lr 0.01 cosine, batch 64, distillation from the unpruned model (T = 4, alpha = 0.7).",
+        "stopping), SGD lr 0.01 cosine, batch 64, distillation from the unpruned model (T = 4, alpha = 0.7)"
+        + (", augmentation: random flips and 4-pixel padded crops." if '"crop_padding"' in json.dumps(results.get("recipe", {}))
+           else ", no augmentation."),
         "## Results",
         f"Unpruned ResNet-56: held-out top-1 {b_top1:.1f}% on the exact 1,000 (n={base['accuracy']['heldout']['n']}), "
         f"{b_macs / 1e6:.1f} M MACs, {base['artifact']['params'] / 1e3:.0f} k params; ORT fp32 p50 "
@@ -259,6 +265,8 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--structure", choices=sorted(STRUCTURES), default="stream",
                     help="which channels to cut (see STRUCTURES in this file)")
+    ap.add_argument("--criteria", nargs="+", choices=CRITERIA, default=list(CRITERIA))
+    ap.add_argument("--augment", action="store_true", help="fine-tune with random flips and 4-pixel padded crops")
     ap.add_argument("--out", help="write the Markdown table here (e.g. docs/results/pruning.md)")
     ap.add_argument("--render", metavar="RUN_DIR", help="only re-render the Markdown of an earlier run")
     ap.add_argument("--retime", action="store_true", help="with --render: time its ONNX files again first")
@@ -292,7 +300,7 @@ def main() -> int:
 
     work = Path(args.work)
     paths = write_role_splits(data_dir, work, calibration_n=CALIBRATION_N, seed=args.seed)
-    data = make_recipe(data_dir, paths, args.epochs, args.seed, args.structure)
+    data = make_recipe(data_dir, paths, args.epochs, args.seed, args.structure, tuple(args.criteria), args.augment)
     recipe_path = work / "recipe.yaml"
     recipe_path.write_text(yaml.safe_dump(data, sort_keys=False))
     recipe = parse_recipe(data, origin=str(recipe_path))

@@ -150,3 +150,35 @@ def test_run_reports_pruning_facts_and_the_sparsity_verdict(cli, write_recipe, r
     report = (run_dir / "report.md").read_text()
     assert "## Pruning on `cpu`" in report and "| half-macs | l2 | MACs ≤ 50% |" in report
     assert "| sparse | 2:4 | 2:4 sparsity |" in report
+
+
+def test_augmentation_flips_and_crops_each_image_and_keeps_the_input():
+    from compress.training import augment_batch
+
+    x = np.arange(2 * 1 * 4 * 4, dtype=np.float32).reshape(2, 1, 4, 4) + 1  # no zeros in the images
+    before = x.copy()
+    flipped = augment_batch(x, np.random.default_rng(0), flip=True, crop_padding=0)
+    for img, out in zip(x, flipped, strict=True):  # each image is either itself or its mirror
+        assert np.array_equal(out, img) or np.array_equal(out, img[..., ::-1])
+    many = augment_batch(np.repeat(x[:1], 64, axis=0), np.random.default_rng(1), flip=True, crop_padding=0)
+    assert 0 < sum(np.array_equal(o, x[0, ..., ::-1]) for o in many) < 64  # about half are mirrored
+    cropped = augment_batch(np.repeat(x[:1], 64, axis=0), np.random.default_rng(2), flip=False, crop_padding=1)
+    padded = np.pad(x[0], ((0, 0), (1, 1), (1, 1)))
+    windows = {(dy, dx) for dy in range(3) for dx in range(3)}
+    seen = {next(w for w in windows if np.array_equal(o, padded[:, w[0]:w[0] + 4, w[1]:w[1] + 4])) for o in cropped}
+    assert len(seen) > 1  # crops are shifted windows of the zero-padded image, not all the same
+    assert np.array_equal(x, before)  # the caller's batch is not modified
+    with pytest.raises(ValueError, match=r"needs image batches \(N, C, H, W\)"):
+        augment_batch(np.zeros((4, 10), np.float32), np.random.default_rng(0), flip=True, crop_padding=0)
+
+
+def test_finetune_with_augmentation_records_it(tmp_path):
+    from compress.steps.finetune import FinetuneConfig
+
+    cfg = FinetuneConfig(epochs=1, lr=0.05, augment={"crop_padding": 2})
+    assert cfg.augment.flip is True and cfg.augment.crop_padding == 2
+    split = _split()
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(4, NUM_CLASSES))
+    hist = train(model, split, epochs=1, lr=0.05, augment=cfg.augment.model_dump())
+    assert hist["augment"] == {"flip": True, "crop_padding": 2} and hist["epochs_run"] == 1

@@ -25,6 +25,13 @@ class EarlyStoppingConfig(StepConfig):
     patience: int = Field(1, ge=1, description="Stop after this many epochs without a better top-1")
 
 
+class AugmentConfig(StepConfig):
+    flip: bool = Field(True, description="Random horizontal flips (do not use for data where left/right matters)")
+    crop_padding: int = Field(
+        4, ge=0, description="Random crops of each image padded by this many pixels per side (0: no crops)"
+    )
+
+
 class FinetuneConfig(StepConfig):
     epochs: int = Field(2, ge=1)
     lr: float = Field(0.01, gt=0)
@@ -33,6 +40,9 @@ class FinetuneConfig(StepConfig):
     distill: DistillConfig | None = Field(None, description="Knowledge distillation from the baseline")
     early_stopping: EarlyStoppingConfig | None = Field(
         None, description="Keep the best epoch on a validation slice of train; stop when it stalls"
+    )
+    augment: AugmentConfig | None = Field(
+        None, description="Augment training images (flips, padded crops); off when absent"
     )
 
 
@@ -55,12 +65,18 @@ def run_finetune(module, cfg: FinetuneConfig, ctx: StepContext, label: str = "fi
             split, validation = carve_validation(split, cfg.early_stopping.validation_fraction, ctx.seed)
         except ValueError as err:
             raise StepError(f"finetune.{err}") from None
+    if cfg.augment is not None and len(split.inputs([0]).shape) != 4:
+        raise StepError(
+            f"finetune.augment needs image inputs (N, C, H, W); this train split's samples have shape "
+            f"{split.inputs([0]).shape[1:]}: remove augment"
+        )
     history = train(
         module, split, epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size,
         weight_decay=cfg.weight_decay, seed=ctx.seed, teacher=teacher,
         temperature=cfg.distill.temperature if cfg.distill else 4.0,
         alpha=cfg.distill.alpha if cfg.distill else 0.0, progress=ctx.progress, description=label,
         validation=validation, patience=cfg.early_stopping.patience if cfg.early_stopping else None,
+        augment=cfg.augment.model_dump() if cfg.augment else None,
     )
     history["distilled"] = teacher is not None
     return history
