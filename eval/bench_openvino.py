@@ -154,8 +154,7 @@ def main() -> int:
             f"Measured {dt.date.today()} on {cpu.get('model')} ({cpu.get('logical_cores')} logical "
             f"cores, {', '.join(cpu.get('flags', []))}), {platform.platform()}, no GPU; "
             f"wall time {time.perf_counter() - t0:.0f} s. Command:\n\n"
-            f"```\npython eval/bench_openvino.py --out {args.out}"
-            f"{' --no-prune' if args.no_prune else ''}\n```\n\n" + table + "\n"
+            f"```\npython {' '.join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])}\n```\n\n" + table + "\n"
         )
     return 0
 
