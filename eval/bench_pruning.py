@@ -58,10 +58,11 @@ STRUCTURES = {
 
 
 def make_recipe(data_dir: Path, paths: dict[str, Path], epochs: int, seed: int, structure: str = "stream",
-                criteria: tuple[str, ...] = CRITERIA, augment: bool = False) -> dict:
+                criteria: tuple[str, ...] = CRITERIA, augment: bool = False, patience: int = 2) -> dict:
     finetune = {"epochs": epochs, "lr": 0.01, "batch_size": 64, "weight_decay": 5e-4,
-                "distill": {"temperature": 4.0, "alpha": 0.7},
-                "early_stopping": {"validation_fraction": 0.1, "patience": 2}}
+                "distill": {"temperature": 4.0, "alpha": 0.7}}
+    if patience > 0:
+        finetune["early_stopping"] = {"validation_fraction": 0.1, "patience": patience}
     if augment:
         finetune["augment"] = {"flip": True, "crop_padding": 4}
     variants: dict = {"onnx-fp32": {"description": "The unpruned model exported to ONNX (the speed reference).",
@@ -147,8 +148,10 @@ def render(results: dict, command: str, wall_s: float, epochs: int) -> str:
         "Reproduce (writes its npz splits, recipe and run directory under --work, default /tmp/bench-pruning):"
         "\n\n```\n" + command + "\n```",
         f"Wall time of this run: {wall_s / 60:.1f} min. Fine-tuning: {epochs} epochs max over "
-        f"{results['data']['splits']['train']['n']} non-twin JPEG images (10% of them carved out for early "
-        "stopping), SGD lr 0.01 cosine, batch 64, distillation from the unpruned model (T = 4, alpha = 0.7)"
+        f"{results['data']['splits']['train']['n']} non-twin JPEG images ("
+        + ("10% of them carved out for early stopping" if '"early_stopping"' in json.dumps(results.get("recipe", {}))
+           and '"patience"' in json.dumps(results.get("recipe", {})) else "no early stopping")
+        + "), SGD lr 0.01 cosine, batch 64, distillation from the unpruned model (T = 4, alpha = 0.7)"
         + (", augmentation: random flips and 4-pixel padded crops." if '"crop_padding"' in json.dumps(results.get("recipe", {}))
            else ", no augmentation."),
         "## Results",
@@ -267,6 +270,8 @@ def main() -> int:
                     help="which channels to cut (see STRUCTURES in this file)")
     ap.add_argument("--criteria", nargs="+", choices=CRITERIA, default=list(CRITERIA))
     ap.add_argument("--augment", action="store_true", help="fine-tune with random flips and 4-pixel padded crops")
+    ap.add_argument("--patience", type=int, default=2,
+                    help="early-stopping patience in epochs on a 10%% slice of train; 0: no early stopping")
     ap.add_argument("--out", help="write the Markdown table here (e.g. docs/results/pruning.md)")
     ap.add_argument("--render", metavar="RUN_DIR", help="only re-render the Markdown of an earlier run")
     ap.add_argument("--retime", action="store_true", help="with --render: time its ONNX files again first")
@@ -300,7 +305,7 @@ def main() -> int:
 
     work = Path(args.work)
     paths = write_role_splits(data_dir, work, calibration_n=CALIBRATION_N, seed=args.seed)
-    data = make_recipe(data_dir, paths, args.epochs, args.seed, args.structure, tuple(args.criteria), args.augment)
+    data = make_recipe(data_dir, paths, args.epochs, args.seed, args.structure, tuple(args.criteria), args.augment, args.patience)
     recipe_path = work / "recipe.yaml"
     recipe_path.write_text(yaml.safe_dump(data, sort_keys=False))
     recipe = parse_recipe(data, origin=str(recipe_path))
