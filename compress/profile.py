@@ -10,9 +10,9 @@ Method, per batch size:
 2. **Interleaved rounds.** ``rounds`` rounds; in each, every variant is timed for at least
    ``min_round_s`` seconds; the order rotates every round (``interleaved_order``), so all variants
    sample the same stretch of machine time and no variant is always first. Each variant's block
-   starts with ``settle_runs`` untimed calls: the first call after another variant ran finds that
-   variant's weights in the caches and its thread pool still spinning, which a deployed model,
-   serving alone, never pays (docs/results/profiler.md measures the difference).
+   starts with ``settle_runs`` untimed calls, so the first timed call does not pay for the caches
+   the previous variant left behind, which a deployed model serving alone never pays (a guard: on
+   the 2-core development machine its effect was within noise, docs/results/profiler.md).
 3. **Stability.** The coefficient of variation of a variant's per-round medians (``round_cv``)
    measures drift between rounds. While any variant's ``round_cv`` exceeds ``max_cv``, one more
    interleaved round is run for every variant (so the comparison stays interleaved), up to

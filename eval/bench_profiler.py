@@ -237,11 +237,7 @@ def main() -> int:
     parser.add_argument("--out", help="write the Markdown table here")
     parser.add_argument("--json", help="write the rows here")
     args = parser.parse_args()
-    try:
-        data_dir = shared_data_dir(args.data)
-    except SystemExit as err:
-        print(err, file=sys.stderr)
-        return 2
+    data_dir = shared_data_dir(args.data)
     started = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     load_before = os.getloadavg()[0]
     rows = []

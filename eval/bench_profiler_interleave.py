@@ -40,11 +40,7 @@ def main() -> int:
     parser.add_argument("--data")
     parser.add_argument("--passes", type=int, default=5)
     args = parser.parse_args()
-    try:
-        data_dir = shared_data_dir(args.data)
-    except SystemExit as err:
-        print(err, file=sys.stderr)
-        return 2
+    data_dir = shared_data_dir(args.data)
     with tempfile.TemporaryDirectory(prefix="bench-interleave-") as tmp:
         work = Path(tmp)
         with warnings.catch_warnings():

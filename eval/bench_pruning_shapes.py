@@ -62,11 +62,7 @@ def main() -> int:
     ap.add_argument("--data", help="shared data directory (default: $COMPRESS_SHARED_DATA or ../shared/data)")
     ap.add_argument("--rounds", type=int, default=9)
     args = ap.parse_args()
-    try:
-        wd = weights_dir(shared_data_dir(args.data))
-    except SystemExit as err:
-        print(err, file=sys.stderr)
-        return 2
+    wd = weights_dir(shared_data_dir(args.data))
     shape = (3, 32, 32)
     rows = {}
     with tempfile.TemporaryDirectory(prefix="bench-shapes-") as tmp:

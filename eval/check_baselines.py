@@ -296,11 +296,7 @@ def main() -> int:
     )
     args = parser.parse_args()
 
-    try:
-        data_dir = shared_data_dir(args.data)
-    except SystemExit as missing:
-        print(missing, file=sys.stderr)
-        return 2
+    data_dir = shared_data_dir(args.data)
     exact_images, exact_labels, _ = load_exact_1000(data_dir)
     jpeg_images, jpeg_labels = load_jpeg_10k(data_dir)
     data = {

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +47,8 @@ CLASSES = (
 
 def shared_data_dir(arg: str | Path | None = None) -> Path:
     """Resolve the shared data directory: `arg`, else $COMPRESS_SHARED_DATA, else ../shared/data
-    beside the repository. Exits with a message saying how to point at it when it is missing."""
+    beside the repository. When it is missing, prints how to point at it and exits with status 2
+    (the eval scripts' "data missing" code), so scripts need no handling of their own."""
     if arg is not None:
         path, how = Path(arg), "--data"
     elif os.environ.get(ENV_VAR):
@@ -55,11 +57,13 @@ def shared_data_dir(arg: str | Path | None = None) -> Path:
         path, how = DEFAULT_DATA_DIR, "the default location"
     missing = [rel for rel in (EXACT_1000, JPEG_10K, WEIGHTS) if not (path / rel).exists()]
     if missing:
-        raise SystemExit(
+        print(
             f"CIFAR-10 reference data not found at {path} ({how}); missing: {', '.join(missing)}.\n"
             "eval/ needs the shared data directory (see its PROVENANCE.md). "
-            f"Pass --data DIR or set {ENV_VAR}=DIR; the default is {DEFAULT_DATA_DIR}."
+            f"Pass --data DIR or set {ENV_VAR}=DIR; the default is {DEFAULT_DATA_DIR}.",
+            file=sys.stderr,
         )
+        raise SystemExit(2)
     return path
 
 

@@ -23,9 +23,8 @@ DEPTHS = (20, 32, 44, 56)
 # conv1 -> bn1 -> conv2-input channels), as fnmatch patterns over `model.named_modules()` names:
 # the stem conv1 and every block's conv2 write the residual stream, and `linear` keeps its 10
 # class outputs. Since PadShortcut is prunable (below), the residual stream can be pruned too:
-# pass `PRUNING_IGNORE_HEAD_ONLY` instead.
+# ignore only ["linear"] (see STRUCTURES in eval/bench_pruning.py).
 PRUNING_IGNORE = ["conv1", "layer*.*.conv2", "linear"]
-PRUNING_IGNORE_HEAD_ONLY = ["linear"]
 
 
 class PadShortcut(nn.Module):

@@ -106,6 +106,20 @@ def tiny_onnx_artifact(tmp_path: Path, tiny_module):
 
 
 @pytest.fixture
+def tiny_step_ctx(tmp_path: Path, tiny_npz: Path):
+    """A StepContext over the tiny npz data (default splits), working in tmp_path/work."""
+    from compress.recipe import DataConfig
+    from compress.sources.data import make_splits
+    from compress.steps.base import StepContext
+
+    splits = make_splits(DataConfig(source=f"npz:{tiny_npz}"), tmp_path, seed=0)
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    return StepContext(splits=splits, model_spec=None, input_shape=IMAGE_SHAPE, seed=0,
+                       workdir=workdir, log=lambda _m: None)
+
+
+@pytest.fixture
 def tiny_npz(tmp_path: Path) -> Path:
     """tiny.npz: 200 learnable 3x8x8 uint8 images (NCHW) with 10 balanced classes."""
     return _write_tiny_project(tmp_path) / "tiny.npz"

@@ -10,12 +10,13 @@ import torch
 from torch import nn
 
 from compress.artifacts import Artifact, Cache
+from compress.errors import InputError
 from compress.pruning.channels import count_macs_params, is_custom_prunable
-from compress.sources.models import ModelSpec
-from compress.steps.base import StepContext
+from compress.sources.models import ModelSpec, load_state_dict_checked
 from compress.steps.prune import PruneConfig
 from compress.steps.prune import apply as prune
 from eval.cifar_resnet import PRUNING_IGNORE, CifarResNet, PadShortcut
+from tests.test_prune import _ctx as prune_ctx
 from tests.test_prune import _splits
 
 SHAPE = (3, 16, 16)
@@ -40,9 +41,8 @@ def base(tmp_path) -> Artifact:
     return art
 
 
-def _ctx(tmp_path, base) -> StepContext:
-    return StepContext(splits=_splits(shape=SHAPE), model_spec=base.model_spec, input_shape=SHAPE, seed=0,
-                       workdir=tmp_path, baseline=base, log=lambda _m: None, targets=[])
+def _ctx(tmp_path, base):
+    return prune_ctx(tmp_path, base, _splits(shape=SHAPE), SHAPE)
 
 
 def _x(n: int = 4) -> torch.Tensor:
@@ -71,8 +71,12 @@ def test_an_unpruned_checkpoint_without_the_shortcut_buffers_loads_strictly():
     model = CifarResNet(8)
     state = {k: v for k, v in model.state_dict().items() if not k.endswith(("shortcut.index", "shortcut.in_channels"))}
     fresh = CifarResNet(8)
-    fresh.load_state_dict(state, strict=True)  # akamaster's files have no shortcut buffers
+    # akamaster's files have no shortcut buffers: compress's strict checked load lets the module
+    # fill them in, and still names a key that really is missing
+    load_state_dict_checked(fresh, state, "akamaster-style.th")
     assert fresh.layer2[0].shortcut.is_padding
+    with pytest.raises(InputError, match=r"missing: conv1.weight"):
+        load_state_dict_checked(CifarResNet(8), {k: v for k, v in state.items() if k != "conv1.weight"}, "x")
 
 
 def test_pruning_cuts_the_residual_stream_through_the_shortcut(tmp_path, base):

@@ -180,5 +180,24 @@ def test_finetune_with_augmentation_records_it(tmp_path):
     split = _split()
     model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                           nn.Linear(4, NUM_CLASSES))
-    hist = train(model, split, epochs=1, lr=0.05, augment=cfg.augment.model_dump())
+    seen = []
+
+    class Recorder(nn.Module):  # records what the model is fed
+        def __init__(self):
+            super().__init__()
+            self.net = model
+
+        def forward(self, x):
+            seen.append(x.detach().numpy().copy())
+            return self.net(x)
+
+    def unchanged(augment) -> int:  # fed images (one batch of the whole split) equal to an original
+        seen.clear()
+        hist = train(Recorder(), split, epochs=1, lr=0.0, batch_size=len(split), augment=augment)
+        originals = {o.tobytes() for o in split.inputs()}
+        return hist, sum(f.tobytes() in originals for f in seen[0])
+
+    hist, kept = unchanged(cfg.augment.model_dump())
     assert hist["augment"] == {"flip": True, "crop_padding": 2} and hist["epochs_run"] == 1
+    assert kept < 0.2 * len(split)  # 1 in 50 is left as is (no flip, centre crop), by chance
+    assert unchanged(None)[1] == len(split)  # without augment the model sees the images as they are

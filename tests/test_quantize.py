@@ -21,11 +21,6 @@ IMAGE_SHAPE = (3, 8, 8)  # the shape of conftest.py's tiny images
 
 
 @pytest.fixture
-def onnx_model(tiny_onnx_artifact) -> Artifact:
-    return tiny_onnx_artifact
-
-
-@pytest.fixture
 def splits(tmp_path: Path, tiny_npz: Path):
     from compress.recipe import DataConfig
     from compress.sources.data import make_splits
@@ -36,7 +31,7 @@ def splits(tmp_path: Path, tiny_npz: Path):
 
 
 @pytest.fixture
-def run_quantize(tmp_path: Path, onnx_model: Artifact, splits):
+def run_quantize(tmp_path: Path, tiny_onnx_artifact: Artifact, splits):
     """``run_quantize(**config) -> (artifact, graph, ctx)``; each call in its own work dir."""
     import onnx
 
@@ -47,7 +42,7 @@ def run_quantize(tmp_path: Path, onnx_model: Artifact, splits):
         workdir.mkdir()
         ctx = StepContext(splits=splits, model_spec=None, input_shape=IMAGE_SHAPE, seed=0,
                           workdir=workdir, log=lambda _msg: None)
-        out = apply(art or onnx_model, QuantizeConfig(**config), ctx)
+        out = apply(art or tiny_onnx_artifact, QuantizeConfig(**config), ctx)
         return out, onnx.load(str(out.path)), ctx
 
     return run
@@ -169,10 +164,10 @@ def test_exclude_nodes_keeps_that_node_float_and_says_when_ort_requantizes_it(ru
         assert any("WeightBiasQuantization" in n for n in ctx.notes)
 
 
-def test_int8_node_names_known_answer(run_quantize, onnx_model):
+def test_int8_node_names_known_answer(run_quantize, tiny_onnx_artifact):
     from compress.onnx_inspect import int8_node_names
 
-    assert int8_node_names(onnx_model.path) == set()
+    assert int8_node_names(tiny_onnx_artifact.path) == set()
     art, _, _ = run_quantize()
     assert int8_node_names(art.path) >= {"/0/Conv", "/3/Conv", "/8/Gemm"}
 
@@ -251,10 +246,10 @@ def test_the_documented_defaults_table_is_the_code_s():
 # --------------------------------------------------------------------------- coverage
 
 
-def test_coverage_known_answer(tmp_path, onnx_model, run_quantize):
+def test_coverage_known_answer(tmp_path, tiny_onnx_artifact, run_quantize):
     from compress.onnx_inspect import int8_coverage
 
-    fp32 = int8_coverage(onnx_model.path)
+    fp32 = int8_coverage(tiny_onnx_artifact.path)
     assert fp32.int8 == {"Conv": 0, "MatMul/Gemm": 0, "GlobalAveragePool": 0}
     assert fp32.compute_fraction == 0
     art, _, _ = run_quantize()

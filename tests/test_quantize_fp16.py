@@ -8,29 +8,10 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from compress.artifacts import Artifact
 from compress.errors import StepError
-from compress.steps.base import StepContext
 from compress.steps.fp16 import Fp16Config, apply
 
 IMAGE_SHAPE = (3, 8, 8)
-
-
-@pytest.fixture
-def fp32(tiny_onnx_artifact) -> Artifact:
-    return tiny_onnx_artifact
-
-
-@pytest.fixture
-def ctx(tmp_path: Path, tiny_npz: Path):
-    from compress.recipe import DataConfig
-    from compress.sources.data import make_splits
-
-    splits = make_splits(DataConfig(source=f"npz:{tiny_npz}"), tmp_path, seed=0)
-    workdir = tmp_path / "work"
-    workdir.mkdir()
-    return StepContext(splits=splits, model_spec=None, input_shape=IMAGE_SHAPE, seed=0,
-                       workdir=workdir, log=lambda _m: None)
 
 
 def _io_types(path: Path) -> tuple[int, int]:
@@ -46,33 +27,33 @@ def _weight_types(path: Path) -> set[int]:
     return {i.data_type for i in onnx.load(str(path)).graph.initializer if len(i.dims) > 1}
 
 
-def test_keep_io_types_gives_float32_io_and_float16_weights(fp32, ctx):
+def test_keep_io_types_gives_float32_io_and_float16_weights(tiny_onnx_artifact, tiny_step_ctx):
     from onnx import TensorProto
 
-    art = apply(fp32, Fp16Config(), ctx)
+    art = apply(tiny_onnx_artifact, Fp16Config(), tiny_step_ctx)
     assert _io_types(art.path) == (TensorProto.FLOAT, TensorProto.FLOAT)
     assert _weight_types(art.path) == {TensorProto.FLOAT16}
     assert art.meta["precision"] == {"weights": "float16", "io": "float32"}
     assert art.meta["fp16_max_rel_error"] < 0.01  # measured against the float32 model
-    assert ctx.consumed == {"calibration"}
+    assert tiny_step_ctx.consumed == {"calibration"}
 
 
-def test_float16_io(fp32, ctx):
+def test_float16_io(tiny_onnx_artifact, tiny_step_ctx):
     import onnxruntime as ort
     from onnx import TensorProto
 
-    art = apply(fp32, Fp16Config(keep_io_types=False), ctx)
+    art = apply(tiny_onnx_artifact, Fp16Config(keep_io_types=False), tiny_step_ctx)
     assert _io_types(art.path) == (TensorProto.FLOAT16, TensorProto.FLOAT16)
     sess = ort.InferenceSession(str(art.path), providers=["CPUExecutionProvider"])
     out = sess.run(None, {sess.get_inputs()[0].name: np.zeros((2, *IMAGE_SHAPE), np.float16)})[0]
     assert out.dtype == np.float16 and art.lineage[-1] == "fp16(fp16 I/O)"
 
 
-def test_op_block_list_keeps_those_ops_float32(fp32, ctx):
+def test_op_block_list_keeps_those_ops_float32(tiny_onnx_artifact, tiny_step_ctx):
     import onnx
     from onnx import TensorProto
 
-    art = apply(fp32, Fp16Config(op_block_list=["Gemm"]), ctx)
+    art = apply(tiny_onnx_artifact, Fp16Config(op_block_list=["Gemm"]), tiny_step_ctx)
     g = onnx.load(str(art.path)).graph
     gemm = next(n for n in g.node if n.op_type == "Gemm")
     weights = {i.name: i.data_type for i in g.initializer}
@@ -81,9 +62,9 @@ def test_op_block_list_keeps_those_ops_float32(fp32, ctx):
     assert weights[conv.input[1]] == TensorProto.FLOAT16
 
 
-def test_verification_fails_loudly(fp32, ctx):
+def test_verification_fails_loudly(tiny_onnx_artifact, tiny_step_ctx):
     with pytest.raises(StepError, match="differs from float32 by .* of the logits' range"):
-        apply(fp32, Fp16Config(max_rel_error=1e-9), ctx)
+        apply(tiny_onnx_artifact, Fp16Config(max_rel_error=1e-9), tiny_step_ctx)
 
 
 def test_bad_options():

@@ -8,15 +8,12 @@ everywhere. Building and running engines needs TensorRT 10 and an NVIDIA GPU: th
 from __future__ import annotations
 
 import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from compress.artifacts import Artifact
 from compress.errors import MissingDependency, RecipeError, RuntimeFailure, StepError
-from compress.steps.base import StepContext
 from compress.steps.tensorrt import EngineConfig
 from compress.steps.tensorrt import apply as build
 from compress.tensorrt_engine import check_fingerprint, compare_fingerprints
@@ -73,33 +70,16 @@ def test_batch_profile_must_be_ordered():
         EngineConfig(precision="int4")
 
 
-@pytest.fixture
-def fp32_onnx(tiny_onnx_artifact) -> Artifact:
-    return tiny_onnx_artifact
-
-
-@pytest.fixture
-def ctx(tmp_path: Path, tiny_npz: Path):
-    from compress.recipe import DataConfig
-    from compress.sources.data import make_splits
-
-    splits = make_splits(DataConfig(source=f"npz:{tiny_npz}"), tmp_path, seed=0)
-    workdir = tmp_path / "work"
-    workdir.mkdir()
-    return StepContext(splits=splits, model_spec=None, input_shape=IMAGE_SHAPE, seed=0,
-                       workdir=workdir, log=lambda _m: None)
-
-
-def test_int8_qdq_needs_a_quantized_model(fp32_onnx, ctx):
+def test_int8_qdq_needs_a_quantized_model(tiny_onnx_artifact, tiny_step_ctx):
     with pytest.raises(StepError, match=r"int8-qdq needs a QDQ model: put `- quantize: \{target: tensorrt\}`"):
-        build(fp32_onnx, EngineConfig(precision="int8-qdq"), ctx)
+        build(tiny_onnx_artifact, EngineConfig(precision="int8-qdq"), tiny_step_ctx)
 
 
 @pytest.mark.skipif(HAS_TENSORRT, reason="tensorrt is installed here")
-def test_missing_tensorrt_names_the_extra(fp32_onnx, ctx):
+def test_missing_tensorrt_names_the_extra(tiny_onnx_artifact, tiny_step_ctx):
     with pytest.raises(MissingDependency, match=r"pip install 'compress\[tensorrt\]'"):
-        build(fp32_onnx, EngineConfig(precision="fp16"), ctx)
-    assert ctx.consumed == set()  # nothing read before the dependency check
+        build(tiny_onnx_artifact, EngineConfig(precision="fp16"), tiny_step_ctx)
+    assert tiny_step_ctx.consumed == set()  # nothing read before the dependency check
 
 
 def _trt_recipe(recipe_dict, runtime: str) -> dict:
@@ -128,41 +108,41 @@ def test_engine_after_export_is_a_valid_chain(recipe_dict):
 
 @pytest.mark.tensorrt
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "int8-calibrate"])
-def test_engine_builds_runs_and_matches_onnxruntime(fp32_onnx, ctx, precision):
+def test_engine_builds_runs_and_matches_onnxruntime(tiny_onnx_artifact, tiny_step_ctx, precision):
     requires_tensorrt()
     from compress.quantization.ort import OrtRunner
     from compress.recipe import TargetConfig
     from compress.runtimes import RUNTIMES
 
-    art = build(fp32_onnx, EngineConfig(precision=precision, batch_opt=4, batch_max=8,
-                                        calibration_batch_size=8, calibration_samples=16), ctx)
+    art = build(tiny_onnx_artifact, EngineConfig(precision=precision, batch_opt=4, batch_max=8,
+                                        calibration_batch_size=8, calibration_samples=16), tiny_step_ctx)
     assert art.kind == "tensorrt" and art.path.is_file()
     assert art.meta["tensorrt"]["fingerprint"]["gpu"]
     sess = RUNTIMES.get("tensorrt").load(art, TargetConfig(name="gpu", runtime="tensorrt", device="cuda"))
-    x = ctx.splits["heldout"].inputs(np.arange(5))  # a batch size inside the profile, not its opt
-    got, ref = sess.run(x), OrtRunner(fp32_onnx.path).logits(x)
+    x = tiny_step_ctx.splits["heldout"].inputs(np.arange(5))  # a batch size inside the profile, not its opt
+    got, ref = sess.run(x), OrtRunner(tiny_onnx_artifact.path).logits(x)
     tol = {"fp32": 1e-3, "fp16": 2e-2, "int8-calibrate": 0.2}[precision]
     assert np.abs(got - ref).max() <= tol * np.ptp(ref)
 
 
 @pytest.mark.tensorrt
-def test_engine_from_a_tensorrt_qdq_model(fp32_onnx, ctx):
+def test_engine_from_a_tensorrt_qdq_model(tiny_onnx_artifact, tiny_step_ctx):
     requires_tensorrt()
     from compress.steps.quantize import QuantizeConfig
     from compress.steps.quantize import apply as quantize
 
-    qdq = quantize(fp32_onnx, QuantizeConfig(target="tensorrt"), ctx)
-    art = build(qdq, EngineConfig(precision="int8-qdq", batch_opt=4, batch_max=8), ctx)
+    qdq = quantize(tiny_onnx_artifact, QuantizeConfig(target="tensorrt"), tiny_step_ctx)
+    art = build(qdq, EngineConfig(precision="int8-qdq", batch_opt=4, batch_max=8), tiny_step_ctx)
     assert art.meta["tensorrt"]["precision"] == "int8-qdq"
 
 
 @pytest.mark.tensorrt
-def test_a_stale_engine_is_refused_at_load(fp32_onnx, ctx):
+def test_a_stale_engine_is_refused_at_load(tiny_onnx_artifact, tiny_step_ctx):
     requires_tensorrt()
     from compress.recipe import TargetConfig
     from compress.runtimes import RUNTIMES
 
-    art = build(fp32_onnx, EngineConfig(precision="fp16", batch_opt=4, batch_max=8), ctx)
+    art = build(tiny_onnx_artifact, EngineConfig(precision="fp16", batch_opt=4, batch_max=8), tiny_step_ctx)
     art.meta["tensorrt"]["fingerprint"]["tensorrt"] = "9.0.0"
     with pytest.raises(RuntimeFailure, match="is stale: tensorrt: built with '9.0.0'"):
         RUNTIMES.get("tensorrt").load(art, TargetConfig(name="gpu", runtime="tensorrt", device="cuda"))

@@ -9,6 +9,8 @@ AMX, OpenVINO runs an fp32 model in bf16 unless told otherwise, and the report m
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from compress.errors import MissingDependency, RecipeError, RuntimeFailure
@@ -79,7 +81,11 @@ class OpenVINOSession(Session):
             # infer request works on a whole batch at once, as a busy server's would.
             self.time_run_ms = self._time_concurrent_ms
             self.info["timing"] = "concurrent"
-            self.info["concurrent_requests"] = self.requests or self.info["optimal_requests"] or 1
+            self.info["concurrent_requests"] = self._n_requests()
+
+    def _n_requests(self) -> int:
+        """THROUGHPUT infer requests: the target's ``requests``, else OpenVINO's optimal number."""
+        return self.requests or self.info["optimal_requests"] or 1
 
     def _get(self, batch: int):
         if batch not in self._compiled:
@@ -107,8 +113,7 @@ class OpenVINOSession(Session):
         on OpenVINO's stream threads and needs the GIL, which deadlocked the destruction of a
         compiled model at interpreter exit.
         """
-        n_req = self.requests or self.info["optimal_requests"] or 1
-        n_req = max(1, min(n_req, len(x)))
+        n_req = min(self._n_requests(), len(x))
         chunks = np.array_split(x, n_req)
         used: dict[int, int] = {}
         running = []
@@ -130,10 +135,8 @@ class OpenVINOSession(Session):
         """THROUGHPUT timing: start ``requests`` infer requests on a full copy of ``batch`` each, wait
         for all, and return the wall time divided by their number: the time per batch a saturated
         server sees (its throughput is batch / this), not the latency of one request."""
-        import time
-
         x = np.ascontiguousarray(batch, dtype=np.float32)
-        n_req = self.info["concurrent_requests"]
+        n_req = self._n_requests()
         pool = self._pools.setdefault(-len(x), [])  # negative key: full-batch requests
         while len(pool) < n_req:
             pool.append(self._get(len(x)).create_infer_request())

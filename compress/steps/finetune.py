@@ -65,10 +65,10 @@ def run_finetune(module, cfg: FinetuneConfig, ctx: StepContext, label: str = "fi
             split, validation = carve_validation(split, cfg.early_stopping.validation_fraction, ctx.seed)
         except ValueError as err:
             raise StepError(f"finetune.{err}") from None
-    if cfg.augment is not None and len(split.inputs([0]).shape) != 4:
+    if cfg.augment is not None and len(sample_shape := split.inputs([0]).shape[1:]) != 3:
         raise StepError(
             f"finetune.augment needs image inputs (N, C, H, W); this train split's samples have shape "
-            f"{split.inputs([0]).shape[1:]}: remove augment"
+            f"{sample_shape}: remove augment"
         )
     history = train(
         module, split, epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size,
