@@ -6,11 +6,13 @@ baseline): loss = (1 - alpha) * CE(student, y) + alpha * T^2 * KL(softmax(t/T) |
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 
 import numpy as np
 
+from compress.errors import StepError
 from compress.progress import track
 
 
@@ -28,6 +30,50 @@ def kd_loss(student_logits, teacher_logits, labels, *, temperature: float, alpha
         log_target=True,
     )
     return (1 - alpha) * ce + alpha * (t * t) * kl
+
+
+class FeatureTaps:
+    """Forward hooks on the same-named modules of a student and its teacher, for feature
+    distillation: ``loss()`` is the mean squared error between their latest outputs, summed over the
+    modules. Use as a context manager: the hooks come off on exit."""
+
+    def __init__(self, student, teacher, names: list[str]):
+        self.names = list(names)
+        self.outputs: dict[tuple[str, str], object] = {}
+        for role, model in (("student", student), ("teacher", teacher)):
+            own = dict(model.named_modules())
+            missing = [n for n in self.names if n not in own]
+            if missing:
+                raise StepError(f"finetune.distill.features names no module of the {role}: {', '.join(missing)}; "
+                                 f"names look like {', '.join(n for n in list(own)[1:7])}")
+        self.modules = [(role, n, dict(model.named_modules())[n]) for role, model in
+                        (("student", student), ("teacher", teacher)) for n in self.names]
+        self.hooks: list = []
+
+    def __enter__(self):
+        for role, name, m in self.modules:
+            self.hooks.append(m.register_forward_hook(
+                lambda _m, _i, out, key=(role, name): self.outputs.__setitem__(key, out)))
+        return self
+
+    def __exit__(self, *exc):
+        for h in self.hooks:
+            h.remove()
+        self.hooks.clear()
+        self.outputs.clear()
+
+    def loss(self):
+        import torch.nn.functional as F
+
+        total = 0.0
+        for n in self.names:
+            s, t = self.outputs[("student", n)], self.outputs[("teacher", n)]
+            if s.shape != t.shape:
+                raise StepError(f"finetune.distill.features: {n!r} outputs {tuple(s.shape[1:])} in the student and "
+                                 f"{tuple(t.shape[1:])} in the teacher; name modules whose outputs keep "
+                                 "their shape (e.g. stage outputs after block pruning)")
+            total = total + F.mse_loss(s, t.detach())
+        return total
 
 
 def augment_batch(x: np.ndarray, rng: np.random.Generator, *, flip: bool, crop_padding: int) -> np.ndarray:
@@ -68,13 +114,17 @@ def train(
     validation=None,
     patience: int | None = None,
     augment: dict | None = None,
+    feature_layers: list[str] | None = None,
+    feature_weight: float = 1.0,
 ) -> dict:
     """SGD with (Nesterov) momentum and a cosine schedule; returns per-epoch loss and seconds.
 
     With a ``validation`` split (carved out of train, never held-out), top-1 on it is measured after
     every epoch, the best epoch's weights are kept, and training stops after ``patience`` epochs
     without improvement. ``augment`` ({"flip": bool, "crop_padding": int}) augments every training
-    batch (``augment_batch``); the teacher sees the same augmented images."""
+    batch (``augment_batch``); the teacher sees the same augmented images. ``feature_layers``
+    (module names present in both models) adds ``feature_weight`` x the mean squared error between
+    the student's and the teacher's outputs of those modules (feature distillation)."""
     import time
 
     import torch
@@ -92,8 +142,9 @@ def train(
     losses: list[float] = []
     val_top1: list[float] = []
     best = (-1.0, -1, None)  # (top-1, epoch, state_dict)
+    features = FeatureTaps(module, teacher, feature_layers) if feature_layers and teacher is not None else None
     start = time.perf_counter()
-    with track(progress, description, total) as advance:
+    with features or contextlib.nullcontext(), track(progress, description, total) as advance:
         for _ in range(epochs):
             order = rng.permutation(n)
             epoch_loss = 0.0
@@ -109,10 +160,12 @@ def train(
                 y = torch.from_numpy(split.labels[idx])
                 out = module(x)
                 t_out = None
-                if teacher is not None and alpha > 0:
+                if teacher is not None and (alpha > 0 or features is not None):
                     with torch.no_grad():
                         t_out = teacher(x)
                 loss = kd_loss(out, t_out, y, temperature=temperature, alpha=alpha)
+                if features is not None:
+                    loss = loss + feature_weight * features.loss()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

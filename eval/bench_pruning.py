@@ -50,17 +50,24 @@ GOAL_DROP_POINTS = 2.0
 # 8/16) matter more than MACs: a uniform 30% cut of every layer (47.5% of the MACs, odd widths)
 # was only 1.17x faster than the unpruned model. "inner": the first benchmark's cut, each block's inner
 # channels only, to a 50% MACs budget (the option-A shortcut was not prunable then).
+# "blocks": whole residual blocks removed (each replaced by the identity, `granularity: blocks`) until
+# the model keeps at most 50% of the MACs; every width stays, so the pruned model's stage outputs can
+# be distilled from the unpruned model's (`--features`).
 STRUCTURES = {
     "stream": {"ratio": 0.5, "ignore": ["conv1", "layer1.*.conv1", "linear"],
                "layer_ratios": {"layer3.*.conv1": 0.625}},
     "inner": {"macs_budget": GOAL_MAC_FRACTION, "ignore": list(PRUNING_IGNORE)},
+    "blocks": {"granularity": "blocks", "blocks": ["layer*.*"], "macs_budget": GOAL_MAC_FRACTION},
 }
 
 
 def make_recipe(data_dir: Path, paths: dict[str, Path], epochs: int, seed: int, structure: str = "stream",
-                criteria: tuple[str, ...] = CRITERIA, augment: bool = False, patience: int = 2) -> dict:
+                criteria: tuple[str, ...] = CRITERIA, augment: bool = False, patience: int = 2,
+                features: tuple[str, ...] = (), feature_weight: float = 1.0) -> dict:
     finetune = {"epochs": epochs, "lr": 0.01, "batch_size": 64, "weight_decay": 5e-4,
                 "distill": {"temperature": 4.0, "alpha": 0.7}}
+    if features:
+        finetune["distill"].update(features=list(features), feature_weight=feature_weight)
     if patience > 0:
         finetune["early_stopping"] = {"validation_fraction": 0.1, "patience": patience}
     if augment:
@@ -103,6 +110,16 @@ def _speedup(m: dict) -> str:
     return f"{m['estimate']:.2f}x [{m['low']:.2f}, {m['high']:.2f}]" if m else "—"
 
 
+def _feature_note(results: dict) -> str:
+    for v in results.get("recipe", {}).get("variants", {}).values():
+        for step in v.get("steps", []):
+            d = ((step.get("prune") or {}).get("finetune") or {}).get("distill") or {}
+            if d.get("features"):
+                return (f"; feature distillation of {', '.join(d['features'])} (mean squared error, weight "
+                        f"{d.get('feature_weight', 1.0):g})")
+    return ""
+
+
 def render(results: dict, command: str, wall_s: float, epochs: int) -> str:
     import platform
 
@@ -130,6 +147,8 @@ def render(results: dict, command: str, wall_s: float, epochs: int) -> str:
             cal = f"{_pct(pr['top1_unpruned'])} → {_pct(pr.get('top1_pruned'))} → {_pct(pr.get('top1_recovered'))}"
         ci = acc.get("change_interval") or {}
         ratio = "—" if pr.get("ratio") is None else f"{pr['ratio']:.3f}"
+        if pr.get("granularity") == "blocks":
+            ratio = f"{len(pr.get('removed_blocks', []))} of {len(pr.get('block_candidates', []))} blocks"
         rows.append(
             f"| {name} | {crit} | {ratio} | "
             f"{_pct(100 * macs_kept) if macs_kept else '—'} | {art['params'] / 1e3:.0f} k | "
@@ -152,14 +171,15 @@ def render(results: dict, command: str, wall_s: float, epochs: int) -> str:
         + ("10% of them carved out for early stopping" if '"early_stopping"' in json.dumps(results.get("recipe", {}))
            and '"patience"' in json.dumps(results.get("recipe", {})) else "no early stopping")
         + "), SGD lr 0.01 cosine, batch 64, distillation from the unpruned model (T = 4, alpha = 0.7)"
-        + (", augmentation: random flips and 4-pixel padded crops." if '"crop_padding"' in json.dumps(results.get("recipe", {}))
-           else ", no augmentation."),
+        + (", augmentation: random flips and 4-pixel padded crops" if '"crop_padding"' in json.dumps(results.get("recipe", {}))
+           else ", no augmentation")
+        + _feature_note(results) + ".",
         "## Results",
         f"Unpruned ResNet-56: held-out top-1 {b_top1:.1f}% on the exact 1,000 (n={base['accuracy']['heldout']['n']}), "
         f"{b_macs / 1e6:.1f} M MACs, {base['artifact']['params'] / 1e3:.0f} k params; ORT fp32 p50 "
         + ", ".join(f"{ref[b]['p50_ms']:.2f} ms at batch {b}" for b in sorted(ref, key=int)) + ".",
         "\n".join([
-            "| variant | criterion | channel ratio | MACs kept | params | top-1 held-out | change, points [95% CI] | "
+            "| variant | criterion | channel ratio or blocks removed | MACs kept | params | top-1 held-out | change, points [95% CI] | "
             "calibration top-1: unpruned → pruned → recovered | ORT speed-up b1 [95% CI] | ORT speed-up b32 [95% CI] | fine-tuning |",
             "|" + "---|" * 11,
             *rows,
@@ -272,6 +292,9 @@ def main() -> int:
     ap.add_argument("--augment", action="store_true", help="fine-tune with random flips and 4-pixel padded crops")
     ap.add_argument("--patience", type=int, default=2,
                     help="early-stopping patience in epochs on a 10%% slice of train; 0: no early stopping")
+    ap.add_argument("--features", nargs="+", default=[], metavar="MODULE",
+                    help="also distill these modules' outputs (e.g. layer1 layer2 layer3; needs --structure blocks)")
+    ap.add_argument("--feature-weight", type=float, default=1.0, help="weight of the feature-distillation term")
     ap.add_argument("--out", help="write the Markdown table here (e.g. docs/results/pruning.md)")
     ap.add_argument("--render", metavar="RUN_DIR", help="only re-render the Markdown of an earlier run")
     ap.add_argument("--retime", action="store_true", help="with --render: time its ONNX files again first")
@@ -299,7 +322,8 @@ def main() -> int:
 
     work = Path(args.work)
     paths = write_role_splits(data_dir, work, calibration_n=CALIBRATION_N, seed=args.seed)
-    data = make_recipe(data_dir, paths, args.epochs, args.seed, args.structure, tuple(args.criteria), args.augment, args.patience)
+    data = make_recipe(data_dir, paths, args.epochs, args.seed, args.structure, tuple(args.criteria), args.augment, args.patience,
+                       tuple(args.features), args.feature_weight)
     recipe_path = work / "recipe.yaml"
     recipe_path.write_text(yaml.safe_dump(data, sort_keys=False))
     recipe = parse_recipe(data, origin=str(recipe_path))

@@ -71,14 +71,15 @@ def ratio_schedule(step: float, max_ratio: float) -> list[float]:
     return ratios
 
 
-def search_latency_budget(module, plan: ChannelPlan, input_shape, num_classes: int, *,
-                          ratios: list[float], meets: Callable[[object], dict], seed: int = 0) -> BudgetSearch:
-    """Cut copies of ``module`` to each ratio in turn, measure each with ``meets(candidate)`` (a
-    dict with at least ``ok``), and stop at the first that meets the budget."""
+def search_latency_budget(module, cut: Callable[[object, float], None], input_shape, *,
+                          ratios: list[float], meets: Callable[[object], dict]) -> BudgetSearch:
+    """Cut copies of ``module`` to each ratio in turn with ``cut(copy, ratio)`` (channels or blocks),
+    measure each with ``meets(candidate)`` (a dict with at least ``ok``), and stop at the first that
+    meets the budget."""
     trace = []
     for ratio in ratios:
         trial = copy_with_grads(module)
-        prune_once(trial, plan, input_shape, num_classes, ratio, seed=seed)
+        cut(trial, ratio)
         macs = count_macs_params(trial, input_shape)[0]
         measured = meets(trial)
         trace.append({"ratio": ratio, "macs": macs, **measured})
@@ -89,5 +90,5 @@ def search_latency_budget(module, plan: ChannelPlan, input_shape, num_classes: i
         f"prune.latency_budget is not reachable: even at ratio {ratios[-1]:g} the model measures "
         f"{last.get('latency_ms', float('nan')):.3g} ms ({last.get('fraction', float('nan')):.2f}x the "
         "unpruned model) on its target; the kept layers or per-call overhead dominate. Loosen the "
-        "budget, raise latency_budget.max_ratio, or ignore fewer layers"
+        "budget, raise latency_budget.max_ratio, or keep fewer layers (ignore, blocks)"
     )

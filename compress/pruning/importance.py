@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 CRITERIA = ("l1", "l2", "bn", "lamp", "taylor", "random")
+BLOCK_CRITERIA = ("l1", "l2", "taylor", "random")  # what compress.pruning.blocks can rank blocks by
 
 # Criteria that read gradients: a few train batches are back-propagated before scoring.
 NEEDS_GRADIENTS = frozenset({"taylor"})

@@ -38,6 +38,9 @@ def pruning_table(results: dict, target: str) -> str | None:
         measured = " / ".join(f"{m['estimate']:.2f}x (b{bs})" for bs, m in speed.items()) or "not profiled"
         mac_ratio = pr.get("mac_ratio")
         ratio = pr.get("ratio")
+        cut = "—" if ratio is None else f"{ratio:.3g}"
+        if pr.get("granularity") == "blocks" and ratio is not None:
+            cut = f"{len(pr.get('removed_blocks', []))} of {len(pr.get('block_candidates', []))} blocks"
         sp = pr.get("sparsity")
         crit = pr.get("importance", "—")
         if sp:
@@ -48,7 +51,7 @@ def pruning_table(results: dict, target: str) -> str | None:
                             f"{_pct(pr.get('top1_recovered')) if 'top1_recovered' in pr else 'not fine-tuned'}"
                             f" ({pr.get('top1_split')})")
         rows.append(
-            f"| {name} | {crit} | {_target(pr)} | {'—' if ratio is None else f'{ratio:.3g}'} | "
+            f"| {name} | {crit} | {_target(pr)} | {cut} | "
             f"{pr.get('round_to') or '—'} | {_count(pr.get('macs_before'))} → {_count(pr.get('macs_after'))} | "
             f"{_count(pr.get('params_before'))} → {_count(pr.get('params_after'))} | "
             f"{(1 / mac_ratio):.2f}x | {measured} | {before_after} |"
@@ -56,7 +59,7 @@ def pruning_table(results: dict, target: str) -> str | None:
     if not rows:
         return None
     ref = results.get("recipe", {}).get("gate", {}).get("reference", "baseline")
-    head = ("| variant | criterion | target | channel ratio | round_to | MACs before → after | "
+    head = ("| variant | criterion | target | channel ratio or blocks removed | round_to | MACs before → after | "
             "params before → after | MAC speed-up | measured speed-up vs " + ref + " | "
             "top-1 unpruned → pruned → recovered |")
     return "\n".join([head, "|" + "---|" * 10, *rows])

@@ -187,12 +187,17 @@ def load_state_dict_checked(module, state_dict: dict, origin: str) -> None:
 
 
 def resize_to_state_dict(module, state_dict: dict) -> None:
-    """Shrink Conv/Linear/BatchNorm layers to the widths stored in a (pruned) state_dict, so the
-    weights load without pickling any code."""
+    """Shrink Conv/Linear/BatchNorm layers to the widths stored in a (pruned) state_dict, and put
+    the identity where it marks a removed block, so the weights load without pickling any code."""
     import torch
     from torch import nn
 
     from compress.pruning.channels import is_custom_prunable
+
+    if any(k.endswith(".compress_removed_block") for k in state_dict):
+        from compress.pruning.blocks import restore_removed_blocks
+
+        restore_removed_blocks(module, state_dict)
 
     for name, m in module.named_modules():
         prefix = f"{name}." if name else ""

@@ -16,6 +16,12 @@ from compress.steps.base import StepConfig, StepContext, register_step
 class DistillConfig(StepConfig):
     temperature: float = Field(4.0, gt=0, description="Softens both logit sets before the KL term")
     alpha: float = Field(0.5, ge=0, le=1, description="Weight of the KL term; 1 - alpha goes to CE")
+    features: list[str] = Field(
+        default_factory=list, description="Module names whose outputs the student also matches to the "
+        "teacher's (mean squared error); their shapes must agree, e.g. the stage outputs of a "
+        "block-pruned ResNet"
+    )
+    feature_weight: float = Field(1.0, gt=0, description="Weight of the feature term")
 
 
 class EarlyStoppingConfig(StepConfig):
@@ -77,6 +83,8 @@ def run_finetune(module, cfg: FinetuneConfig, ctx: StepContext, label: str = "fi
         alpha=cfg.distill.alpha if cfg.distill else 0.0, progress=ctx.progress, description=label,
         validation=validation, patience=cfg.early_stopping.patience if cfg.early_stopping else None,
         augment=cfg.augment.model_dump() if cfg.augment else None,
+        feature_layers=cfg.distill.features if cfg.distill else None,
+        feature_weight=cfg.distill.feature_weight if cfg.distill else 1.0,
     )
     history["distilled"] = teacher is not None
     return history

@@ -16,7 +16,12 @@ from pydantic import Field, field_validator, model_validator
 from compress.artifacts import Artifact, digest_of
 from compress.errors import StepError
 from compress.pruning.channels import ChannelPlan, check_patterns, count_macs_params, make_pruner
-from compress.pruning.importance import CRITERIA, NEEDS_GRADIENTS, accumulate_gradients
+from compress.pruning.importance import (
+    BLOCK_CRITERIA,
+    CRITERIA,
+    NEEDS_GRADIENTS,
+    accumulate_gradients,
+)
 from compress.steps.base import StepConfig, StepContext, register_step
 from compress.steps.finetune import FinetuneConfig, run_finetune
 
@@ -51,7 +56,17 @@ class PruneConfig(StepConfig):
         None, gt=0, lt=1, description="Or: keep at most this fraction of the baseline's MACs"
     )
     latency_budget: LatencyBudget | None = Field(None, description="Or: prune until a target's latency meets this")
-    importance: Literal["l1", "l2", "bn", "lamp", "taylor", "random"] = "l2"
+    granularity: Literal["channels", "blocks"] = Field(
+        "channels", description="channels: thin layers with Torch-Pruning; blocks: remove whole residual "
+        "blocks (named by `blocks`), each replaced by the identity"
+    )
+    blocks: list[str] = Field(
+        default_factory=list, description="granularity blocks: module-name patterns of the residual blocks "
+        "that may be removed (e.g. 'layer*.*'); matches whose output shape differs from their input's are kept"
+    )
+    importance: Literal["l1", "l2", "bn", "lamp", "taylor", "random"] = Field(
+        "l2", description="How channels (or blocks: l1, l2, taylor, random) are ranked; the lowest go"
+    )
     global_pruning: bool = Field(False, description="Rank channels across layers instead of per layer")
     max_layer_ratio: float = Field(1.0, gt=0, le=1, description="Cap on any one layer's pruned fraction")
     round_to: int | None = Field(None, ge=1, description="Keep channel counts multiples of this")
@@ -89,6 +104,26 @@ class PruneConfig(StepConfig):
             )
         return self
 
+    @model_validator(mode="after")
+    def _granularity(self):
+        if self.granularity == "channels":
+            if self.blocks:
+                raise ValueError("blocks is for granularity: blocks; set granularity: blocks or drop blocks")
+            return self
+        if not self.blocks:
+            raise ValueError("granularity: blocks needs blocks: module-name patterns of the residual blocks "
+                             "that may be removed, e.g. ['layer*.*']")
+        if self.importance not in BLOCK_CRITERIA:
+            raise ValueError(f"importance {self.importance!r} ranks channels; for blocks use one of "
+                             f"{', '.join(BLOCK_CRITERIA)}")
+        channel_only = {"global_pruning": False, "max_layer_ratio": 1.0, "round_to": None, "ignore": [],
+                        "layer_ratios": {}}
+        given = [k for k, default in channel_only.items() if getattr(self, k) != default]
+        if given:
+            raise ValueError(f"{', '.join(given)} only apply to granularity: channels; with blocks, choose "
+                             "the blocks by their patterns")
+        return self
+
     @property
     def target_kind(self) -> str:
         if self.macs_budget is not None:
@@ -121,11 +156,62 @@ def _recovery_summary(h: dict) -> dict:
     return {k: h[k] for k in keys if k in h}
 
 
-def _resolve_ratio(module, cfg: PruneConfig, ctx: StepContext, macs0: int, reference_macs: int) -> tuple[float | None, dict]:
-    """The channel ratio that meets the config's target (None: the target is already met)."""
+class _Blocks:
+    """Block pruning's state inside the step: the candidates, their ranking, and the cut."""
+
+    def __init__(self, module, cfg: PruneConfig, ctx: StepContext):
+        from compress.pruning import blocks
+
+        self.lib, self.cfg, self.ctx = blocks, cfg, ctx
+        self.plan = blocks.find_candidates(module, cfg.blocks, ctx.input_shape)
+        self.scores = self.score(module, self.plan.candidates)
+        self.order = blocks.removal_order(self.scores)
+        self.removed: list[str] = []
+
+    def score(self, module, names: list[str]) -> dict[str, float]:
+        import itertools
+
+        batches = None
+        if self.cfg.importance == "taylor":
+            batches = itertools.islice(self.ctx.data("train").batches(32), self.cfg.taylor_batches)
+        return self.lib.score_blocks(module, names, self.cfg.importance, batches=batches, seed=self.ctx.seed)
+
+    def count(self, ratio: float) -> int:
+        return self.lib.count_to_remove(len(self.order), ratio)
+
+    def cut_copy(self, module, ratio: float) -> None:
+        self.lib.remove_blocks(module, self.order[: self.count(ratio)])
+
+    def cut_step(self, module, ratio: float, step: int, steps: int) -> None:
+        """Remove this step's share of the blocks; after the first step the remaining candidates
+        are ranked again on the (fine-tuned) model."""
+        total = self.count(ratio)
+        goal = round(total * (step + 1) / steps)
+        left = [n for n in self.plan.candidates if n not in self.removed]
+        order = self.order if step == 0 else self.lib.removal_order(self.score(module, left))
+        order = [n for n in order if n not in self.removed]
+        take = order[: max(0, goal - len(self.removed))]
+        self.lib.remove_blocks(module, take)
+        self.removed += take
+
+    def facts(self) -> dict:
+        return {"block_candidates": list(self.plan.candidates), "blocks_skipped": dict(self.plan.skipped),
+                "block_scores": dict(self.scores), "removed_blocks": list(self.removed)}
+
+
+def _resolve_ratio(module, cfg: PruneConfig, ctx: StepContext, macs0: int, reference_macs: int,
+                   blocks: _Blocks | None) -> tuple[float | None, dict]:
+    """The ratio that meets the config's target (None: the target is already met): the fraction of
+    channels removed per layer, or with blocks the fraction of candidate blocks removed."""
     from compress.pruning import budget
+    from compress.pruning.channels import prune_once
 
     num_classes = ctx.splits.num_classes
+    if blocks is not None:
+        cut = blocks.cut_copy
+    else:
+        def cut(m, ratio):
+            prune_once(m, cfg.plan(0.5), ctx.input_shape, num_classes, ratio, seed=ctx.seed)
     if cfg.target_kind == "ratio":
         return (cfg.ratio if cfg.ratio is not None else 0.5), {}
     if cfg.target_kind == "macs_budget":
@@ -133,6 +219,11 @@ def _resolve_ratio(module, cfg: PruneConfig, ctx: StepContext, macs0: int, refer
         if macs0 <= limit:
             return None, {"note": f"the model already has {macs0 / reference_macs:.1%} of the baseline's "
                                   f"MACs, within macs_budget {cfg.macs_budget:.0%}: nothing pruned"}
+        if blocks is not None:
+            k, trace = blocks.lib.count_for_macs(
+                module, blocks.order, ctx.input_shape, limit,
+                lambda m: count_macs_params(m, ctx.input_shape)[0])
+            return k / len(blocks.order), {"search": trace}
         found = budget.search_macs_budget(module, cfg.plan(0.5), ctx.input_shape, num_classes,
                                           budget_macs=limit, reference_macs=reference_macs, seed=ctx.seed)
         return found.ratio, {"search": found.trace}
@@ -158,8 +249,7 @@ def _resolve_ratio(module, cfg: PruneConfig, ctx: StepContext, macs0: int, refer
             return {**m, "ok": ok}
 
         found = budget.search_latency_budget(
-            module, cfg.plan(0.5), ctx.input_shape, num_classes,
-            ratios=budget.ratio_schedule(lb.ratio_step, lb.max_ratio), meets=meets, seed=ctx.seed,
+            module, cut, ctx.input_shape, ratios=budget.ratio_schedule(lb.ratio_step, lb.max_ratio), meets=meets,
         )
     finally:
         probe.close()
@@ -168,7 +258,8 @@ def _resolve_ratio(module, cfg: PruneConfig, ctx: StepContext, macs0: int, refer
 
 @register_step("prune", config=PruneConfig, accepts={"torch"})
 def apply(art: Artifact, cfg: PruneConfig, ctx: StepContext) -> Artifact:
-    """Remove channels with Torch-Pruning toward a ratio, MACs or latency target, then optionally fine-tune."""
+    """Remove channels (Torch-Pruning) or whole residual blocks toward a ratio, MACs or latency
+    target, then optionally fine-tune."""
     import torch
 
     module = art.load_module().eval()
@@ -180,12 +271,13 @@ def apply(art: Artifact, cfg: PruneConfig, ctx: StepContext) -> Artifact:
     if ctx.baseline is not None and ctx.baseline.meta.get("macs"):
         reference_macs = int(ctx.baseline.meta["macs"])
     before = _slice_top1(module, ctx)
-    if cfg.importance in NEEDS_GRADIENTS:
+    blocks = _Blocks(module, cfg, ctx) if cfg.granularity == "blocks" else None
+    if blocks is None and cfg.importance in NEEDS_GRADIENTS:
         accumulate_gradients(module, ctx.data("train"), cfg.taylor_batches)
-    ratio, search = _resolve_ratio(module, cfg, ctx, macs0, reference_macs)
+    ratio, search = _resolve_ratio(module, cfg, ctx, macs0, reference_macs, blocks)
     pruning = {
-        "target": cfg.target_kind, "importance": cfg.importance, "ratio": ratio,
-        "global_pruning": cfg.global_pruning, "round_to": cfg.round_to,
+        "target": cfg.target_kind, "granularity": cfg.granularity, "importance": cfg.importance,
+        "ratio": ratio, "global_pruning": cfg.global_pruning, "round_to": cfg.round_to,
         "iterative_steps": cfg.iterative_steps, "macs_budget": cfg.macs_budget,
         "latency_budget": cfg.latency_budget.model_dump() if cfg.latency_budget else None,
         "macs_before": macs0, "params_before": params0, "baseline_macs": reference_macs, **search,
@@ -197,12 +289,15 @@ def apply(art: Artifact, cfg: PruneConfig, ctx: StepContext) -> Artifact:
         macs1, params1 = macs0, params0
     else:
         torch.manual_seed(ctx.seed)
-        plan = cfg.plan(ratio)
-        pruner = make_pruner(module, plan, ctx.input_shape, num_classes)
+        if blocks is None:
+            pruner = make_pruner(module, cfg.plan(ratio), ctx.input_shape, num_classes)
         for step in range(cfg.iterative_steps):
-            if step > 0 and cfg.importance in NEEDS_GRADIENTS:
-                accumulate_gradients(module, ctx.data("train"), cfg.taylor_batches)
-            pruner.step()
+            if blocks is not None:
+                blocks.cut_step(module, ratio, step, cfg.iterative_steps)
+            else:
+                if step > 0 and cfg.importance in NEEDS_GRADIENTS:
+                    accumulate_gradients(module, ctx.data("train"), cfg.taylor_batches)
+                pruner.step()
             module.zero_grad(set_to_none=True)
             if step == cfg.iterative_steps - 1 and before is not None:
                 pruning["top1_pruned"] = _slice_top1(module, ctx)[1]
@@ -219,6 +314,8 @@ def apply(art: Artifact, cfg: PruneConfig, ctx: StepContext) -> Artifact:
                 f"prune: the iterative cut kept {macs1 / reference_macs:.1%} of the baseline's MACs, "
                 f"above macs_budget {cfg.macs_budget:.0%} (re-scoring between steps moved channels)"
             )
+    if blocks is not None:
+        pruning.update(blocks.facts())
     if before is not None:
         pruning.update(top1_split=before[0], top1_unpruned=before[1])
         if cfg.finetune is not None and ratio is not None:
@@ -231,6 +328,8 @@ def apply(art: Artifact, cfg: PruneConfig, ctx: StepContext) -> Artifact:
     uses_train = cfg.finetune is not None or cfg.importance in NEEDS_GRADIENTS
     data_fp = ctx.splits["train"].fingerprint() if uses_train else None
     what = "no-op" if ratio is None else f"ratio {ratio:.3g}"
+    if blocks is not None and ratio is not None:
+        what = f"{len(blocks.removed)} of {len(blocks.order)} blocks removed"
     if cfg.macs_budget is not None:
         what = f"MACs <= {cfg.macs_budget:.0%}, {what}"
     elif cfg.latency_budget is not None:
@@ -238,6 +337,6 @@ def apply(art: Artifact, cfg: PruneConfig, ctx: StepContext) -> Artifact:
     return Artifact(
         kind="torch", digest=digest_of(art.digest, "prune", cfg.model_dump(), ctx.seed, data_fp),
         module=module, model_spec=art.model_spec,
-        lineage=[*art.lineage, f"prune({cfg.importance}, {what})" + (" + finetune" if cfg.finetune else "")],
+        lineage=[*art.lineage, f"prune({cfg.importance}{' blocks' if blocks else ''}, {what})" + (" + finetune" if cfg.finetune else "")],
         meta=meta,
     )
