@@ -9,7 +9,8 @@ zeros), `export`, the evaluator and the interleaved profiler. Fine-tuning sees o
 that are not twins of the exact 1,000 (held-out); a slice of them is the calibration split.
 
     python eval/bench_pruning.py [--data DIR] [--work DIR] [--epochs 3] \
-        [--out docs/results/pruning.md]
+        [--structure stream|inner|blocks] [--criteria l2 taylor random] [--augment] [--patience 2] \
+        [--features layer1 layer2 layer3] [--feature-weight 1.0] [--out docs/results/pruning.md]
 
 Exit code 0 when it ran (goals met or not: the Markdown says which), 2 when the data is missing.
 """
@@ -57,7 +58,8 @@ STRUCTURES = {
     "stream": {"ratio": 0.5, "ignore": ["conv1", "layer1.*.conv1", "linear"],
                "layer_ratios": {"layer3.*.conv1": 0.625}},
     "inner": {"macs_budget": GOAL_MAC_FRACTION, "ignore": list(PRUNING_IGNORE)},
-    "blocks": {"granularity": "blocks", "blocks": ["layer*.*"], "macs_budget": GOAL_MAC_FRACTION},
+    "blocks": {"granularity": "blocks", "blocks": ["layer*.*"], "macs_budget": GOAL_MAC_FRACTION,
+               "taylor_batches": 16},
 }
 
 

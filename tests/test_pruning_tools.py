@@ -92,6 +92,21 @@ def test_sensitivity_command_writes_json_plot_and_suggestion(cli, write_recipe, 
     assert "layer_ratios:" in res.output
 
 
+def test_sensitivity_skips_block_pruning_and_refuses_it_by_name(cli, write_recipe, recipe_dict, tmp_path):
+    recipe_dict["variants"] = {
+        "deep": {"steps": [{"prune": {"granularity": "blocks", "blocks": ["*"]}}, {"export": {}}]},
+        **recipe_dict["variants"],
+        "thin": {"steps": [{"prune": {"importance": "l1"}}, {"export": {}}]},
+    }
+    path = write_recipe(recipe_dict)
+    res = cli.invoke(app, ["sensitivity", str(path), "--variant", "deep"])
+    assert res.exit_code == 2 and "removes whole blocks; the sensitivity scan cuts channels" in " ".join(res.output.split())
+    out = tmp_path / "sens"
+    res = cli.invoke(app, ["sensitivity", str(path), "--ratios", "0.5", "--samples", "20", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert json.loads((out / "sensitivity.json").read_text())["variant"] == "thin"
+
+
 @pytest.mark.parametrize("ratios", ["0.5,1.5", "half"])
 def test_sensitivity_command_rejects_bad_ratios(cli, write_recipe, recipe_dict, ratios):
     res = cli.invoke(app, ["sensitivity", str(write_recipe(recipe_dict)), "--ratios", ratios])

@@ -124,6 +124,13 @@ def prune_config_of(recipe, variant: str | None):
         raise InputError(f"--variant {variant!r} is not in the recipe; valid: {', '.join(recipe.variants)}")
     for name in names:
         for step, cfg in recipe.variants[name].step_list():
+            if step == "prune" and cfg.granularity == "blocks":
+                if variant:
+                    raise InputError(
+                        f"variant {variant!r} removes whole blocks; the sensitivity scan cuts channels. Its "
+                        "block ranking is in results.json (pruning.block_scores); pick a channel-pruning variant"
+                    )
+                continue
             if step == "prune":
                 return name, cfg
     if variant:
