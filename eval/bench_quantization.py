@@ -258,6 +258,72 @@ def _ort() -> str:
     return onnxruntime.__version__
 
 
+def _part(node_name: str, op: str) -> str:
+    """Which part of a CIFAR ResNet an ORT node belongs to: a stage, the stem (the one convolution
+    outside the stages; fused nodes are renamed, e.g. fp32's stem is `/Relu_output_0_nchwc`), or
+    the rest (input conversion, pooling, classifier)."""
+    import re
+
+    m = re.search(r"layer(\d)", node_name)
+    if m:
+        return f"stage {m.group(1)}"
+    return "stem" if "Conv" in op else "input/head"
+
+
+def op_profile(depth: int, splits, work: Path, args) -> str:
+    """fp32 and compress-default int8 side by side in ORT's own profiler at the benchmark's batch
+    size: kernel time per part of the network (stem, stages, input/head) and per op kind (Conv or
+    the rest). Shows where int8 gains and where it loses."""
+    import json as _json
+    from collections import Counter
+
+    import onnxruntime as ort
+
+    from compress.artifacts import Artifact
+    from compress.runtimes.onnxruntime import make_session_options
+    from compress.steps.base import StepContext
+    from compress.steps.export import export_onnx
+    from compress.steps.quantize import QuantizeConfig, apply
+
+    work.mkdir(parents=True, exist_ok=True)
+    fp32 = work / "fp32.onnx"
+    export_onnx(load_pretrained(depth, weights_dir(args.data_dir)), (3, 32, 32), fp32, opset=17, dynamic_batch=True)
+    ctx = StepContext(splits=splits, model_spec=None, input_shape=(3, 32, 32), seed=0, workdir=work, log=lambda m: None)
+    int8 = apply(Artifact(kind="onnx", digest=f"resnet{depth}", path=fp32),
+                 QuantizeConfig(calibration={"samples": args.calibration_n}), ctx).path
+    batch = splits["heldout"].inputs(np.arange(args.batch_size))
+    runs = 50
+    totals = {}
+    warmup = 5
+    for label, path in (("fp32", fp32), ("int8", int8)):
+        so = make_session_options(args.threads)
+        so.enable_profiling = True
+        so.profile_file_prefix = str(work / f"profile-{label}")
+        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        name = sess.get_inputs()[0].name
+        for _ in range(warmup + runs):
+            sess.run(None, {name: batch})
+        events = _json.loads(Path(sess.end_profiling()).read_text())
+        starts = sorted(e["ts"] for e in events if e.get("name") == "model_run")
+        t = Counter()
+        for e in events:  # kernel times of the runs after the warm-up
+            if e.get("cat") == "Node" and e["name"].endswith("_kernel_time") and e["ts"] >= starts[warmup]:
+                op = e["args"]["op_name"]
+                t[(_part(e["name"], op), "Conv" if "Conv" in op else "other ops")] += e["dur"] / runs / 1000
+        totals[label] = t
+    keys = sorted(set(totals["fp32"]) | set(totals["int8"]))
+    rows = [f"| {part} | {kind} | {totals['fp32'][(part, kind)]:.2f} | {totals['int8'][(part, kind)]:.2f} | "
+            + (f"{totals['fp32'][(part, kind)] / totals['int8'][(part, kind)]:.2f}x |"
+               if totals["int8"][(part, kind)] and totals["fp32"][(part, kind)] else "— |")
+            for part, kind in keys]
+    f, q = sum(totals["fp32"].values()), sum(totals["int8"].values())
+    rows.append(f"| **all** | | {f:.2f} | {q:.2f} | {f / q:.2f}x |")
+    return "\n".join([
+        f"ResNet-{depth}, batch {args.batch_size}, {args.threads} threads, ORT profiler kernel time per run "
+        f"(mean of {runs} runs after 5 warm-up runs; summed node times, not wall time):", "",
+        "| part | ops | fp32 ms | int8 ms | int8 speed-up |", "|---|---|---|---|---|", *rows, ""])
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", help="shared data directory (default: $COMPRESS_SHARED_DATA or ../shared/data)")
@@ -273,6 +339,8 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--sweep", action="store_true",
                    help="instead: one setting changed at a time (the evidence for the defaults table)")
+    p.add_argument("--op-profile", action="store_true",
+                   help="instead: ORT profiler kernel time of fp32 vs compress int8 per part of each network")
     p.add_argument("--work", help="work directory (default: a temporary one)")
     p.add_argument("--out", help="write the Markdown table here (default: print it)")
     p.add_argument("--json", help="write every number here as JSON")
@@ -282,6 +350,12 @@ def main() -> None:
     t0 = time.perf_counter()
     splits = make_splits(args.data_dir, args.calibration_n, args.tuning_n, args.seed)
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="bench-quant-"))
+    if args.op_profile:
+        text = "\n".join(op_profile(d, splits, work / f"profile{d}", args) for d in args.depths)
+        print(text)
+        if args.out:
+            Path(args.out).write_text(text)
+        return
     results = []
     for depth in args.depths:
         print(f"ResNet-{depth} ...", flush=True)
