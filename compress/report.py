@@ -149,6 +149,15 @@ def warnings_for(name: str, v: dict, reference: str) -> list[str]:
     return out
 
 
+def _rewrites_fact(q: dict) -> str:
+    """The graph rewrites the quantize step applied before int8 (docs/steps/quantize.md)."""
+    parts = [f"{p['conv']} input {p['channels']} → {p['padded_to']} channels" for p in q.get("padded_channels", [])]
+    pads = q.get("channel_pads_as_convs", [])
+    if pads:
+        parts.append(f"{len(pads)} channel Pad(s) run as 1x1 Conv")
+    return "rewritten for int8: " + ", ".join(parts) if parts else ""
+
+
 def _coverage_cause(q: dict) -> str:
     """The likely reason for low int8 coverage, from the quantization settings that ran."""
     if q.get("mode") == "dynamic":
@@ -199,6 +208,9 @@ def variant_details(name: str, v: dict, reference: str, results: dict | None = N
             facts.append(f"params {_fmt_count(pr['params_before'])} → {_fmt_count(pr['params_after'])}")
     if art.get("int8_coverage"):
         facts.append(f"int8 coverage: {art['int8_coverage']['summary']}")
+    rewrites = _rewrites_fact(art.get("quantization") or {})
+    if rewrites:
+        facts.append(rewrites)
     lines.append("; ".join(facts))
     if (art.get("quantization") or {}).get("mixed_precision"):
         lines.append(_mixed_precision_fact(art["quantization"]["mixed_precision"]))

@@ -4,6 +4,8 @@ ONNX Runtime three ways, side by side in one run:
 - `ort-defaults`: `onnxruntime.quantization.quantize_static` with every argument left at its default
   (QDQ, int8 activations and weights, per-tensor, MinMax), on the same calibration images;
 - `compress`: the `quantize` step with its defaults (target auto -> this CPU's row of the table);
+- `compress-no-rewrites`: the same with `pad_channels: 0` and `channel_pads_as_convs: false` (the
+  stem's 3 input channels not padded to 4, the shortcuts' channel Pads left as Pads);
 - `compress-mixed`: the same, plus `mixed_precision` (tolerance 0.5 points on the tuning split).
 
 Calibration and tuning images are JPEG test images that are not twins of the exact 1,000 (two
@@ -106,6 +108,9 @@ def main_variants(args) -> dict:
     return {
         "ort-defaults": "ort-defaults",
         "compress": QuantizeConfig(calibration=calib),
+        # the same without the two graph rewrites of the x86-vnni default (the stem's 3 input
+        # channels padded to 4; the option-A shortcuts' channel Pads run as 1x1 Convs)
+        "compress-no-rewrites": QuantizeConfig(calibration=calib, pad_channels=0, channel_pads_as_convs=False),
         "compress-mixed": QuantizeConfig(calibration=calib, mixed_precision={
             "max_drop_points": GOAL_DROP_POINTS, "max_float_layers": args.max_float_layers,
             "tuning_samples": args.tuning_n, "sensitivity_samples": args.sensitivity_n}),
@@ -131,6 +136,8 @@ def sweep_variants(args) -> dict:
         "U8S8 entropy": QuantizeConfig(calibration={**calib, "method": "entropy"}),
         "U8S8 percentile 99.999": QuantizeConfig(calibration={**calib, "method": "percentile"}),
         "U8S8 no preprocess": QuantizeConfig(calibration=calib, preprocess=False),
+        "U8S8 input channels not padded": QuantizeConfig(calibration=calib, pad_channels=0),
+        "U8S8 channel Pads kept as Pads": QuantizeConfig(calibration=calib, channel_pads_as_convs=False),
     }
 
 
@@ -271,7 +278,7 @@ def _part(node_name: str, op: str) -> str:
 
 
 def op_profile(depth: int, splits, work: Path, args) -> str:
-    """fp32 and compress-default int8 side by side in ORT's own profiler at the benchmark's batch
+    """fp32, compress-default int8 and int8 without its graph rewrites side by side in ORT's profiler at the benchmark's batch
     size: kernel time per part of the network (stem, stages, input/head) and per op kind (Conv or
     the rest). Shows where int8 gains and where it loses."""
     import json as _json
@@ -291,11 +298,17 @@ def op_profile(depth: int, splits, work: Path, args) -> str:
     ctx = StepContext(splits=splits, model_spec=None, input_shape=(3, 32, 32), seed=0, workdir=work, log=lambda m: None)
     int8 = apply(Artifact(kind="onnx", digest=f"resnet{depth}", path=fp32),
                  QuantizeConfig(calibration={"samples": args.calibration_n}), ctx).path
+    norewrite_ctx = StepContext(splits=splits, model_spec=None, input_shape=(3, 32, 32), seed=0,
+                            workdir=work / "norewrite", log=lambda m: None)
+    norewrite_ctx.workdir.mkdir(exist_ok=True)
+    norewrite = apply(Artifact(kind="onnx", digest=f"resnet{depth}", path=fp32),
+                  QuantizeConfig(calibration={"samples": args.calibration_n}, pad_channels=0,
+                                 channel_pads_as_convs=False), norewrite_ctx).path
     batch = splits["heldout"].inputs(np.arange(args.batch_size))
     runs = 50
-    totals = {}
+    totals, op_totals = {}, {}
     warmup = 5
-    for label, path in (("fp32", fp32), ("int8", int8)):
+    for label, path in (("fp32", fp32), ("int8", int8), ("int8-norewrite", norewrite)):
         so = make_session_options(args.threads)
         so.enable_profiling = True
         so.profile_file_prefix = str(work / f"profile-{label}")
@@ -305,23 +318,32 @@ def op_profile(depth: int, splits, work: Path, args) -> str:
             sess.run(None, {name: batch})
         events = _json.loads(Path(sess.end_profiling()).read_text())
         starts = sorted(e["ts"] for e in events if e.get("name") == "model_run")
-        t = Counter()
+        t, by_op = Counter(), Counter()
         for e in events:  # kernel times of the runs after the warm-up
             if e.get("cat") == "Node" and e["name"].endswith("_kernel_time") and e["ts"] >= starts[warmup]:
                 op = e["args"]["op_name"]
                 t[(_part(e["name"], op), "Conv" if "Conv" in op else "other ops")] += e["dur"] / runs / 1000
-        totals[label] = t
-    keys = sorted(set(totals["fp32"]) | set(totals["int8"]))
-    rows = [f"| {part} | {kind} | {totals['fp32'][(part, kind)]:.2f} | {totals['int8'][(part, kind)]:.2f} | "
-            + (f"{totals['fp32'][(part, kind)] / totals['int8'][(part, kind)]:.2f}x |"
-               if totals["int8"][(part, kind)] and totals["fp32"][(part, kind)] else "— |")
-            for part, kind in keys]
-    f, q = sum(totals["fp32"].values()), sum(totals["int8"].values())
-    rows.append(f"| **all** | | {f:.2f} | {q:.2f} | {f / q:.2f}x |")
+                by_op[op] += e["dur"] / runs / 1000
+        totals[label], op_totals[label] = t, by_op
+    keys = sorted(set().union(*totals.values()))
+
+    def ratio(a, b):
+        return f"{a / b:.2f}x" if a and b else "—"
+
+    rows = []
+    for key in keys:
+        f, q, n = (totals[label][key] for label in ("fp32", "int8", "int8-norewrite"))
+        rows.append(f"| {key[0]} | {key[1]} | {f:.2f} | {q:.2f} | {ratio(f, q)} | {n:.2f} | {ratio(f, n)} |")
+    f, q, n = (sum(totals[label].values()) for label in ("fp32", "int8", "int8-norewrite"))
+    rows.append(f"| **all** | | {f:.2f} | {q:.2f} | {ratio(f, q)} | {n:.2f} | {ratio(f, n)} |")
     return "\n".join([
         f"ResNet-{depth}, batch {args.batch_size}, {args.threads} threads, ORT profiler kernel time per run "
         f"(mean of {runs} runs after 5 warm-up runs; summed node times, not wall time):", "",
-        "| part | ops | fp32 ms | int8 ms | int8 speed-up |", "|---|---|---|---|---|", *rows, ""])
+        "| part | ops | fp32 ms | int8 ms | int8 speed-up | int8 without the rewrites, ms | its speed-up |",
+        "|---|---|---|---|---|---|---|", *rows, "",
+        "Per op type, ms per run: " + "; ".join(
+            f"{label}: " + ", ".join(f"{op} {ms:.2f}" for op, ms in op_totals[label].most_common())
+            for label in op_totals), ""])
 
 
 def main() -> None:

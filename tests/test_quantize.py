@@ -57,7 +57,7 @@ def _inits(graph) -> dict:
 def _input_zero_point(graph) -> np.ndarray:
     """Zero point of the QuantizeLinear applied to the model's input (an activation)."""
     inits = _inits(graph)
-    q = next(n for n in graph.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == "input")
+    q = next(n for n in graph.graph.node if n.op_type == "QuantizeLinear" and n.input[0] in ("input", "input_padded"))
     return inits[q.input[2]]
 
 
@@ -137,7 +137,7 @@ def test_calibration_method_changes_the_ranges(run_quantize, method):
 def test_percentile_narrows_the_input_range(run_quantize):
     def input_scale(pct):
         _, g, _ = run_quantize(calibration={"method": "percentile", "percentile": pct})
-        q = next(n for n in g.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == "input")
+        q = next(n for n in g.graph.node if n.op_type == "QuantizeLinear" and n.input[0] in ("input", "input_padded"))
         return float(_inits(g)[q.input[1]])
 
     assert input_scale(50.0) < input_scale(100.0)
@@ -318,3 +318,98 @@ def test_stale_calibration_cache_is_never_reused(run_quantize, tmp_path):
     art = apply(Artifact(kind="onnx", digest="fp32", path=tmp_path / "fp32.onnx"),
                 QuantizeConfig(calibration={"samples": 40}), ctx2)
     assert art.meta["calibration_samples"] == 40
+
+
+# --------------------------------------------------------------------------- input-channel padding
+
+
+def _logits(path: Path, x: np.ndarray) -> np.ndarray:
+    from compress.quantization.ort import OrtRunner
+
+    return OrtRunner(path, threads=1).logits(x)
+
+
+def test_pad_channels_pads_the_rgb_stem_before_quantizing_and_changes_no_output(run_quantize, splits):
+    padded, g, _ = run_quantize(target="x86-vnni")  # the row whose default is 4
+    plain, _, _ = run_quantize(target="x86-vnni", pad_channels=0)
+    pads = padded.meta["quantization"]["padded_channels"]
+    assert [(p["conv"], p["channels"], p["padded_to"]) for p in pads] == [("/0/Conv", 3, 4)]
+    assert plain.meta["quantization"]["padded_channels"] == []
+    # the Pad stays float and reads the raw input; the QuantizeLinear comes after it
+    pad = next(n for n in g.graph.node if n.op_type == "Pad")
+    assert pad.name == pads[0]["pad_node"] and pad.input[0] == "input"
+    assert any(n.op_type == "QuantizeLinear" and n.input[0] == pad.output[0] for n in g.graph.node)
+    w, _, _, _ = _conv_weight_dq(g)
+    assert w.shape[1] == 4 and not w[:, 3].any()  # the added channel's weights are zero
+    x = splits["heldout"].inputs()
+    np.testing.assert_allclose(_logits(padded.path, x), _logits(plain.path, x), atol=1e-6)
+
+
+def test_pad_channels_target_defaults_and_override():
+    assert resolve_settings(QuantizeConfig(target="x86-vnni"))[1].pad_channels == 4
+    for target in ("x86", "arm", "cuda", "tensorrt"):  # not measured there: off
+        assert resolve_settings(QuantizeConfig(target=target))[1].pad_channels == 0
+    assert resolve_settings(QuantizeConfig(target="tensorrt", pad_channels=8))[1].pad_channels == 8
+    with pytest.raises(ValidationError, match="pad_channels"):
+        QuantizeConfig(pad_channels=-1)
+
+
+def _conv_graph(opset: int):
+    """x(1,3,5,5) -> two convs sharing one 3-channel weight, + a depthwise conv, summed."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w")
+    dw = numpy_helper.from_array(rng.standard_normal((3, 1, 3, 3)).astype(np.float32), "dw")
+    w4 = numpy_helper.from_array(rng.standard_normal((3, 4, 1, 1)).astype(np.float32), "w4")
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["a"], name="a", pads=[1, 1, 1, 1]),
+        helper.make_node("Conv", ["x", "w"], ["b"], name="b", pads=[1, 1, 1, 1]),
+        helper.make_node("Add", ["a", "b"], ["ab"], name="add"),
+        helper.make_node("Conv", ["ab", "w4"], ["c"], name="c"),  # 4 input channels: kept as is
+        helper.make_node("Conv", ["x", "dw"], ["d"], name="depthwise", group=3, pads=[1, 1, 1, 1]),
+        helper.make_node("Add", ["c", "d"], ["y"], name="out"),
+    ]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 5, 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 5, 5])], [w, dw, w4])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 7
+    onnx.checker.check_model(model)
+    return model
+
+
+@pytest.mark.parametrize("opset", [10, 17])  # Pad's pads: an attribute before opset 11, an input after
+def test_pad_conv_channels_keeps_float_outputs_exactly(tmp_path, opset):
+    import onnx
+    import onnxruntime as ort
+
+    from compress.quantization.rewrite import pad_conv_channels
+
+    src, out = tmp_path / "src.onnx", tmp_path / "out.onnx"
+    onnx.save(_conv_graph(opset), str(src))
+    done = pad_conv_channels(src, out, 4)
+    assert sorted((d.conv, d.channels, d.padded_to) for d in done) == [("a", 3, 4), ("b", 3, 4)]
+    model = onnx.load(str(out))
+    onnx.checker.check_model(model, full_check=True)
+    convs = {n.name: n for n in model.graph.node if n.op_type == "Conv"}
+    assert convs["depthwise"].input == ["x", "dw"] and convs["c"].input[0] == "ab"  # untouched
+    x = np.random.default_rng(1).standard_normal((1, 3, 5, 5)).astype(np.float32)
+    before = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    after = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(after, before, rtol=1e-6, atol=1e-6)
+
+
+def test_pad_conv_channels_off_or_already_padded_writes_nothing(tmp_path):
+    import onnx
+
+    from compress.quantization.rewrite import pad_conv_channels
+
+    src, out = tmp_path / "src.onnx", tmp_path / "out.onnx"
+    onnx.save(_conv_graph(17), str(src))
+    for off in (0, 1):
+        assert pad_conv_channels(src, out, off) == [] and not out.exists()
+    assert [d.conv for d in pad_conv_channels(src, out, 4)] == ["a", "b"]
+    assert pad_conv_channels(out, tmp_path / "again.onnx", 4) == []  # every Conv is a multiple now
+    assert not (tmp_path / "again.onnx").exists()

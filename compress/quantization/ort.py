@@ -33,6 +33,9 @@ class StaticSettings:
     percentile: float = 99.999
     exclude_nodes: tuple[str, ...] = ()
     op_types: tuple[str, ...] | None = None  # None: every op type ORT can quantize
+    # graph rewrites the quantize step applies before quantize_static (compress/quantization/rewrite.py)
+    pad_channels: int = 0
+    channel_pads_as_convs: bool = False
     extra: dict = field(default_factory=dict)
 
 

@@ -27,6 +27,8 @@ class QuantDefaults:
     symmetric_activations: bool
     symmetric_weights: bool
     reduce_range: bool
+    pad_channels: int
+    channel_pads_as_convs: bool
     why: str
     measured_here: bool
 
@@ -39,30 +41,33 @@ class QuantDefaults:
 
 DEFAULTS: dict[str, QuantDefaults] = {
     "x86-vnni": QuantDefaults(
-        "qdq", "uint8", "int8", True, False, True, False,
+        "qdq", "uint8", "int8", True, False, True, False, 4, True,
         why="U8S8: ORT's x86 kernels fuse DQ->Conv->Q into QLinearConv for uint8 activations; with "
-        "int8 activations only some convolutions fuse and the model can be slower than fp32",
+        "int8 activations only some convolutions fuse and the model can be slower than fp32. "
+        "Input channels padded to a multiple of 4: the int8 stem conv of an RGB model is 2-3x "
+        "slower with 3 input channels than with 4. Channel Pads (option-A shortcuts) as 1x1 "
+        "Convs, which run in int8 instead of dequantize -> float Pad -> quantize",
         measured_here=True,
     ),
     "x86": QuantDefaults(
-        "qdq", "uint8", "int8", True, False, True, True,
+        "qdq", "uint8", "int8", True, False, True, True, 0, False,
         why="U8S8 with 7-bit weights (reduce_range): without VNNI the 8-bit dot product can "
         "saturate (ORT's quantize_static guidance)",
         measured_here=False,
     ),
     "arm": QuantDefaults(
-        "qdq", "int8", "int8", True, True, True, False,
+        "qdq", "int8", "int8", True, True, True, False, 0, False,
         why="S8S8 symmetric: ARM int8 kernels prefer symmetric int8 activations (ORT's guidance)",
         measured_here=False,
     ),
     "cuda": QuantDefaults(
-        "qdq", "int8", "int8", True, True, True, False,
+        "qdq", "int8", "int8", True, True, True, False, 0, False,
         why="symmetric S8S8 QDQ, the form GPU int8 kernels consume (ORT's guidance for GPU); the "
         "fp16 step is the other GPU option",
         measured_here=False,
     ),
     "tensorrt": QuantDefaults(
-        "qdq", "int8", "int8", True, True, True, False,
+        "qdq", "int8", "int8", True, True, True, False, 0, False,
         why="TensorRT accepts only symmetric int8 QDQ (zero point 0), per-channel weights",
         measured_here=False,
     ),
@@ -98,12 +103,13 @@ def resolve_target(target: str) -> str:
 
 def defaults_table_markdown() -> str:
     """The table of docs/steps/quantize.md, generated from DEFAULTS so the two cannot drift."""
-    head = "| target | format | activations | weights | per-channel | sym. act. | reduce_range | why | measured here |"
-    lines = [head, "|" + "---|" * 9]
+    head = ("| target | format | activations | weights | per-channel | sym. act. | reduce_range | "
+            "pad_channels | channel_pads_as_convs | why | measured here |")
+    lines = [head, "|" + "---|" * 11]
     for name, d in DEFAULTS.items():
         lines.append(
             f"| {name} | {d.format} | {d.activation_type} | {d.weight_type} | {d.per_channel} | "
-            f"{d.symmetric_activations} | {d.reduce_range} | {d.why} | "
+            f"{d.symmetric_activations} | {d.reduce_range} | {d.pad_channels or 'off'} | {d.channel_pads_as_convs} | {d.why} | "
             f"{'yes' if d.measured_here else 'no'} |"
         )
     return "\n".join(lines)
