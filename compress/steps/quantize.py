@@ -86,7 +86,7 @@ class QuantizeConfig(StepConfig):
     pad_channels: int | None = Field(
         None, ge=0, description="Zero-pad the input channels of each Conv to a multiple of this "
         "before quantizing (an RGB stem: 3 -> 4); the outputs are unchanged. 0: off; unset: the "
-        "target's default (x86-vnni: 4, where ORT's int8 conv with 3 input channels is 2-3x slower)",
+        "target's default (x86-vnni: 4, where ORT's int8 conv with 3 input channels is 2-3x slower than with 4)",
     )
     calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
     preprocess: bool = Field(True, description="Run ORT's quant_pre_process (shape inference, fusions)")
