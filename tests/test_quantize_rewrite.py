@@ -20,7 +20,7 @@ def _run(path: Path, x: np.ndarray) -> np.ndarray:
 
 
 def _shortcut_graph(slice_start: int = 0, pads=(0, 2, 0, 0, 0, 2, 0, 0), value: float = 0.0,
-                    mode: str = "constant", slice_also_read: bool = False):
+                    mode: str = "constant", slice_also_read: bool = False, axes=None):
     """x(1,4,6,6) -> Slice H ::2 -> Slice W ::2 -> Pad -> y, as torch exports an option-A shortcut
     after quant_pre_process (pads and slice bounds as initializers, shapes inferred)."""
     import onnx
@@ -33,10 +33,14 @@ def _shortcut_graph(slice_start: int = 0, pads=(0, 2, 0, 0, 0, 2, 0, 0), value: 
     inits = [ints("s0", [slice_start]), ints("e", [end]), ints("ax_h", [2]), ints("ax_w", [3]),
              ints("two", [2]), ints("pads", list(pads)),
              numpy_helper.from_array(np.array(value, np.float32), "value")]
+    pad_inputs = ["hw", "pads", "value"]
+    if axes is not None:  # opset 18: pads for the listed axes only
+        inits.append(ints("axes", list(axes)))
+        pad_inputs.append("axes")
     nodes = [
         helper.make_node("Slice", ["x", "s0", "e", "ax_h", "two"], ["h"], name="slice_h"),
         helper.make_node("Slice", ["h", "s0", "e", "ax_w", "two"], ["hw"], name="slice_w"),
-        helper.make_node("Pad", ["hw", "pads", "value"], ["y"], name="pad", mode=mode),
+        helper.make_node("Pad", pad_inputs, ["y"], name="pad", mode=mode),
     ]
     outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)]
     if slice_also_read:
@@ -44,7 +48,7 @@ def _shortcut_graph(slice_start: int = 0, pads=(0, 2, 0, 0, 0, 2, 0, 0), value: 
         outputs.append(helper.make_tensor_value_info("h_relu", TensorProto.FLOAT, None))
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 6, 6])],
                               outputs, inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18 if axes is not None else 17)])
     model.ir_version = 8
     return onnx.shape_inference.infer_shapes(model)
 
@@ -92,7 +96,9 @@ def test_a_slice_read_elsewhere_is_not_folded(tmp_path):
     {"pads": (0, 0, 1, 0, 0, 0, 1, 0)},  # spatial padding
     {"value": 1.0},  # not a zero pad
     {"mode": "reflect", "pads": (0, 0, 1, 1, 0, 0, 1, 1)},
-], ids=["spatial", "nonzero-value", "reflect"])
+    # opset 18's axes input reorders the pads: this one pads the batch axis, not the channels
+    {"axes": (1, 0, 2, 3), "pads": (0, 2, 0, 0, 0, 2, 0, 0)},
+], ids=["spatial", "nonzero-value", "reflect", "axes-input"])
 def test_other_pads_are_left_alone(tmp_path, kwargs):
     src, out = _save(tmp_path, _shortcut_graph(**kwargs)), tmp_path / "out.onnx"
     assert channel_pads_as_convs(src, out) == [] and not out.exists()

@@ -154,8 +154,8 @@ def channel_pads_as_convs(src: Path, out: Path) -> list[PadAsConv]:
     removed: set[str] = set()  # outputs of the Slices folded away
     orphans: set[str] = set()  # inputs of the removed nodes: dropped below if nothing else reads them
     for node in list(g.node):
-        if node.op_type != "Pad" or len(node.input) < 2:
-            continue
+        if node.op_type != "Pad" or len(node.input) < 2 or (len(node.input) > 3 and node.input[3]):
+            continue  # pads as an attribute (opset < 11) or with explicit axes (opset 18): left alone
         mode = next((a.s.decode() for a in node.attribute if a.name == "mode"), "constant")
         pads = const(node.input[1])
         value = const(node.input[2]) if len(node.input) > 2 and node.input[2] else np.zeros(1)
