@@ -144,3 +144,9 @@ def test_quantize_step_runs_the_shortcut_in_int8(tmp_path, tiny_step_ctx):
     assert not {"Pad", "Slice"} & set(ops) and ops["QLinearConv"] == 3
     x = tiny_step_ctx.data("calibration").inputs()
     np.testing.assert_allclose(_run(out.path, x), _run(kept.path, x), atol=0.1)
+    # without quant_pre_process the exported pads are not constants: nothing to rewrite, and a note says why
+    (tiny_step_ctx.workdir / "raw").mkdir()
+    tiny_step_ctx.workdir = tiny_step_ctx.workdir / "raw"
+    raw = apply(art, QuantizeConfig(target="x86-vnni", pad_channels=0, preprocess=False), tiny_step_ctx)
+    assert raw.meta["quantization"]["channel_pads_as_convs"] == []
+    assert any("preprocess: true" in n for n in tiny_step_ctx.notes)

@@ -242,6 +242,11 @@ def apply(art: Artifact, cfg: QuantizeConfig, ctx: StepContext) -> Artifact:
         pads_as_convs = channel_pads_as_convs(src, ctx.workdir / "pads-as-convs.onnx")
         if pads_as_convs:
             src = ctx.workdir / "pads-as-convs.onnx"
+        elif not cfg.preprocess and ops.get("Pad", 0):
+            ctx.notes.append(
+                f"channel_pads_as_convs found no Pad it could rewrite among the model's {ops['Pad']}: "
+                "with preprocess: false their pads are not folded into constants; set preprocess: true"
+            )
     if cfg.mode == "static" and s.pad_channels:
         padded = pad_conv_channels(src, ctx.workdir / "padded.onnx", s.pad_channels)
         if padded:  # the Pads stay float: the input is padded, then quantized
