@@ -95,3 +95,15 @@ def test_report_is_a_pure_function_of_the_results(make_results, make_variant):
     first = render_report(res)
     assert res == before
     assert render_report(res) == first
+
+
+def test_variant_section_names_the_quantize_rewrites(make_results, make_variant):
+    res = _gated(make_results, make_variant)
+    res["variants"]["int8"]["artifact"]["quantization"] = {
+        "padded_channels": [{"conv": "/conv1/Conv", "pad_node": "p", "channels": 3, "padded_to": 4}],
+        "channel_pads_as_convs": [{"pad_node": "a"}, {"pad_node": "b"}],
+    }
+    report = render_report(res)
+    int8 = report[report.index("### int8") : report.index("### pruned")]
+    assert "rewritten for int8: /conv1/Conv input 3 → 4 channels, 2 channel Pad(s) run as 1x1 Conv" in int8
+    assert "rewritten for int8" not in report[report.index("### pruned") :]
