@@ -1,13 +1,14 @@
 """Artifacts (a model at one point of a variant's chain) and the content-hash cache.
 
 An artifact's ``digest`` hashes everything that made it: the baseline, each step's name and
-config, the seed and the data it consumed. Two variants that share steps (``from:``) or a re-run of
+config, the seed, the data it consumed and compress's own code (``code_digest``). Two variants that share steps (``from:``) or a re-run of
 the same recipe find the artifact in the cache instead of rebuilding it.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 import os
@@ -25,6 +26,19 @@ def digest_of(*parts: Any) -> str:
     for p in parts:
         h.update(json.dumps(p, sort_keys=True, default=str).encode())
         h.update(b"\0")
+    return h.hexdigest()[:20]
+
+
+@functools.cache
+def code_digest() -> str:
+    """Hash of compress's own source files. It is part of every cache key, so an artifact built by
+    other code (an upgrade, or a local edit of a step) is rebuilt rather than silently reused."""
+    h = hashlib.sha256()
+    root = Path(__file__).parent
+    for path in sorted(root.rglob("*.py")):
+        h.update(path.relative_to(root).as_posix().encode())
+        h.update(b"\0")
+        h.update(path.read_bytes())
     return h.hexdigest()[:20]
 
 

@@ -8,7 +8,7 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from compress.artifacts import Artifact, Cache, digest_of, file_digest
+from compress.artifacts import Artifact, Cache, code_digest, digest_of, file_digest
 from compress.errors import CompressError, InputError, StepError
 from compress.sources.models import (
     ModelSpec,
@@ -80,7 +80,8 @@ def build_baseline(recipe, base_dir: Path, splits, cache: Cache, progress=None, 
             )
         if "train" not in splits:
             raise InputError("baseline.train needs a train split (data.split.train > 0)")
-        digest = digest_of(mcfg.source, mcfg.kwargs, tcfg.model_dump(), recipe.seed, splits["train"].fingerprint())
+        digest = digest_of(mcfg.source, mcfg.kwargs, tcfg.model_dump(), recipe.seed, splits["train"].fingerprint(),
+                           code_digest())
         art = cache.get(digest, spec)
         if art is not None:
             log("baseline: trained model found in the cache")
@@ -129,7 +130,7 @@ def build_variants(recipe, baseline: Artifact, splits, cache: Cache, workroot: P
             art = baseline
         for i, (step_name, cfg) in enumerate(v.step_list()):
             spec = STEPS.get(step_name)
-            key = digest_of(art.digest, step_name, cfg.model_dump(), recipe.seed, data_fp)
+            key = digest_of(art.digest, step_name, cfg.model_dump(), recipe.seed, data_fp, code_digest())
             t0 = time.perf_counter()
             cached = cache.get(key, art.model_spec)
             workdir = workroot / name / f"{i}-{step_name}"

@@ -162,3 +162,30 @@ def test_invalid_input_exits_2_and_leaves_no_run_directory(
     assert f"imagefolder {empty_image_folder} contains no images" in text
     assert "Traceback" not in result.output
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_other_code_rebuilds_instead_of_reusing_the_cache(runs, tiny_project, new_tiny_recipe, monkeypatch, tmp_path):
+    """The cache key includes compress's source: after an upgrade or a local edit of a step, a
+    re-run rebuilds every artifact rather than reusing one that other code made."""
+    import shutil
+
+    import compress.build
+
+    folder = tiny_project(tmp_path)
+    recipe = _e2e_recipe(new_tiny_recipe, broken=False)
+
+    def rerun(name: str) -> dict:
+        out = tmp_path / name
+        shutil.copytree(runs["out"] / ".cache", out / ".cache")  # the cache of the runs above
+        result, dirs = _run(folder, recipe, f"{name}.yaml", out)
+        assert result.exit_code == 1, result.output
+        return _results(dirs[-1])
+
+    same = rerun("same-code")
+    assert same["baseline"]["info"]["cached"] is True
+    assert all(s["cached"] for name in OK_VARIANTS for s in same["variants"][name]["steps"])
+    monkeypatch.setattr(compress.build, "code_digest", lambda: "other code")
+    other = rerun("other-code")
+    assert other["baseline"]["info"]["cached"] is False
+    for name in OK_VARIANTS:
+        assert not any(s["cached"] for s in other["variants"][name]["steps"]), name
