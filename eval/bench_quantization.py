@@ -278,9 +278,10 @@ def _part(node_name: str, op: str) -> str:
 
 
 def op_profile(depth: int, splits, work: Path, args) -> str:
-    """fp32, compress-default int8 and int8 without its graph rewrites side by side in ORT's profiler at the benchmark's batch
-    size: kernel time per part of the network (stem, stages, input/head) and per op kind (Conv or
-    the rest). Shows where int8 gains and where it loses."""
+    """fp32, compress-default int8 and int8 without its graph rewrites side by side in ORT's
+    profiler at the benchmark's batch size: kernel time per part of the network (stem, stages,
+    input/head) and per op kind (Conv or the rest), then per op type. Shows where int8 gains and
+    where it loses."""
     import json as _json
     from collections import Counter
 
@@ -295,15 +296,16 @@ def op_profile(depth: int, splits, work: Path, args) -> str:
     work.mkdir(parents=True, exist_ok=True)
     fp32 = work / "fp32.onnx"
     export_onnx(load_pretrained(depth, weights_dir(args.data_dir)), (3, 32, 32), fp32, opset=17, dynamic_batch=True)
-    ctx = StepContext(splits=splits, model_spec=None, input_shape=(3, 32, 32), seed=0, workdir=work, log=lambda m: None)
-    int8 = apply(Artifact(kind="onnx", digest=f"resnet{depth}", path=fp32),
-                 QuantizeConfig(calibration={"samples": args.calibration_n}), ctx).path
-    norewrite_ctx = StepContext(splits=splits, model_spec=None, input_shape=(3, 32, 32), seed=0,
-                            workdir=work / "norewrite", log=lambda m: None)
-    norewrite_ctx.workdir.mkdir(exist_ok=True)
-    norewrite = apply(Artifact(kind="onnx", digest=f"resnet{depth}", path=fp32),
-                  QuantizeConfig(calibration={"samples": args.calibration_n}, pad_channels=0,
-                                 channel_pads_as_convs=False), norewrite_ctx).path
+
+    def quantized(workdir: Path, **settings) -> Path:
+        workdir.mkdir(exist_ok=True)
+        ctx = StepContext(splits=splits, model_spec=None, input_shape=(3, 32, 32), seed=0,
+                          workdir=workdir, log=lambda m: None)
+        return apply(Artifact(kind="onnx", digest=f"resnet{depth}", path=fp32),
+                     QuantizeConfig(calibration={"samples": args.calibration_n}, **settings), ctx).path
+
+    int8 = quantized(work)
+    norewrite = quantized(work / "norewrite", pad_channels=0, channel_pads_as_convs=False)
     batch = splits["heldout"].inputs(np.arange(args.batch_size))
     runs = 50
     totals, op_totals = {}, {}

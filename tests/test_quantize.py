@@ -54,11 +54,15 @@ def _inits(graph) -> dict:
     return {i.name: numpy_helper.to_array(i) for i in graph.graph.initializer}
 
 
+def _input_quantizer(graph):
+    """The QuantizeLinear of the model's input (of the padded input when the stem was padded)."""
+    return next(n for n in graph.graph.node
+                if n.op_type == "QuantizeLinear" and n.input[0] in ("input", "input_padded"))
+
+
 def _input_zero_point(graph) -> np.ndarray:
     """Zero point of the QuantizeLinear applied to the model's input (an activation)."""
-    inits = _inits(graph)
-    q = next(n for n in graph.graph.node if n.op_type == "QuantizeLinear" and n.input[0] in ("input", "input_padded"))
-    return inits[q.input[2]]
+    return _inits(graph)[_input_quantizer(graph).input[2]]
 
 
 def _conv_weight_dq(graph, conv_index: int = 0):
@@ -137,8 +141,7 @@ def test_calibration_method_changes_the_ranges(run_quantize, method):
 def test_percentile_narrows_the_input_range(run_quantize):
     def input_scale(pct):
         _, g, _ = run_quantize(calibration={"method": "percentile", "percentile": pct})
-        q = next(n for n in g.graph.node if n.op_type == "QuantizeLinear" and n.input[0] in ("input", "input_padded"))
-        return float(_inits(g)[q.input[1]])
+        return float(_inits(g)[_input_quantizer(g).input[1]])
 
     assert input_scale(50.0) < input_scale(100.0)
 
@@ -352,64 +355,3 @@ def test_pad_channels_target_defaults_and_override():
     assert resolve_settings(QuantizeConfig(target="tensorrt", pad_channels=8))[1].pad_channels == 8
     with pytest.raises(ValidationError, match="pad_channels"):
         QuantizeConfig(pad_channels=-1)
-
-
-def _conv_graph(opset: int):
-    """x(1,3,5,5) -> two convs sharing one 3-channel weight, + a depthwise conv, summed."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(0)
-    w = numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w")
-    dw = numpy_helper.from_array(rng.standard_normal((3, 1, 3, 3)).astype(np.float32), "dw")
-    w4 = numpy_helper.from_array(rng.standard_normal((3, 4, 1, 1)).astype(np.float32), "w4")
-    nodes = [
-        helper.make_node("Conv", ["x", "w"], ["a"], name="a", pads=[1, 1, 1, 1]),
-        helper.make_node("Conv", ["x", "w"], ["b"], name="b", pads=[1, 1, 1, 1]),
-        helper.make_node("Add", ["a", "b"], ["ab"], name="add"),
-        helper.make_node("Conv", ["ab", "w4"], ["c"], name="c"),  # 4 input channels: kept as is
-        helper.make_node("Conv", ["x", "dw"], ["d"], name="depthwise", group=3, pads=[1, 1, 1, 1]),
-        helper.make_node("Add", ["c", "d"], ["y"], name="out"),
-    ]
-    graph = helper.make_graph(
-        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 5, 5])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 5, 5])], [w, dw, w4])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-    model.ir_version = 7
-    onnx.checker.check_model(model)
-    return model
-
-
-@pytest.mark.parametrize("opset", [10, 17])  # Pad's pads: an attribute before opset 11, an input after
-def test_pad_conv_channels_keeps_float_outputs_exactly(tmp_path, opset):
-    import onnx
-    import onnxruntime as ort
-
-    from compress.quantization.rewrite import pad_conv_channels
-
-    src, out = tmp_path / "src.onnx", tmp_path / "out.onnx"
-    onnx.save(_conv_graph(opset), str(src))
-    done = pad_conv_channels(src, out, 4)
-    assert sorted((d.conv, d.channels, d.padded_to) for d in done) == [("a", 3, 4), ("b", 3, 4)]
-    model = onnx.load(str(out))
-    onnx.checker.check_model(model, full_check=True)
-    convs = {n.name: n for n in model.graph.node if n.op_type == "Conv"}
-    assert convs["depthwise"].input == ["x", "dw"] and convs["c"].input[0] == "ab"  # untouched
-    x = np.random.default_rng(1).standard_normal((1, 3, 5, 5)).astype(np.float32)
-    before = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
-    after = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
-    np.testing.assert_allclose(after, before, rtol=1e-6, atol=1e-6)
-
-
-def test_pad_conv_channels_off_or_already_padded_writes_nothing(tmp_path):
-    import onnx
-
-    from compress.quantization.rewrite import pad_conv_channels
-
-    src, out = tmp_path / "src.onnx", tmp_path / "out.onnx"
-    onnx.save(_conv_graph(17), str(src))
-    for off in (0, 1):
-        assert pad_conv_channels(src, out, off) == [] and not out.exists()
-    assert [d.conv for d in pad_conv_channels(src, out, 4)] == ["a", "b"]
-    assert pad_conv_channels(out, tmp_path / "again.onnx", 4) == []  # every Conv is a multiple now
-    assert not (tmp_path / "again.onnx").exists()

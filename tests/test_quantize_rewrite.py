@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from compress.artifacts import Artifact
-from compress.quantization.rewrite import channel_pads_as_convs
+from compress.quantization.rewrite import rewrite_for_int8
 
 
 def _run(path: Path, x: np.ndarray) -> np.ndarray:
@@ -61,6 +61,12 @@ def _save(tmp_path: Path, model) -> Path:
     return path
 
 
+def _pads_as_convs(src: Path, out: Path):
+    path, done, padded = rewrite_for_int8(src, out, pads_as_convs=True)
+    assert padded == [] and path == (out if done else src)
+    return done
+
+
 X = np.random.default_rng(0).standard_normal((1, 4, 6, 6)).astype(np.float32)
 
 
@@ -68,7 +74,7 @@ def test_option_a_shortcut_becomes_one_strided_1x1_conv_with_the_same_output(tmp
     import onnx
 
     src, out = _save(tmp_path, _shortcut_graph()), tmp_path / "out.onnx"
-    done = channel_pads_as_convs(src, out)
+    done = _pads_as_convs(src, out)
     assert [(d.pad_node, d.slices, d.channels, d.padded_to, d.stride) for d in done] == [
         ("pad", ("slice_h", "slice_w"), 4, 8, (2, 2))]
     model = onnx.load(str(out))
@@ -80,14 +86,14 @@ def test_option_a_shortcut_becomes_one_strided_1x1_conv_with_the_same_output(tmp
 
 def test_a_slice_that_does_not_start_at_zero_stays_and_the_pad_still_becomes_a_conv(tmp_path):
     src, out = _save(tmp_path, _shortcut_graph(slice_start=1)), tmp_path / "out.onnx"
-    (done,) = channel_pads_as_convs(src, out)
+    (done,) = _pads_as_convs(src, out)
     assert done.slices == () and done.stride == (1, 1)
     np.testing.assert_array_equal(_run(out, X), _run(src, X))
 
 
 def test_a_slice_read_elsewhere_is_not_folded(tmp_path):
     src, out = _save(tmp_path, _shortcut_graph(slice_also_read=True)), tmp_path / "out.onnx"
-    (done,) = channel_pads_as_convs(src, out)
+    (done,) = _pads_as_convs(src, out)
     assert done.slices == ("slice_w",) and done.stride == (1, 2)
     np.testing.assert_array_equal(_run(out, X), _run(src, X))
 
@@ -101,7 +107,7 @@ def test_a_slice_read_elsewhere_is_not_folded(tmp_path):
 ], ids=["spatial", "nonzero-value", "reflect", "axes-input"])
 def test_other_pads_are_left_alone(tmp_path, kwargs):
     src, out = _save(tmp_path, _shortcut_graph(**kwargs)), tmp_path / "out.onnx"
-    assert channel_pads_as_convs(src, out) == [] and not out.exists()
+    assert _pads_as_convs(src, out) == [] and not out.exists()
 
 
 def test_quantize_step_runs_the_shortcut_in_int8(tmp_path, tiny_step_ctx):
@@ -150,3 +156,61 @@ def test_quantize_step_runs_the_shortcut_in_int8(tmp_path, tiny_step_ctx):
     raw = apply(art, QuantizeConfig(target="x86-vnni", pad_channels=0, preprocess=False), tiny_step_ctx)
     assert raw.meta["quantization"]["channel_pads_as_convs"] == []
     assert any("preprocess: true" in n for n in tiny_step_ctx.notes)
+
+
+# --------------------------------------------------------------------------- pad_channels
+
+
+def _conv_graph(opset: int):
+    """x(1,3,5,5) -> two convs sharing one 3-channel weight, + a depthwise conv, summed."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w")
+    dw = numpy_helper.from_array(rng.standard_normal((3, 1, 3, 3)).astype(np.float32), "dw")
+    w4 = numpy_helper.from_array(rng.standard_normal((3, 4, 1, 1)).astype(np.float32), "w4")
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["a"], name="a", pads=[1, 1, 1, 1]),
+        helper.make_node("Conv", ["x", "w"], ["b"], name="b", pads=[1, 1, 1, 1]),
+        helper.make_node("Add", ["a", "b"], ["ab"], name="add"),
+        helper.make_node("Conv", ["ab", "w4"], ["c"], name="c"),  # 4 input channels: kept as is
+        helper.make_node("Conv", ["x", "dw"], ["d"], name="depthwise", group=3, pads=[1, 1, 1, 1]),
+        helper.make_node("Add", ["c", "d"], ["y"], name="out"),
+    ]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 5, 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 5, 5])], [w, dw, w4])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 7
+    onnx.checker.check_model(model)
+    return model
+
+
+@pytest.mark.parametrize("opset", [10, 17])  # Pad's pads: an attribute before opset 11, an input after
+def test_pad_conv_channels_keeps_float_outputs_exactly(tmp_path, opset):
+    import onnx
+
+    src, out = _save(tmp_path, _conv_graph(opset)), tmp_path / "out.onnx"
+    path, _, done = rewrite_for_int8(src, out, pad_channels=4)
+    assert path == out
+    assert sorted((d.conv, d.channels, d.padded_to) for d in done) == [("a", 3, 4), ("b", 3, 4)]
+    model = onnx.load(str(out))
+    onnx.checker.check_model(model, full_check=True)
+    convs = {n.name: n for n in model.graph.node if n.op_type == "Conv"}
+    assert convs["depthwise"].input == ["x", "dw"] and convs["c"].input[0] == "ab"  # untouched
+    x = np.random.default_rng(1).standard_normal((1, 3, 5, 5)).astype(np.float32)
+    np.testing.assert_allclose(_run(out, x), _run(src, x), rtol=1e-6, atol=1e-6)
+
+
+def test_rewrites_off_or_finding_nothing_write_nothing(tmp_path):
+    src, out = _save(tmp_path, _conv_graph(17)), tmp_path / "out.onnx"
+    for off in (0, 1):
+        assert rewrite_for_int8(src, out, pad_channels=off) == (src, [], []) and not out.exists()
+    assert rewrite_for_int8(src, out, pads_as_convs=True) == (src, [], [])  # no Pad in this graph
+    assert not out.exists()
+    path, _, done = rewrite_for_int8(src, out, pad_channels=4)
+    assert path == out and [d.conv for d in done] == ["a", "b"]
+    again = tmp_path / "again.onnx"
+    assert rewrite_for_int8(out, again, pad_channels=4) == (out, [], [])  # every Conv a multiple now
+    assert not again.exists()

@@ -8,13 +8,14 @@ function exactly (a test checks each one's outputs) and reports what it changed.
   it (the option-A shortcut of CIFAR ResNets), becomes one 1x1 ``Conv`` with 0/1 weights, which
   ORT runs as an int8 QLinearConv instead of dequantize -> float Pad -> quantize.
 
-Measurements: docs/results/quantization.md.
+``rewrite_for_int8`` loads the model once, applies the rewrites that are on and saves the result
+only when one of them changed something. Measurements: docs/results/quantization.md.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,42 +31,57 @@ class PaddedConv:
     padded_to: int
 
     def to_dict(self) -> dict:
-        return {"conv": self.conv, "pad_node": self.pad_node, "channels": self.channels,
-                "padded_to": self.padded_to}
+        return asdict(self)
 
 
-def pad_conv_channels(src: Path, out: Path, multiple: int) -> list[PaddedConv]:
-    """Give every ``group=1`` Conv whose input-channel count is not a multiple of ``multiple``
-    zero input channels up to the next multiple: a ``Pad`` on its input and zero slices in its
-    weight. The float model computes exactly the same outputs. Why: ONNX Runtime's int8
-    convolution is about 2-3x slower with 3 input channels (an RGB stem) than with 4 on this
-    project's x86 machine (docs/results/quantization.md). Writes ``out`` only when a Conv changed;
-    returns what changed. The Pad nodes should stay float (exclude them from quantization), so the
-    input is padded before it is quantized."""
+def rewrite_for_int8(src: Path, out: Path, *, pad_channels: int = 0,
+                     pads_as_convs: bool = False) -> tuple[Path, list[PadAsConv], list[PaddedConv]]:
+    """Apply the rewrites that are on to the model at ``src``; returns the model to quantize (``out``
+    when something changed, else ``src``) and what each rewrite changed. The channel Pads go first,
+    so the 1x1 Convs they become are seen by ``pad_conv_channels`` like any other Conv."""
     import onnx
+
+    if not pads_as_convs and pad_channels < 2:
+        return src, [], []
+    model = onnx.load(str(src))
+    as_convs = channel_pads_as_convs(model) if pads_as_convs else []
+    padded = pad_conv_channels(model, pad_channels)
+    if not as_convs and not padded:
+        return src, [], []
+    onnx.save(model, str(out))
+    return out, as_convs, padded
+
+
+def pad_conv_channels(model, multiple: int) -> list[PaddedConv]:
+    """Give every ``group=1`` Conv of ``model`` (an onnx ModelProto, changed in place) whose
+    input-channel count is not a multiple of ``multiple`` zero input channels up to the next
+    multiple: a ``Pad`` on its input and zero slices in its weight. The float model computes exactly
+    the same outputs. Why: ONNX Runtime's int8 convolution is about 2-3x slower with 3 input channels
+    (an RGB stem) than with 4 on this project's x86 machine (docs/results/quantization.md). Returns
+    what changed. The Pad nodes should stay float (exclude them from quantization), so the input is
+    padded before it is quantized."""
     from onnx import helper, numpy_helper
 
     if multiple < 2:
         return []
-    model = onnx.load(str(src))
     g = model.graph
     inits = {i.name: i for i in g.initializer}
     users = Counter(name for n in g.node for name in n.input)
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     graph_inputs = {i.name for i in g.input}
-    names = {n.name for n in g.node} | {t for n in g.node for t in n.output} | set(inits)
+    names = _names(g)
     done: list[PaddedConv] = []
     inserts = []  # (index of the Conv, its Pad)
     changed: set[str] = set()
     for index, node in enumerate(g.node):
         group = next((a.i for a in node.attribute if a.name == "group"), 1)
         w_init = inits.get(node.input[1]) if node.op_type == "Conv" and len(node.input) > 1 else None
-        if w_init is None or group != 1 or node.input[1] in graph_inputs:
+        if w_init is None or group != 1 or node.input[1] in graph_inputs or len(w_init.dims) < 3:
+            continue
+        c = w_init.dims[1]
+        if c % multiple == 0:
             continue
         w = numpy_helper.to_array(w_init)
-        c = w.shape[1]
-        if w.ndim < 3 or c % multiple == 0:
-            continue
         target = -(-c // multiple) * multiple
         padded_w = np.zeros((w.shape[0], target, *w.shape[2:]), dtype=w.dtype)
         padded_w[:, :c] = w
@@ -90,14 +106,23 @@ def pad_conv_channels(src: Path, out: Path, multiple: int) -> list[PaddedConv]:
         changed.add(w_name)
         inserts.append((index, pad))
         done.append(PaddedConv(base, pad_name, c, target))
-    if done:
-        keep = [v for v in g.value_info if v.name not in changed]  # shapes that are no longer true
-        del g.value_info[:]
-        g.value_info.extend(keep)
-        for index, pad in reversed(inserts):
-            g.node.insert(index, pad)
-        onnx.save(model, str(out))
+    _drop_value_info(g, changed)  # the padded weights' shapes are no longer true
+    for index, pad in reversed(inserts):
+        g.node.insert(index, pad)
     return done
+
+
+def _names(graph) -> set[str]:
+    """Every node, tensor and initializer name in ``graph``: what a new name must not collide with."""
+    return ({n.name for n in graph.node} | {t for n in graph.node for t in n.output}
+            | {i.name for i in graph.initializer})
+
+
+def _drop_value_info(graph, names: set[str]) -> None:
+    if names:
+        keep = [v for v in graph.value_info if v.name not in names]
+        del graph.value_info[:]
+        graph.value_info.extend(keep)
 
 
 def _unique(name: str, taken: set[str]) -> str:
@@ -120,32 +145,31 @@ class PadAsConv:
     stride: tuple[int, int]
 
     def to_dict(self) -> dict:
-        return {"pad_node": self.pad_node, "conv": self.conv, "slices": list(self.slices),
-                "channels": self.channels, "padded_to": self.padded_to, "stride": list(self.stride)}
+        return {**asdict(self), "slices": list(self.slices), "stride": list(self.stride)}
 
 
 _END = 2**31 - 1  # Slice ends at or past this mean "to the end" (torch exports INT64_MAX)
 
 
-def channel_pads_as_convs(src: Path, out: Path) -> list[PadAsConv]:
-    """Replace each zero ``Pad`` that pads only the channel axis of a 4-D float tensor by a 1x1
+def channel_pads_as_convs(model) -> list[PadAsConv]:
+    """In ``model`` (an onnx ModelProto, changed in place), replace each zero ``Pad`` that pads only
+    the channel axis of a 4-D float tensor by a 1x1
     ``Conv`` whose weight copies input channel i to output channel ``before + i`` (zeros elsewhere),
     folding in the ``Slice`` nodes that feed it when they only subsample height and width from 0
     with one step (``x[:, :, ::s, ::s]``: the Conv's stride). In float the Conv computes exactly the
     same tensor; quantized, ONNX Runtime runs it as one QLinearConv in uint8 instead of
     DequantizeLinear -> float Pad -> QuantizeLinear. Needs the pads and the input's channel count
     to be known (run after ``quant_pre_process``, which folds constants and infers shapes); other
-    Pads are left as they are. Writes ``out`` only when something changed."""
+    Pads are left as they are. Returns what changed."""
     import onnx
     from onnx import helper, numpy_helper
 
-    model = onnx.load(str(src))
     g = model.graph
     inits = {i.name: i for i in g.initializer}
     shapes = {v.name: v.type.tensor_type for v in (*g.value_info, *g.input, *g.output)}
     producer = {o: n for n in g.node for o in n.output}
     users = Counter(name for n in g.node for name in n.input) + Counter(o.name for o in g.output)
-    names = {n.name for n in g.node} | {t for n in g.node for t in n.output} | set(inits)
+    names = _names(g)
 
     def const(name: str):
         return numpy_helper.to_array(inits[name]) if name in inits else None
@@ -174,7 +198,7 @@ def channel_pads_as_convs(src: Path, out: Path) -> list[PadAsConv]:
             if steps is None or any(stride[a] != 1 for a in steps):
                 break
             stride.update(steps)
-            slices.append(producer[x].name)
+            slices.append(producer[x])
             x = producer[x].input[0]
         c_dim = info.shape.dim[1]  # the Slices keep the channels
         if not c_dim.HasField("dim_value"):
@@ -191,21 +215,17 @@ def channel_pads_as_convs(src: Path, out: Path) -> list[PadAsConv]:
         g.node.insert(index, conv)
         g.node.remove(node)
         orphans.update(node.input[1:])
-        for name in slices:
-            dropped = next(n for n in g.node if n.name == name)
+        for dropped in slices:
             removed.update(dropped.output)
             orphans.update(dropped.input[1:])
             g.node.remove(dropped)
-        done.append(PadAsConv(node.name, conv_name, tuple(reversed(slices)), c, before + c + after,
-                              (stride[2], stride[3])))
+        done.append(PadAsConv(node.name, conv_name, tuple(n.name for n in reversed(slices)), c,
+                              before + c + after, (stride[2], stride[3])))
     if done:
-        keep = [v for v in g.value_info if v.name not in removed]  # tensors no node produces now
-        del g.value_info[:]
-        g.value_info.extend(keep)
+        _drop_value_info(g, removed)  # tensors no node produces now
         still_read = {name for n in g.node for name in n.input} | {o.name for o in g.output}
         for init in [i for i in g.initializer if i.name in orphans and i.name not in still_read]:
             g.initializer.remove(init)
-        onnx.save(model, str(out))
     return done
 
 

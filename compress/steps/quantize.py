@@ -30,7 +30,7 @@ from compress.quantization.ort import (
     qtype,
     quantize_static_file,
 )
-from compress.quantization.rewrite import channel_pads_as_convs, pad_conv_channels
+from compress.quantization.rewrite import rewrite_for_int8
 from compress.quantization.targets import DEFAULTS, TARGET_NAMES, resolve_target
 from compress.steps.base import StepConfig, StepContext, register_step
 from compress.steps.nncf_quantize import NNCFConfig, quantize_nncf
@@ -238,20 +238,17 @@ def apply(art: Artifact, cfg: QuantizeConfig, ctx: StepContext) -> Artifact:
     meta = dict(art.meta)
     mixed = None
     padded, pads_as_convs = [], []
-    if cfg.mode == "static" and s.channel_pads_as_convs:
-        pads_as_convs = channel_pads_as_convs(src, ctx.workdir / "pads-as-convs.onnx")
-        if pads_as_convs:
-            src = ctx.workdir / "pads-as-convs.onnx"
-        elif not cfg.preprocess and ops.get("Pad", 0):
+    if cfg.mode == "static":
+        src, pads_as_convs, padded = rewrite_for_int8(src, ctx.workdir / "rewritten.onnx",
+                                                      pad_channels=s.pad_channels,
+                                                      pads_as_convs=s.channel_pads_as_convs)
+        # the channel Pads stay float: the input is padded, then quantized
+        s = dataclasses.replace(s, exclude_nodes=s.exclude_nodes + tuple(p.pad_node for p in padded))
+        if s.channel_pads_as_convs and not pads_as_convs and not cfg.preprocess and ops.get("Pad", 0):
             ctx.notes.append(
                 f"channel_pads_as_convs found no Pad it could rewrite among the model's {ops['Pad']}: "
                 "with preprocess: false their pads are not folded into constants; set preprocess: true"
             )
-    if cfg.mode == "static" and s.pad_channels:
-        padded = pad_conv_channels(src, ctx.workdir / "padded.onnx", s.pad_channels)
-        if padded:  # the Pads stay float: the input is padded, then quantized
-            src = ctx.workdir / "padded.onnx"
-            s = dataclasses.replace(s, exclude_nodes=s.exclude_nodes + tuple(p.pad_node for p in padded))
     if cfg.mode == "dynamic":
         _dynamic(src, out, cfg, s, ops, ctx)
     else:
