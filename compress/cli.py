@@ -61,8 +61,8 @@ def run(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from compress.pipeline import run_recipe
     from compress.recipe import load_recipe
+    from compress.run.pipeline import run_recipe
 
     try:
         rec = load_recipe(recipe)
@@ -96,7 +96,7 @@ def run(
 
 
 def _print_summary(outcome) -> None:
-    from compress.report import comparison_table, verdict_section
+    from compress.report.markdown import comparison_table, verdict_section
 
     res = outcome.results
     out_console.print(verdict_section(res), highlight=False)
@@ -140,7 +140,7 @@ def schema() -> None:
 
 def _ci_outputs(results: dict, junit: Path | None, report_path: Path | None) -> None:
     """--junit and $GITHUB_STEP_SUMMARY, for `run` and `gate`."""
-    from compress.ci import append_step_summary, summary_markdown, write_junit
+    from compress.results.ci import append_step_summary, summary_markdown, write_junit
 
     try:
         if junit is not None:
@@ -174,9 +174,9 @@ def gate(
     every gated variant passes, 1 when a gate fails, 2 for invalid results or options, 3 when the
     run had a variant that failed to build or run.
     """
-    from compress.gate import apply_gate, override_gate
-    from compress.report import verdict_section
-    from compress.results_schema import load_results
+    from compress.report.markdown import verdict_section
+    from compress.results.gate import apply_gate, override_gate
+    from compress.results.schema import load_results
 
     overrides: dict = {"max_accuracy_drop": max_accuracy_drop, "min_speedup": min_speedup,
                        "speedup_batch_sizes": speedup_batch_size or None, "mode": mode}
@@ -225,9 +225,9 @@ def compare(
     new and vanished variants. Exits 1 when a change is a regression beyond the tolerances, 2 for
     invalid input. Appends the diff to $GITHUB_STEP_SUMMARY when set.
     """
-    from compress.ci import append_step_summary
-    from compress.compare import Tolerances, compare_runs, render_comparison
-    from compress.results_schema import load_results
+    from compress.results.ci import append_step_summary
+    from compress.results.compare import Tolerances, compare_runs, render_comparison
+    from compress.results.schema import load_results
 
     try:
         if max_speedup_loss is not None and not 0 <= max_speedup_loss < 1:
@@ -317,7 +317,13 @@ def profile(
 ) -> None:
     """Profile one model file on one or more targets, without a recipe: latency percentiles with
     intervals, throughput, stability, peak memory, energy where measurable, and cost."""
-    from compress.profile_cli import load_model, parse_shape, parse_target, profile_model, render
+    from compress.run.profile_model import (
+        load_model,
+        parse_shape,
+        parse_target,
+        profile_model,
+        render,
+    )
 
     try:
         targets = [parse_target(t) for t in target]

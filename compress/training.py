@@ -13,7 +13,7 @@ import math
 import numpy as np
 
 from compress.errors import StepError
-from compress.progress import track
+from compress.run.progress import track
 
 
 def kd_loss(student_logits, teacher_logits, labels, *, temperature: float, alpha: float):

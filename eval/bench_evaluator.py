@@ -3,7 +3,7 @@
 Real data: pretrained CIFAR-10 ResNet-20 (akamaster weights), the exact CIFAR-10 test images 0-999
 as the held-out reference, and the 9,000 JPEG (q75) test images that are not twins of them as the
 production data: a natural shift that costs the model about 10 points. Both checks of
-``compress.drift`` run on the model's per-sample outputs:
+``compress.measure.drift`` run on the model's per-sample outputs:
 
 - labelled: accuracy on the production images against held-out (``labelled_shift``, Fisher's test);
 - unlabelled: shift of confidence and predicted classes (``prediction_shift``: PSI, KS + chi-square,
@@ -54,7 +54,7 @@ def _split(role: str, images_nhwc: np.ndarray, labels: np.ndarray, source: str):
 
 def model_outputs(data_dir: Path, cache: Path) -> dict[str, dict[str, np.ndarray]]:
     """ResNet-20 predictions, confidence and correctness on the exact 1,000 and the 9,000 JPEG
-    non-twins, through ``compress.evaluate.evaluate``; cached in ``cache``."""
+    non-twins, through ``compress.measure.accuracy.evaluate``; cached in ``cache``."""
     if cache.is_file():
         with np.load(cache) as z:
             return {s: {k: z[f"{s}/{k}"] for k in ("predictions", "confidence", "correct")}
@@ -63,7 +63,7 @@ def model_outputs(data_dir: Path, cache: Path) -> dict[str, dict[str, np.ndarray
     from cifar_data import load_exact_1000, load_jpeg_10k, non_twin_jpeg_rows, weights_dir
     from cifar_resnet import load_pretrained
 
-    from compress.evaluate import evaluate
+    from compress.measure.accuracy import evaluate
 
     torch.set_num_threads(2)
     session = _TorchSession(load_pretrained(20, weights_dir(data_dir)))
@@ -86,7 +86,7 @@ def model_outputs(data_dir: Path, cache: Path) -> dict[str, dict[str, np.ndarray
 
 
 def _checks(ref: dict, cur: dict, idx_ref, idx_cur) -> tuple[dict, dict]:
-    from compress.drift import labelled_shift, prediction_shift
+    from compress.measure.drift import labelled_shift, prediction_shift
 
     lab = labelled_shift(ref["correct"][idx_ref], cur["correct"][idx_cur], paired=False,
                          alpha=ALPHA, n_resamples=200)
@@ -232,8 +232,8 @@ def pipeline_check(data_dir: Path, workdir: Path) -> str:
     from cifar_data import load_exact_1000, load_jpeg_10k, non_twin_jpeg_rows, weights_dir
     from cifar_resnet import checkpoint_path
 
-    from compress.pipeline import run_recipe
     from compress.recipe import load_recipe
+    from compress.run.pipeline import run_recipe
 
     workdir.mkdir(parents=True, exist_ok=True)
     exact_images, exact_labels, _ = load_exact_1000(data_dir)

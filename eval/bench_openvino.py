@@ -121,8 +121,8 @@ def main() -> int:
     args = parser.parse_args()
     data_dir = shared_data_dir(args.data)
 
-    from compress.pipeline import run_recipe
     from compress.recipe import parse_recipe
+    from compress.run.pipeline import run_recipe
 
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="bench-openvino-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -146,7 +146,7 @@ def main() -> int:
     if args.out:
         import platform
 
-        from compress.environment import cpu_info
+        from compress.run.environment import cpu_info
 
         cpu = cpu_info()
         Path(args.out).write_text(

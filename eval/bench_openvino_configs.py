@@ -33,7 +33,7 @@ def main() -> int:
     import numpy as np
 
     from compress.artifacts import Artifact
-    from compress.profile import time_sessions
+    from compress.measure.timing import time_sessions
     from compress.recipe import TargetConfig
     from compress.runtimes import RUNTIMES
 

@@ -6,7 +6,7 @@ channel, calibrated on 256 JPEG test images that are not twins of the exact held
 pruned (torch-pruning, 50% of each block's inner channels, L2 magnitude, no fine-tuning: this
 benchmark is about time, not accuracy). It then, in `--passes` alternating passes,
 
-1. profiles the three variants with ``compress.profile.time_sessions`` (ONNX Runtime CPU, 2 threads,
+1. profiles the three variants with ``compress.measure.timing.time_sessions`` (ONNX Runtime CPU, 2 threads,
    real test images, interleaved rounds, batch 1 and 32);
 2. times every (variant, batch) again with ``timeit`` in a separate Python process that builds its
    own ONNX Runtime session with the same settings and nothing of compress,
@@ -15,7 +15,7 @@ each right beside the other per batch size, alternating which goes first. It rep
 batch), the median of the profiler's p50s over the passes, the median of the timeit medians, and
 the median of the per-pass ratios profiler / timeit (goal: within 10%), plus top-1 on the exact
 test images 0-999,
-peak memory (compress.memory) and $ per 1M inferences at the c7i.large list price.
+peak memory (compress.measure.memory) and $ per 1M inferences at the c7i.large list price.
 
     python eval/bench_profiler.py [--data DIR] [--depth 20 --depth 56] [--out docs/results/profiler.md]
 
@@ -126,9 +126,9 @@ def bench(depth: int, data_dir: Path, workdir: Path, passes: int, rounds: int, m
     from cifar_data import load_exact_1000, preprocess
 
     from compress.artifacts import Artifact
-    from compress.cost import PRICES, usd_per_1m
-    from compress.memory import measure_memory
-    from compress.profile import time_sessions
+    from compress.measure.cost import PRICES, usd_per_1m
+    from compress.measure.memory import measure_memory
+    from compress.measure.timing import time_sessions
     from compress.recipe import TargetConfig
     from compress.runtimes.base import RUNTIMES
 
@@ -197,7 +197,7 @@ def bench(depth: int, data_dir: Path, workdir: Path, passes: int, rounds: int, m
 
 
 def markdown(rows: list[dict], command: str, started: str, passes: int, load: str) -> str:
-    from compress.environment import cpu_info
+    from compress.run.environment import cpu_info
 
     cpu = cpu_info()
     lines = [

@@ -33,7 +33,7 @@ def main() -> int:
     import bench_profiler as bench
     from cifar_data import load_exact_1000, preprocess, shared_data_dir
 
-    from compress.profile import time_sessions
+    from compress.measure.timing import time_sessions
     from compress.runtimes.onnxruntime import OrtSession
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

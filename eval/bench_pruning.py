@@ -2,7 +2,7 @@
 MACs with several importance criteria side by side, recovered by fine-tuning with distillation,
 evaluated on the exact 1,000 test images and timed in ONNX Runtime fp32 against the unpruned ONNX.
 
-Everything runs through the toolkit (`compress.pipeline.run_recipe` on a generated recipe): the
+Everything runs through the toolkit (`compress.run.pipeline.run_recipe` on a generated recipe): the
 `python:` model source (eval/cifar_resnet.py), the checkpoint loader, the `prune` step with a
 `macs_budget` target, the `sparsify` step (2:4, as a control that shows what ORT CPU does with
 zeros), `export`, the evaluator and the interleaved profiler. Fine-tuning sees only JPEG images
@@ -210,7 +210,7 @@ def render(results: dict, command: str, wall_s: float, epochs: int) -> str:
 def retime(run_dir: Path, rounds: int) -> dict:
     """Time an earlier run's ONNX artifacts again, interleaved, with the profiler's method."""
     from compress.artifacts import Artifact
-    from compress.profile import speedup, time_sessions
+    from compress.measure.timing import speedup, time_sessions
     from compress.recipe import TargetConfig
     from compress.runtimes.base import RUNTIMES
 
@@ -247,8 +247,8 @@ def retimed_section(rt: dict) -> list[str]:
 def latency_search(data_dir: Path, work: Path, seed: int, max_fraction: float) -> str:
     """Run the `latency_budget` target on ResNet-56 (batch 32, no fine-tuning) and return its search
     trace as Markdown: what each channel ratio measures on ORT, against the unpruned model."""
-    from compress.pipeline import run_recipe
     from compress.recipe import parse_recipe
+    from compress.run.pipeline import run_recipe
 
     paths = write_role_splits(data_dir, work, calibration_n=CALIBRATION_N, seed=seed)
     data = make_recipe(data_dir, paths, 1, seed)
@@ -319,8 +319,8 @@ def main() -> int:
             Path(args.out).write_text(md)
         return 0
     data_dir = shared_data_dir(args.data)
-    from compress.pipeline import run_recipe
     from compress.recipe import parse_recipe
+    from compress.run.pipeline import run_recipe
 
     work = Path(args.work)
     paths = write_role_splits(data_dir, work, calibration_n=CALIBRATION_N, seed=args.seed)

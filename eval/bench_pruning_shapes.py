@@ -53,7 +53,7 @@ def main() -> int:
     from cifar_data import shared_data_dir, weights_dir
     from cifar_resnet import load_pretrained
 
-    from compress.profile import time_sessions
+    from compress.measure.timing import time_sessions
     from compress.pruning.channels import ChannelPlan, count_macs_params, make_pruner
     from compress.runtimes.onnxruntime import OrtSession
     from compress.steps.export import export_onnx

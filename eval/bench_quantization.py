@@ -143,8 +143,8 @@ def sweep_variants(args) -> dict:
 
 def bench_model(depth: int, splits, work: Path, args, variants: dict) -> dict:
     from compress.artifacts import Artifact
-    from compress.onnx_inspect import int8_coverage
-    from compress.profile import speedup, time_sessions
+    from compress.measure.timing import speedup, time_sessions
+    from compress.quantization.coverage import int8_coverage
     from compress.quantization.ort import OrtRunner
     from compress.steps.base import StepContext
     from compress.steps.export import export_onnx
@@ -253,7 +253,7 @@ def markdown(results: list[dict], args, started: str, wall_s: float) -> str:
 
 
 def _cpu() -> str:
-    from compress.environment import cpu_info
+    from compress.run.environment import cpu_info
 
     c = cpu_info()
     return f"{c.get('model', '?')}, {c.get('logical_cores')} logical cores, {', '.join(c.get('flags', []))}"

@@ -219,7 +219,7 @@ def cli() -> CliRunner:
 
 def _hand_made_latency(p50_ms: float, batch_size: int) -> dict:
     """One latency entry as the profiler writes it, from made-up timed calls around ``p50_ms``."""
-    from compress.stats import summarize_timings
+    from compress.measure.stats import summarize_timings
 
     samples = [p50_ms * f for f in (0.98, 0.99, 1.0, 1.0, 1.01, 1.03, 1.1)]
     return {

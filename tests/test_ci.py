@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from compress.ci import append_step_summary, junit_cases, junit_xml, summary_markdown
 from compress.cli import app
-from compress.gate import apply_gate
+from compress.results.ci import append_step_summary, junit_cases, junit_xml, summary_markdown
+from compress.results.gate import apply_gate
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = Path(__file__).parent / "golden"

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from compress.cli import app
-from compress.compare import Tolerances, compare_runs, render_comparison
-from compress.gate import apply_gate
+from compress.results.compare import Tolerances, compare_runs, render_comparison
+from compress.results.gate import apply_gate
 
 GOLDEN = Path(__file__).parent / "golden"
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from compress.corruptions import CORRUPTIONS, SEVERITY_PARAMS, corrupt
+from compress.measure.corruptions import CORRUPTIONS, SEVERITY_PARAMS, corrupt
 
 
 def smooth_images(channels: int, size: int = 32, n: int = 3) -> np.ndarray:

@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from compress.cost import (
+from compress.measure.cost import (
     PRICES,
     BreakEven,
     InstancePrice,
@@ -161,7 +161,7 @@ def run_entries() -> dict:
 
 
 def test_serving_costs_worked_example(run_entries):
-    from compress.cost import serving_costs
+    from compress.measure.cost import serving_costs
 
     # priced at $0.17/h, compressed on a $1.20/h machine, 300 k requests/day: the worked example
     # of pruned_on_cpu above (1200 s of steps -> $0.40; saving $0.28333 per 1M; 1.4118 M; 4.706 days)
@@ -184,7 +184,7 @@ def test_serving_costs_worked_example(run_entries):
 
 
 def test_serving_costs_fall_back_to_the_baseline_and_default_to_the_target_price(run_entries):
-    from compress.cost import serving_costs
+    from compress.measure.cost import serving_costs
 
     run_entries["baseline"] = {"latency": {"cpu": {"1": _timed(100.0)}}}
     serving_costs(run_entries, "cpu", 0.17, reference="not-profiled-anywhere")
@@ -196,7 +196,7 @@ def test_serving_costs_fall_back_to_the_baseline_and_default_to_the_target_price
 
 
 def test_serving_costs_without_a_profiled_reference_add_only_prices(run_entries):
-    from compress.cost import serving_costs
+    from compress.measure.cost import serving_costs
 
     serving_costs(run_entries, "cpu", 0.17, reference="nothing")
     assert "usd_per_1m" in run_entries["pruned"]["latency"]["cpu"]["1"]

@@ -2,14 +2,14 @@
 
 from pathlib import Path
 
-from compress.recipe_doc import render
+from compress.recipe.doc import render
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_recipe_reference_is_current():
     doc = (ROOT / "docs" / "recipe.md").read_text()
-    assert doc == render(), "docs/recipe.md is stale: run python -m compress.recipe_doc > docs/recipe.md"
+    assert doc == render(), "docs/recipe.md is stale: run python -m compress.recipe.doc > docs/recipe.md"
 
 
 def test_readme_quickstart_has_the_ci_commands():

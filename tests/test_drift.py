@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from conftest import learnable_images
 
-from compress.drift import (
+from compress.errors import InputError
+from compress.measure.drift import (
     corrupted_splits,
     drift_degradation,
     labelled_shift,
@@ -16,7 +17,6 @@ from compress.drift import (
     psi_reading,
     robustness_profile,
 )
-from compress.errors import InputError
 from compress.recipe import DataConfig
 from compress.sources.data import make_splits
 

@@ -169,7 +169,7 @@ def test_other_code_rebuilds_instead_of_reusing_the_cache(runs, tiny_project, ne
     re-run rebuilds every artifact rather than reusing one that other code made."""
     import shutil
 
-    import compress.build
+    import compress.run.build
 
     folder = tiny_project(tmp_path)
     recipe = _e2e_recipe(new_tiny_recipe, broken=False)
@@ -184,7 +184,7 @@ def test_other_code_rebuilds_instead_of_reusing_the_cache(runs, tiny_project, ne
     same = rerun("same-code")
     assert same["baseline"]["info"]["cached"] is True
     assert all(s["cached"] for name in OK_VARIANTS for s in same["variants"][name]["steps"])
-    monkeypatch.setattr(compress.build, "code_digest", lambda: "other code")
+    monkeypatch.setattr(compress.run.build, "code_digest", lambda: "other code")
     other = rerun("other-code")
     assert other["baseline"]["info"]["cached"] is False
     for name in OK_VARIANTS:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from compress.energy import (
+from compress.measure.energy import (
     NVML_INSTALL_HINT,
     EnergyMeter,
     EnergyReading,

@@ -10,7 +10,7 @@ import pytest
 from conftest import NUM_CLASSES, learnable_images
 
 from compress.errors import InputError
-from compress.evaluate import (
+from compress.measure.accuracy import (
     EvalResult,
     compare,
     drop_decision,
@@ -19,8 +19,8 @@ from compress.evaluate import (
     overfit_gap,
     per_class_accuracy,
 )
-from compress.gate import gate_variant
-from compress.overlap import heldout_overlap
+from compress.measure.overlap import heldout_overlap
+from compress.results.gate import gate_variant
 from compress.sources.data import Split, Splits
 
 
@@ -243,9 +243,9 @@ def test_negative_tolerance_is_a_clear_error():
 def test_evaluation_stage_adds_a_robustness_profile_when_no_drift_data_is_given(toy_splits):
     from conftest import _tiny_recipe
 
-    from compress.build import Built
-    from compress.evaluate_run import evaluate_all
     from compress.recipe import parse_recipe
+    from compress.run.build import Built
+    from compress.run.evaluate import evaluate_all
 
     data = _tiny_recipe()
     data["evaluate"] = {"bootstrap_resamples": 200,
@@ -270,7 +270,7 @@ def test_evaluation_stage_adds_a_robustness_profile_when_no_drift_data_is_given(
 
 
 def test_report_says_held_out_is_too_small_with_the_sample_size_needed():
-    from compress.report_eval import accuracy_lines
+    from compress.report.evaluation import accuracy_lines
 
     v = {"status": "ok", "accuracy": _acc(-0.4, -2.0, 1.2, 500, 0.08)}
     v["gate"] = gate_variant("v", v, {"max_accuracy_drop": 1.0})

@@ -9,8 +9,8 @@ import pytest
 import yaml
 from conftest import NUM_CLASSES, TINY_MODEL_SOURCE, _tiny_recipe, learnable_images
 
-from compress.pipeline import run_recipe
 from compress.recipe import load_recipe
+from compress.run.pipeline import run_recipe
 
 
 def _noise_npz(path, n, seed):

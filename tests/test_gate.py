@@ -6,7 +6,7 @@ import copy
 
 import pytest
 
-from compress.gate import RULES, apply_gate, gate_variant
+from compress.results.gate import RULES, apply_gate, gate_variant
 
 
 def _checks(v: dict, rule: str) -> list[dict]:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from compress.artifacts import Artifact
-from compress.memory import measure_memory
+from compress.measure.memory import measure_memory
 from compress.recipe import TargetConfig
 from tests.test_profile_targets import make_onnx
 

@@ -71,7 +71,7 @@ def test_throughput_mode_returns_every_result_in_order(onnx_file, tiny_module):
 
 
 def test_throughput_target_is_timed_with_every_request_on_a_whole_batch(onnx_file):
-    from compress.profile import time_sessions
+    from compress.measure.timing import time_sessions
 
     sess = _load(onnx_file, precision="f32", hint="THROUGHPUT", requests=3)
     assert sess.info["timing"] == "concurrent" and sess.info["concurrent_requests"] == 3
@@ -160,7 +160,7 @@ def _fake_quantize_count(xml: Path) -> int:
 
 
 def test_nncf_options_reach_nncf(onnx_file, ctx, tmp_path):
-    from compress.steps.nncf_quantize import IgnoredScopeConfig, NNCFConfig, quantize_nncf
+    from compress.quantization.nncf import IgnoredScopeConfig, NNCFConfig, quantize_nncf
 
     path, kind, meta = quantize_nncf(onnx_file, "onnx", NNCFConfig(subset_size=16), ctx, 0)
     assert kind == "openvino" and path.suffix == ".xml"
@@ -176,8 +176,8 @@ def test_nncf_options_reach_nncf(onnx_file, ctx, tmp_path):
 
 
 def test_nncf_onnx_output_runs_in_onnxruntime_as_qdq(onnx_file, ctx):
-    from compress.onnx_inspect import int8_coverage, source_op_counts
-    from compress.steps.nncf_quantize import NNCFConfig, quantize_nncf
+    from compress.quantization.coverage import int8_coverage, source_op_counts
+    from compress.quantization.nncf import NNCFConfig, quantize_nncf
 
     path, kind, _ = quantize_nncf(onnx_file, "onnx", NNCFConfig(subset_size=16, output="onnx"), ctx, 0)
     assert kind == "onnx"
@@ -187,7 +187,7 @@ def test_nncf_onnx_output_runs_in_onnxruntime_as_qdq(onnx_file, ctx):
 
 def test_accuracy_control_needs_a_tuning_split(onnx_file, ctx):
     from compress.errors import StepError
-    from compress.steps.nncf_quantize import AccuracyControlConfig, NNCFConfig, quantize_nncf
+    from compress.quantization.nncf import AccuracyControlConfig, NNCFConfig, quantize_nncf
 
     cfg = NNCFConfig(subset_size=8, accuracy_control=AccuracyControlConfig(max_drop=1.0))
     with pytest.raises(StepError, match="tuning split"):

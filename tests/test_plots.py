@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from compress.plots import pareto_front, plot_filename, plotted_targets, write_plots
-from compress.report import render_report
+from compress.report.markdown import render_report
+from compress.report.plots import pareto_front, plot_filename, plotted_targets, write_plots
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -76,7 +76,7 @@ def test_plot_filename_is_safe_for_any_target_name():
 
 
 def test_a_drawing_failure_is_exit_3_naming_the_target(tmp_path, results, monkeypatch):
-    import compress.plots as plots
+    import compress.report.plots as plots
     from compress.errors import CompressError
 
     def broken(*args, **kwargs):
@@ -89,7 +89,7 @@ def test_a_drawing_failure_is_exit_3_naming_the_target(tmp_path, results, monkey
 
 
 def test_non_finite_numbers_are_left_out_of_the_plot(results):
-    from compress.plots import _points
+    from compress.report.plots import _points
 
     results["variants"]["int8"]["latency"]["cpu"]["8"]["p50_ms"] = float("inf")
     results["variants"]["pruned"]["latency"]["cpu"]["8"]["usd_per_1m"] = float("nan")

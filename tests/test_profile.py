@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from compress.energy import EnergyUnavailable
 from compress.errors import InputError
-from compress.profile import (
+from compress.measure.energy import EnergyUnavailable
+from compress.measure.timing import (
     WARMUP_WINDOW,
     interleaved_order,
     round_cv,

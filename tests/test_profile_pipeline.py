@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from compress.pipeline import run_recipe
 from compress.recipe import load_recipe
-from compress.report import render_report
+from compress.report.markdown import render_report
+from compress.run.pipeline import run_recipe
 
 
 def _run(tmp_path_factory, tiny_project, new_tiny_recipe, *, memory: bool) -> dict:
@@ -44,7 +44,7 @@ def test_every_profiled_pair_has_its_peak_memory(tmp_path_factory, tiny_project,
 
 
 def test_every_profiled_pair_has_cost(profiled):
-    from compress.cost import PRICES
+    from compress.measure.cost import PRICES
 
     assert profiled["targets"][0]["usd_per_hour"] == PRICES["c7i.large"].usd_per_hour
     for name in ("onnx-fp32", "int8"):

@@ -10,8 +10,8 @@ import pytest
 
 from compress.cli import app
 from compress.errors import RecipeError
-from compress.profile_cli import parse_target, profile_model
 from compress.recipe import parse_recipe
+from compress.run.profile_model import parse_target, profile_model
 from compress.runtimes.onnxruntime import provider_list
 
 
@@ -52,7 +52,7 @@ def test_target_spec_sets_keys_and_runtime_options():
 
 
 def test_instance_sets_the_price_from_the_table_and_usd_per_hour_overrides_it():
-    from compress.cost import PRICES
+    from compress.measure.cost import PRICES
 
     assert parse_target("onnxruntime:cpu,instance=c7i.large").usd_per_hour == PRICES["c7i.large"].usd_per_hour
     assert parse_target("onnxruntime:cpu,instance=c7i.large,usd_per_hour=0.5").usd_per_hour == 0.5
@@ -119,7 +119,7 @@ def test_tensorrt_provider_list_falls_back_to_cuda_then_cpu_on_the_same_gpu():
 
 
 def _load(tiny_onnx):
-    from compress.profile_cli import load_model
+    from compress.run.profile_model import load_model
 
     return load_model(str(tiny_onnx), None)
 
@@ -159,7 +159,7 @@ def test_a_gpu_target_without_a_gpu_is_skipped_with_the_reason(tiny_onnx, spec, 
 
 @pytest.mark.skipif(_has_cuda(), reason="this machine has a CUDA GPU: the CUDA target would run")
 def test_torch_cuda_target_without_a_gpu_is_skipped_with_the_reason(tiny_model_file):
-    from compress.profile_cli import load_model
+    from compress.run.profile_model import load_model
 
     art, shape = load_model(f"python:{tiny_model_file}:tiny_cnn", (3, 8, 8))
     out = profile_model(art, shape, [parse_target("torch:cuda,dtype=fp16")], [1], plan=QUICK,
@@ -168,7 +168,7 @@ def test_torch_cuda_target_without_a_gpu_is_skipped_with_the_reason(tiny_model_f
 
 
 def test_torch_cpu_target_runs_with_bf16_autocast_and_channels_last(tiny_model_file):
-    from compress.profile_cli import load_model
+    from compress.run.profile_model import load_model
 
     art, shape = load_model(f"python:{tiny_model_file}:tiny_cnn", (3, 8, 8))
     target = parse_target("torch:cpu,dtype=bf16,channels_last=true,threads=1")
@@ -231,7 +231,7 @@ requires_gpu = pytest.mark.skipif(not _has_cuda(), reason="needs an NVIDIA GPU w
 @requires_gpu
 @pytest.mark.parametrize("dtype", ["fp32", "fp16", "bf16"])
 def test_torch_cuda_times_itself_with_cuda_events(tiny_model_file, dtype):
-    from compress.profile_cli import load_model
+    from compress.run.profile_model import load_model
 
     art, shape = load_model(f"python:{tiny_model_file}:tiny_cnn", (3, 8, 8))
     target = parse_target(f"torch:cuda,dtype={dtype}")

@@ -168,7 +168,7 @@ def test_exclude_nodes_keeps_that_node_float_and_says_when_ort_requantizes_it(ru
 
 
 def test_int8_node_names_known_answer(run_quantize, tiny_onnx_artifact):
-    from compress.onnx_inspect import int8_node_names
+    from compress.quantization.coverage import int8_node_names
 
     assert int8_node_names(tiny_onnx_artifact.path) == set()
     art, _, _ = run_quantize()
@@ -250,7 +250,7 @@ def test_the_documented_defaults_table_is_the_code_s():
 
 
 def test_coverage_known_answer(tmp_path, tiny_onnx_artifact, run_quantize):
-    from compress.onnx_inspect import int8_coverage
+    from compress.quantization.coverage import int8_coverage
 
     fp32 = int8_coverage(tiny_onnx_artifact.path)
     assert fp32.int8 == {"Conv": 0, "MatMul/Gemm": 0, "GlobalAveragePool": 0}

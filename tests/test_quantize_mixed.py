@@ -207,7 +207,7 @@ def _variant(quantization: dict, fraction: float, speedup: float = 1.2) -> dict:
 
 
 def test_report_names_the_float_layers_and_their_latency_cost():
-    from compress.report import variant_details
+    from compress.report.markdown import variant_details
 
     text = variant_details("int8-mixed", _variant({"mixed_precision": MIXED}, 0.95), "baseline")
     assert "Mixed precision: 1 layer(s) kept in float (`/0/Conv`)" in text
@@ -219,7 +219,7 @@ def test_report_names_the_float_layers_and_their_latency_cost():
 
 
 def test_low_coverage_warning_gives_the_likely_cause():
-    from compress.report import warnings_for
+    from compress.report.markdown import warnings_for
 
     s8 = warnings_for("int8", _variant({"activations": "int8", "target": "x86-vnni"}, 0.47, 0.8), "b")
     assert any("only 47% of the compute ops run in int8 (Conv 9/19)" in w
@@ -237,8 +237,8 @@ def test_a_recipe_run_reports_mixed_precision_and_coverage(tmp_path, recipe_dict
     """End to end: the step's facts reach results.json and report.md."""
     import json
 
-    from compress.pipeline import run_recipe
     from compress.recipe import load_recipe
+    from compress.run.pipeline import run_recipe
 
     recipe_dict["data"]["split"] = {"train": 0.5, "calibration": 0.1, "tuning": 0.1, "heldout": 0.3}
     recipe_dict["variants"]["int8"]["steps"] = [{"quantize": {"mixed_precision": {

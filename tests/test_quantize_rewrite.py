@@ -117,7 +117,7 @@ def test_quantize_step_runs_the_shortcut_in_int8(tmp_path, tiny_step_ctx):
     import torch
     import torch.nn.functional as F
 
-    from compress.onnx_inspect import optimized_op_counts
+    from compress.quantization.coverage import optimized_op_counts
     from compress.steps.export import export_onnx
     from compress.steps.quantize import QuantizeConfig, apply
 

@@ -86,7 +86,7 @@ def test_plugins_register_without_optional_libraries():
         import sys
         for name in {OPTIONAL!r}:
             sys.modules[name] = None  # makes `import name` raise ImportError
-        import compress.cli, compress.pipeline, compress.recipe
+        import compress.cli, compress.run.pipeline, compress.recipe
         from compress.runtimes import RUNTIMES
         from compress.steps import STEPS
         print(",".join(RUNTIMES.names()))

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from compress.plots import write_plots
-from compress.report import render_report
+from compress.report.markdown import render_report
+from compress.report.plots import write_plots
 
 GOLDEN = Path(__file__).parent / "golden"
 CHROMIUM = next((p for p in (shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")) if p), None)

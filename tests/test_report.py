@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import copy
 
-from compress.gate import apply_gate
-from compress.report import comparison_table, render_report
-from compress.results_schema import validate_results
+from compress.report.markdown import comparison_table, render_report
+from compress.results.gate import apply_gate
+from compress.results.schema import validate_results
 
 COLUMNS = [
     "variant",

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from compress.compare import Tolerances, compare_runs, render_comparison
-from compress.report import render_report
+from compress.report.markdown import render_report
+from compress.results.compare import Tolerances, compare_runs, render_comparison
 
 GOLDEN = Path(__file__).parent / "golden"
 

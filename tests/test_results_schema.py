@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from compress.errors import InputError
-from compress.results_schema import (
+from compress.results.schema import (
     SCHEMA_VERSION,
     load_results,
     resolve_results_path,
@@ -29,7 +29,7 @@ def golden() -> dict:
 def test_docs_schema_is_current():
     doc = json.loads((ROOT / "docs" / "results.schema.json").read_text())
     assert doc == results_json_schema(), (
-        "docs/results.schema.json is stale: run python -m compress.results_schema > docs/results.schema.json"
+        "docs/results.schema.json is stale: run python -m compress.results.schema > docs/results.schema.json"
     )
 
 
@@ -41,7 +41,7 @@ def test_schema_is_a_valid_draft_2020_12_schema():
 
 @pytest.mark.slow
 def test_a_real_run_writes_results_that_meet_the_schema(write_recipe, recipe_dict, cli, tmp_path):
-    """Every run validates its results before writing them (compress.pipeline._write), so every
+    """Every run validates its results before writing them (compress.run.pipeline._write), so every
     end-to-end test checks the schema too; this one reads a run's file back as another tool would."""
     from compress.cli import app
 
@@ -133,9 +133,9 @@ def test_load_results_rejects_bad_json(tmp_path):
 
 
 def test_a_run_refuses_to_write_results_that_break_the_schema(tmp_path, golden):
-    """compress.pipeline validates before writing, so no run can leave an invalid results.json."""
+    """compress.run.pipeline validates before writing, so no run can leave an invalid results.json."""
     from compress.errors import CompressError
-    from compress.pipeline import _write
+    from compress.run.pipeline import _write
 
     class _Recipe:  # what _write needs of a Recipe: its resolved dump
         def model_dump_json(self, by_alias=True):

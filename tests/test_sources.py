@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from compress.artifacts import Cache
-from compress.build import build_baseline
 from compress.errors import InputError
 from compress.recipe import DataConfig, TransformConfig, parse_recipe
+from compress.run.build import build_baseline
 from compress.sources.data import load_source, make_splits, stratified_fractions
 from compress.sources.models import (
     ModelSpec,

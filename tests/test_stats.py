@@ -1,4 +1,4 @@
-"""The promises of compress.stats: intervals cover, tests match hand-worked values, bad input says
+"""The promises of compress.measure.stats: intervals cover, tests match hand-worked values, bad input says
 what to fix."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from compress.stats import (
+from compress.measure.stats import (
     Interval,
     McNemar,
     ShiftTest,
@@ -326,7 +326,7 @@ def test_bad_input_raises_helpful_value_error(function, args, kwargs, message):
 
 
 def test_diff_in_diff_covers_the_true_difference_at_nominal_rate():
-    from compress.stats import paired_diff_in_diff
+    from compress.measure.stats import paired_diff_in_diff
 
     # Set A: variant 3 points worse than baseline; set B: variant as good. True value: -3 points.
     same = {"both": 0.75, "variant": 0.05, "baseline": 0.05, "none": 0.15}
@@ -341,7 +341,7 @@ def test_diff_in_diff_covers_the_true_difference_at_nominal_rate():
 
 
 def test_diff_in_diff_estimate_is_the_difference_of_paired_changes():
-    from compress.stats import paired_diff_in_diff
+    from compress.measure.stats import paired_diff_in_diff
 
     va, ba = pairs_with_discordance(1, 9, n_both=10)  # change -40 points on 20 pairs
     vb, bb = pairs_with_discordance(2, 2, n_both=16)  # change 0
@@ -349,7 +349,7 @@ def test_diff_in_diff_estimate_is_the_difference_of_paired_changes():
 
 
 def test_two_sample_accuracy_shift_matches_fisher_and_is_exact_under_random_splits():
-    from compress.stats import two_sample_accuracy_shift
+    from compress.measure.stats import two_sample_accuracy_shift
 
     interval, p = two_sample_accuracy_shift([1] * 90 + [0] * 10, [1] * 60 + [0] * 40)
     assert interval.estimate == pytest.approx(-30.0)

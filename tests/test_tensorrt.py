@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from compress.engine.tensorrt import check_fingerprint, compare_fingerprints
 from compress.errors import MissingDependency, RecipeError, RuntimeFailure, StepError
-from compress.steps.tensorrt import EngineConfig
-from compress.steps.tensorrt import apply as build
-from compress.tensorrt_engine import check_fingerprint, compare_fingerprints
+from compress.steps.engine import EngineConfig
+from compress.steps.engine import apply as build
 
 IMAGE_SHAPE = (3, 8, 8)
 HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None

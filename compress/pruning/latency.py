@@ -55,7 +55,7 @@ class LatencyProbe:
 
     def measure(self, module) -> dict:
         """{latency_ms, unpruned_ms, fraction} at this probe's batch size (medians, same run)."""
-        from compress.profile import time_sessions
+        from compress.measure.timing import time_sessions
 
         self.n += 1
         cand = self._session(module, f"candidate-{self.n}")
@@ -71,7 +71,7 @@ class LatencyProbe:
 
     def measure_reference(self) -> float:
         """The unpruned model's median latency, in ms."""
-        from compress.profile import time_sessions
+        from compress.measure.timing import time_sessions
 
         t = time_sessions({"unpruned": self.reference}, lambda _bs: self.batch, [self.batch_size],
                           warmup=3, rounds=self.rounds, min_round_s=self.min_round_s,

@@ -3,7 +3,7 @@ the measured latency ratio, and top-1 before and after recovery. Pure functions 
 
 from __future__ import annotations
 
-from compress.formatting import fmt_count as _count
+from compress.report.formatting import fmt_count as _count
 
 # Unless a 2:4 variant's speed-up interval lies wholly above this at some batch size, the report
 # says "no speed-up on this runtime".

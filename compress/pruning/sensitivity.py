@@ -147,9 +147,9 @@ def run_for_recipe(recipe, recipe_path: Path, out_dir: Path, *, variant: str | N
     import numpy as np
 
     from compress.artifacts import Cache
-    from compress.build import build_baseline
     from compress.errors import InputError
     from compress.pruning.importance import NEEDS_GRADIENTS, accumulate_gradients
+    from compress.run.build import build_baseline
     from compress.sources.data import make_splits
 
     if recipe.model.source.startswith("onnx:"):

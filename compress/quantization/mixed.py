@@ -113,7 +113,7 @@ class _Timed:
 def latency_cost(all_int8: Path, mixed: Path, batch: np.ndarray, threads: int | None = None,
                  rounds: int = 5, min_round_s: float = 0.1) -> dict:
     """Median latency of the all-int8 and the mixed model, interleaved, on the build machine."""
-    from compress.profile import time_sessions
+    from compress.measure.timing import time_sessions
 
     bs = len(batch)
     timing = time_sessions({"all_int8": _Timed(all_int8, threads), "mixed": _Timed(mixed, threads)},

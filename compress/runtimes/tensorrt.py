@@ -13,7 +13,7 @@ from compress.runtimes.base import Session, check_options, register_runtime
 
 class TensorRTSession(Session):
     def __init__(self, artifact):
-        from compress.tensorrt_engine import EngineSession, read_fingerprint
+        from compress.engine.tensorrt import EngineSession, read_fingerprint
 
         stored = (artifact.meta.get("tensorrt") or {}).get("fingerprint") or read_fingerprint(artifact.path)
         self.engine = EngineSession(artifact.path, stored)

@@ -337,7 +337,7 @@ def make_splits(data_cfg, base_dir: Path, seed: int) -> Splits:
                 )
             splits["drift"] = Split("drift", ds.images, ds.labels, held.mean, held.std, drift.source)
         else:
-            from compress.corruptions import corrupt
+            from compress.measure.corruptions import corrupt
 
             imgs = corrupt(held.images, drift.corruption, drift.severity, seed=seed)
             splits["drift"] = Split(

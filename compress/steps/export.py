@@ -63,7 +63,7 @@ def verify_onnx(module, path, inputs: np.ndarray, atol: float) -> float:
 
 def openvino_fingerprint() -> dict:
     """What an OpenVINO IR was made with: a mismatch later explains a behaviour change."""
-    from compress.environment import cpu_info
+    from compress.run.environment import cpu_info
     from compress.runtimes.openvino import import_openvino
 
     ov = import_openvino()

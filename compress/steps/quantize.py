@@ -18,8 +18,8 @@ from pydantic import Field, model_validator
 
 from compress.artifacts import Artifact, digest_of
 from compress.errors import StepError
-from compress.onnx_inspect import int8_coverage, int8_node_names, source_op_counts
-from compress.progress import track
+from compress.quantization.coverage import int8_coverage, int8_node_names, source_op_counts
+from compress.quantization.nncf import NNCFConfig, quantize_nncf
 from compress.quantization.ort import (
     QUANTIZABLE_COMPUTE,
     BatchReader,
@@ -32,8 +32,8 @@ from compress.quantization.ort import (
 )
 from compress.quantization.rewrite import rewrite_for_int8
 from compress.quantization.targets import DEFAULTS, TARGET_NAMES, resolve_target
+from compress.run.progress import track
 from compress.steps.base import StepConfig, StepContext, register_step
-from compress.steps.nncf_quantize import NNCFConfig, quantize_nncf
 
 Target = Literal["auto", "x86-vnni", "x86", "arm", "cuda", "tensorrt"]
 assert set(get_args(Target)) == set(TARGET_NAMES), "Target and targets.TARGET_NAMES must agree"

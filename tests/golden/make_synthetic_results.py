@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from compress.gate import apply_gate
-from compress.profile import speedup
-from compress.stats import mcnemar_exact, paired_bootstrap_diff, summarize_timings
+from compress.measure.stats import mcnemar_exact, paired_bootstrap_diff, summarize_timings
+from compress.measure.timing import speedup
+from compress.results.gate import apply_gate
 
 HERE = Path(__file__).parent
 N, CLASSES, SEED = 60, 5, 0

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from compress.drift import (
+from compress.measure.accuracy import EvalResult, compare, evaluate, overfit_gap, predict
+from compress.measure.drift import (
     corrupted_splits,
     drift_degradation,
     labelled_shift,
     prediction_shift,
     robustness_profile,
 )
-from compress.evaluate import EvalResult, compare, evaluate, overfit_gap, predict
-from compress.overlap import FIT_ROLES, heldout_overlap
+from compress.measure.overlap import FIT_ROLES, heldout_overlap
 
 LABELLED_ROLES = ("heldout", "train", "calibration", "tuning", "drift")
 

@@ -36,10 +36,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from compress import stats
-from compress.energy import EnergyUnavailable, default_meter
 from compress.errors import InputError
-from compress.progress import track
+from compress.measure import stats
+from compress.measure.energy import EnergyUnavailable, default_meter
+from compress.run.progress import track
 
 WARMUP_WINDOW = 5  # calls per warm-up window; two consecutive windows are compared
 

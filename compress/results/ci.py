@@ -91,7 +91,7 @@ def write_junit(results: dict, path: Path) -> Path:
 
 def summary_markdown(results: dict, report_path: Path | None = None) -> str:
     """The part of the report a PR reader needs: the verdict and each target's table."""
-    from compress.report import comparison_table, verdict_section
+    from compress.report.markdown import comparison_table, verdict_section
 
     out = [f"## compress: {results['recipe']['name']}", verdict_section(results)]
     for t in results["targets"]:

@@ -1,6 +1,6 @@
 """TensorRT 10: build an engine from ONNX, load it, and fingerprint what it was built for.
 
-Shared by the ``engine`` step (compress/steps/tensorrt.py) and the ``tensorrt`` runtime
+Shared by the ``engine`` step (compress/steps/engine.py) and the ``tensorrt`` runtime
 (compress/runtimes/tensorrt.py). Written against the TensorRT 10 Python API: ``Builder`` ->
 ``create_network(0)`` (explicit batch is the only mode in 10) -> ``OnnxParser`` -> builder config
 (memory pool limit, FP16/INT8 flags, optimisation profile, entropy calibrator) ->

@@ -41,7 +41,7 @@ class EngineConfig(StepConfig):
 @register_step("engine", config=EngineConfig, accepts={"onnx"}, produces="tensorrt")
 def apply(art: Artifact, cfg: EngineConfig, ctx: StepContext) -> Artifact:
     """Build a TensorRT engine from ONNX (fp16 / int8) for the GPU of this machine."""
-    from compress.tensorrt_engine import build_engine, import_tensorrt, onnx_has_qdq
+    from compress.engine.tensorrt import build_engine, import_tensorrt, onnx_has_qdq
 
     qdq = onnx_has_qdq(art.path)
     if cfg.precision == "int8-qdq" and not qdq:

@@ -18,17 +18,17 @@ import yaml
 
 from compress import __version__
 from compress.artifacts import Artifact, Cache
-from compress.build import build_baseline, build_variants
-from compress.cost import serving_costs
-from compress.environment import environment
 from compress.errors import CompressError
-from compress.evaluate_run import evaluate_all
-from compress.gate import apply_gate
-from compress.memory import measure_memory_many
-from compress.plots import write_plots
-from compress.profile import speedup, time_sessions
-from compress.report import render_report
-from compress.results_schema import SCHEMA_VERSION, validate_results
+from compress.measure.cost import serving_costs
+from compress.measure.memory import measure_memory_many
+from compress.measure.timing import speedup, time_sessions
+from compress.report.markdown import render_report
+from compress.report.plots import write_plots
+from compress.results.gate import apply_gate
+from compress.results.schema import SCHEMA_VERSION, validate_results
+from compress.run.build import build_baseline, build_variants
+from compress.run.environment import environment
+from compress.run.evaluate import evaluate_all
 from compress.runtimes.base import RUNTIMES
 from compress.sources.data import make_splits
 
@@ -125,7 +125,7 @@ def _run(recipe, recipe_path, splits, cache, tmp_dir, started, progress, log) ->
             entry["artifact"] = _artifact_summary(b.artifact)
         variants[name] = entry
     # ---- evaluation on held-out (and train / drift / production, for the overfitting and drift
-    # checks), paired with the baseline; held-out overlap by content hash (compress.evaluate_run)
+    # checks), paired with the baseline; held-out overlap by content hash (compress.run.evaluate)
     allowed = {id(b.artifact): recipe.variants[n].targets for n, b in built.items() if b.ok}
 
     def eval_target(art):

@@ -1,6 +1,6 @@
 """Generate docs/recipe.md from the recipe schema, so the reference never drifts from the code.
 
-Run ``python -m compress.recipe_doc > docs/recipe.md``; a test fails when the file is stale.
+Run ``python -m compress.recipe.doc > docs/recipe.md``; a test fails when the file is stale.
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def render() -> str:
     parts = [
         "# Recipe reference",
         "",
-        "Generated from the code by `python -m compress.recipe_doc > docs/recipe.md`; do not edit by hand.",
+        "Generated from the code by `python -m compress.recipe.doc > docs/recipe.md`; do not edit by hand.",
         "Every mapping rejects unknown keys. `compress validate RECIPE` checks a recipe, "
         "`compress schema` prints the JSON Schema.",
         "",

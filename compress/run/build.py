@@ -23,7 +23,7 @@ from compress.steps.base import STEPS, StepContext
 @functools.lru_cache(maxsize=1)
 def _machine() -> str:
     """The machine a step ran on, in one line (CPU model, cores, GPUs), for its compression cost."""
-    from compress.environment import cpu_info, gpu_info
+    from compress.run.environment import cpu_info, gpu_info
 
     cpu = cpu_info()
     text = f"{cpu.get('model', cpu.get('machine', '?'))}, {cpu.get('logical_cores')} logical cores"

@@ -102,7 +102,7 @@ def _accuracy_checks(v: dict, gate: dict) -> list[Check]:
     check = _loss_check("max_accuracy_drop", "top-1 drop", -change, -iv["low"] if iv else None,
                         limit, mode, f"held-out n={n}")
     if iv:
-        from compress.evaluate import drop_decision
+        from compress.measure.accuracy import drop_decision
 
         decision = drop_decision(acc, limit)
         if decision["state"] == "undecided":
@@ -119,7 +119,7 @@ def _accuracy_checks(v: dict, gate: dict) -> list[Check]:
 
 def _discipline_checks(v: dict, gate: dict) -> list[Check]:
     """Held-out overlap, worst class, overfitting and drift degradation."""
-    from compress.overlap import overlap_message
+    from compress.measure.overlap import overlap_message
 
     checks: list[Check] = []
     mode = _mode(gate)

@@ -105,10 +105,10 @@ def profile_model(artifact, input_shape, targets, batch_sizes: list[int], *, pla
                   log=print) -> dict:
     """Time ``artifact`` on every target that can run it (targets on one device interleaved),
     measure memory and cost. Returns ``{"model": ..., "targets": {name: {...}}}``."""
-    from compress.cost import monthly_cost_usd, usd_per_1m
     from compress.errors import CompressError
-    from compress.memory import measure_memory
-    from compress.profile import check_batch_sizes, time_sessions
+    from compress.measure.cost import monthly_cost_usd, usd_per_1m
+    from compress.measure.memory import measure_memory
+    from compress.measure.timing import check_batch_sizes, time_sessions
     from compress.runtimes.base import RUNTIMES
 
     batch_sizes = check_batch_sizes(batch_sizes)
@@ -148,7 +148,7 @@ def profile_model(artifact, input_shape, targets, batch_sizes: list[int], *, pla
 
 
 def render(result: dict, requests_per_day: float | None, max_cv: float) -> str:
-    from compress.report_profile import _notes, serving_table
+    from compress.report.serving import _notes, serving_table
 
     model = result["model"]
     parts = [f"# compress profile: {model}"]

@@ -6,7 +6,7 @@ types; it allows extra fields, so new measurements can be added without a versio
 that removes or retypes a pinned field bumps ``SCHEMA_VERSION``.
 
 ``docs/results.schema.json`` is generated from this module:
-``python -m compress.results_schema > docs/results.schema.json``.
+``python -m compress.results.schema > docs/results.schema.json``.
 """
 
 from __future__ import annotations
@@ -324,7 +324,7 @@ def load_results(path: Path) -> tuple[dict, Path]:
     return results, file
 
 
-def main() -> None:  # pragma: no cover - `python -m compress.results_schema > docs/results.schema.json`
+def main() -> None:  # pragma: no cover - `python -m compress.results.schema > docs/results.schema.json`
     print(json.dumps(results_json_schema(), indent=2))
 
 

@@ -168,7 +168,7 @@ def run_child(spec: dict, *, timeout_s: float = 300) -> dict:
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         proc = subprocess.run(
-            [sys.executable, "-m", "compress.memory"], input=json.dumps(spec), capture_output=True,
+            [sys.executable, "-m", "compress.measure.memory"], input=json.dumps(spec), capture_output=True,
             text=True, timeout=timeout_s, env=env,
         )
     except subprocess.TimeoutExpired:

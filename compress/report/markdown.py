@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from compress.formatting import fmt_count as _fmt_count
-from compress.plots import plot_filename, plotted_targets
 from compress.pruning.report import pruning_section, pruning_warnings
-from compress.report_eval import baseline_details, evaluation_details, gate_mode_line
-from compress.report_profile import serving_section
+from compress.report.evaluation import baseline_details, evaluation_details, gate_mode_line
+from compress.report.formatting import fmt_count as _fmt_count
+from compress.report.plots import plot_filename, plotted_targets
+from compress.report.serving import serving_section
 
 
 def _fmt_bytes(n) -> str:

@@ -148,7 +148,7 @@ def serving_section(results: dict, target: dict) -> str:
             "(measured, not estimated). $ / 1M assumes a fully busy machine."
         )
     if target.get("instance"):
-        from compress.cost import PRICES
+        from compress.measure.cost import PRICES
 
         p = PRICES.get(target["instance"]) or next(
             (q for k, q in PRICES.items() if k.lower() == target["instance"].lower()), None)

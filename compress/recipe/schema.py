@@ -320,7 +320,7 @@ class TargetConfig(Strict):
         if getattr(spec, "validate", None) is not None:
             spec.validate(self)  # ValueError -> the problem, with its key path
         if self.instance is not None:
-            from compress.cost import lookup_price
+            from compress.measure.cost import lookup_price
 
             price = lookup_price(self.instance)
             if self.usd_per_hour is None:
@@ -371,7 +371,7 @@ class RobustnessConfig(Strict):
     @field_validator("corruptions")
     @classmethod
     def _corruptions(cls, v):
-        from compress.corruptions import CORRUPTIONS
+        from compress.measure.corruptions import CORRUPTIONS
 
         unknown = [c for c in v if c not in CORRUPTIONS]
         if unknown or not v:
@@ -612,7 +612,7 @@ class Recipe(Strict):
         if self.model.source.startswith("onnx:") and self.baseline.train is not None:
             problems.append("baseline.train: an onnx: model cannot be trained; remove baseline.train")
         if self.data.drift and self.data.drift.corruption:
-            from compress.corruptions import CORRUPTIONS
+            from compress.measure.corruptions import CORRUPTIONS
 
             if self.data.drift.corruption not in CORRUPTIONS:
                 problems.append(

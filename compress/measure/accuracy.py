@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from compress import stats
 from compress.errors import InputError
-from compress.progress import track
+from compress.measure import stats
+from compress.run.progress import track
 
 
 @dataclass

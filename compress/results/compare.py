@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from compress import stats
+from compress.measure import stats
 
 Z95 = 1.959963984540054
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from compress import stats
+from compress.measure import stats
 
 # The conventional reading of a population stability index.
 PSI_READING = ((0.1, "none"), (0.25, "moderate"), (float("inf"), "major"))
@@ -104,7 +104,7 @@ def prediction_shift(reference_predictions, reference_confidence, current_predic
 
 def corrupted_splits(heldout, corruptions, severities, *, seed: int = 0) -> dict[str, object]:
     """Corrupted copies of the held-out split, keyed ``"<corruption>@<severity>"``."""
-    from compress.corruptions import corrupt
+    from compress.measure.corruptions import corrupt
     from compress.sources.data import Split
 
     out = {}

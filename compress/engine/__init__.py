@@ -1,0 +1,1 @@
+"""Runtime engines built ahead of time from ONNX (TensorRT): build, load, fingerprint."""

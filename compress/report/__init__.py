@@ -1,0 +1,1 @@
+"""results.json -> report.md and its plots. Pure functions of the results."""

@@ -1,0 +1,1 @@
+"""One run of a recipe, in stages: build (through the cache), evaluate, profile, gate, write."""
