@@ -72,14 +72,35 @@ STEP_ROLES = ("train", "calibration", "tuning")
 Apply = Callable[["Artifact", Any, StepContext], "Artifact"]
 
 
+Roles = Callable[[Any], "set[str] | frozenset[str]"]
+
+
 @dataclass(frozen=True)
 class StepSpec:
+    """What a step is and what it needs, declared at registration so that the recipe's rules are
+    generic loops over these declarations (no central list of step fields).
+
+    - ``roles(cfg)``: the data roles the step consumes with that config (train, calibration, tuning);
+    - ``targets(cfg)``: the recipe target names its config refers to;
+    - ``check(cfg, recipe)``: any other problem with the rest of the recipe, as messages without the
+      key path (the caller prefixes ``variants.<name>.steps[<i>].<step>``);
+    - ``cache_key(cfg, ctx)``: what, besides the input artifact, the config, the seed, the data and
+      compress's code, decides the artifact (e.g. the GPU a TensorRT engine is built for); computed
+      before the step runs, it is part of the one cache key;
+    - ``example``: a valid config, for the conformance tests of plug-ins whose config has required fields.
+    """
+
     name: str
     config: type[StepConfig]
     accepts: frozenset[str]
     produces: Callable[[Any, str], str]
     apply: Apply
     summary: str
+    roles: Roles = lambda _cfg: frozenset()  # noqa: E731
+    targets: Callable[[Any], set[str] | frozenset[str]] = lambda _cfg: frozenset()  # noqa: E731
+    check: Callable[[Any, Any], list[str]] | None = None
+    cache_key: Callable[[Any, StepContext], Any] | None = None
+    example: dict = field(default_factory=dict)
 
 
 STEPS: Registry[StepSpec] = Registry("step")
@@ -91,11 +112,17 @@ def register_step(
     config: type[StepConfig],
     accepts: set[str],
     produces: str | Callable[[Any, str], str] | None = None,
+    roles: set[str] | Roles | None = None,
+    targets: Callable[[Any], set[str]] | None = None,
+    check: Callable[[Any, Any], list[str]] | None = None,
+    cache_key: Callable[[Any, StepContext], Any] | None = None,
+    example: dict | None = None,
 ) -> Callable[[Apply], Apply]:
     """Register ``apply(artifact, config, ctx) -> artifact`` as step ``name``.
 
     ``produces`` is the artifact kind the step returns: a constant, a function of (config, input
-    kind), or None for "same kind as its input".
+    kind), or None for "same kind as its input". ``roles`` is a constant set of data roles or a
+    function of the config; see ``StepSpec`` for the rest.
     """
 
     if produces is None:
@@ -110,11 +137,21 @@ def register_step(
     else:
         produced = produces
 
+    if roles is None:
+        role_fn: Roles = lambda _cfg: frozenset()  # noqa: E731
+    elif callable(roles):
+        role_fn = roles
+    else:
+        fixed = frozenset(roles)
+        role_fn = lambda _cfg: fixed  # noqa: E731
+
     def decorator(fn: Apply) -> Apply:
         doc = (fn.__doc__ or "").strip().splitlines()
         STEPS.add(
             name,
-            StepSpec(name, config, frozenset(accepts), produced, fn, doc[0] if doc else name),
+            StepSpec(name, config, frozenset(accepts), produced, fn, doc[0] if doc else name,
+                     roles=role_fn, targets=targets or (lambda _cfg: frozenset()), check=check,
+                     cache_key=cache_key, example=dict(example or {})),
         )
         return fn
 
