@@ -31,6 +31,7 @@ from torch import nn
 
 from compress.errors import StepError
 from compress.pruning.importance import BLOCK_CRITERIA
+from compress.sources.inputs import call_module, to_torch
 
 MARKER = "compress_removed_block"
 
@@ -150,7 +151,7 @@ def score_blocks(module, names: list[str], criterion: str, *, batches=None, seed
         for x, y in batches:
             current.update(dict.fromkeys(names, 0.0))
             module.zero_grad(set_to_none=True)
-            F.cross_entropy(module(torch.from_numpy(x)), torch.from_numpy(y)).backward()
+            F.cross_entropy(call_module(module, to_torch(x)), torch.from_numpy(y)).backward()
             for n in names:
                 totals[n] += abs(current[n])
             count += 1

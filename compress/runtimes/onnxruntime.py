@@ -12,10 +12,13 @@ not been run on a GPU yet (no GPU was available when they were written).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
 from compress.errors import RuntimeFailure
 from compress.runtimes.base import Session, check_options, register_runtime
+from compress.sources.inputs import bind
 
 OPTIONS = ("graph_optimization", "provider_options", "execution_provider", "device_id")
 PROVIDERS = {
@@ -121,7 +124,8 @@ class OrtSession(Session):
                 f"ONNX Runtime fell back to {used[0]} instead of {provider} (the GPU libraries "
                 "did not load; see ONNX Runtime's log with log_severity_level 0)"
             )
-        self.input_name = self.sess.get_inputs()[0].name
+        self.input_names = [i.name for i in self.sess.get_inputs()]
+        self.input_types = {i.name: i.type for i in self.sess.get_inputs()}
         self.info = {
             "runtime": "onnxruntime",
             "onnxruntime": ort.__version__,
@@ -133,9 +137,12 @@ class OrtSession(Session):
         if ep != "cpu":
             self.info["device_id"] = device_id
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        out = self.sess.run(None, {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)})
-        return out[0]
+    def run(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
+        feed = bind(inputs, self.input_names, "this ONNX model")
+        # float inputs as float32 (the file's type); integer inputs (token ids) as they come
+        feed = {k: np.ascontiguousarray(v, dtype=np.float32) if self.input_types[k] == "tensor(float)"
+                else np.ascontiguousarray(v) for k, v in feed.items()}
+        return self.sess.run(None, feed)[0]
 
 
 @register_runtime(

@@ -6,9 +6,12 @@ docs/tensorrt.md for exactly what was and was not tested.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
 from compress.runtimes.base import Session, check_options, register_runtime
+from compress.sources.inputs import only_input
 
 
 class TensorRTSession(Session):
@@ -21,8 +24,8 @@ class TensorRTSession(Session):
                      "precision": (artifact.meta.get("tensorrt") or {}).get("precision"),
                      "fingerprint_warnings": self.engine.warnings}
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        return self.engine.run(batch)
+    def run(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
+        return self.engine.run(only_input(inputs, "the TensorRT runtime"))
 
 
 @register_runtime("tensorrt", accepts={"tensorrt"}, devices={"cuda"},

@@ -13,6 +13,7 @@ from pydantic import Field, model_validator
 
 from compress.artifacts import Artifact, digest_of
 from compress.errors import StepError
+from compress.sources.inputs import only_input
 from compress.steps.base import StepConfig, StepContext, register_step
 
 
@@ -60,7 +61,9 @@ def apply(art: Artifact, cfg: EngineConfig, ctx: StepContext) -> Artifact:
             raise StepError(f"the calibration split has {len(split)} images, fewer than one "
                             f"calibration_batch_size ({cfg.calibration_batch_size}); lower it")
         idx = np.random.default_rng(ctx.seed).choice(len(split), size=n, replace=False)
-        batches = [split.inputs(np.sort(idx[i : i + cfg.calibration_batch_size]))
+        # the engine's calibrator takes single-input arrays (calibration_samples of them)
+        batches = [only_input(split.inputs(np.sort(idx[i : i + cfg.calibration_batch_size])),
+                              "TensorRT int8 calibration")
                    for i in range(0, n, cfg.calibration_batch_size)]
     out = ctx.workdir / "engine.plan"
     fp = build_engine(
