@@ -31,7 +31,7 @@ from torch import nn
 
 from compress.errors import StepError
 from compress.pruning.importance import BLOCK_CRITERIA
-from compress.sources.inputs import call_module, to_torch
+from compress.sources.inputs import call_module, example_inputs, to_torch
 
 MARKER = "compress_removed_block"
 
@@ -83,7 +83,7 @@ def find_candidates(module, patterns: list[str], input_shape) -> BlockPlan:
     was_training = module.training
     try:
         with torch.no_grad():
-            module.eval()(torch.zeros((1, *input_shape)))
+            call_module(module.eval(), to_torch(example_inputs(input_shape)))
     finally:
         for h in hooks:
             h.remove()

@@ -67,6 +67,13 @@ def call_module(module, inputs: Mapping):
     return module(**inputs)
 
 
+def torch_example(input_shape: Sequence[int], batch: int = 1):
+    """Zero example inputs as Torch-Pruning takes them (a tensor is passed positionally, a dict as
+    keywords): the one tensor of an image model, else a dict of named tensors."""
+    x = to_torch(example_inputs(input_shape, batch))
+    return next(iter(x.values())) if len(x) == 1 else x
+
+
 def example_inputs(input_shape: Sequence[int], batch: int = 1, *, fill: str = "zeros",
                    seed: int = 0) -> dict[str, np.ndarray]:
     """Named inputs of one image model's shape: zeros (tracing) or standard normal (timing)."""
