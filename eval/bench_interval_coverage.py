@@ -15,6 +15,7 @@ over the sets and the exact rate for the score interval (a sum over every possib
 the interval is [0, 0]; and the mean upper bound of the drop.
 
     python eval/bench_interval_coverage.py --sets 2000
+    python eval/bench_interval_coverage.py --exact-grid   # the exact coverage table, no simulation
 """
 
 from __future__ import annotations
@@ -62,6 +63,76 @@ def exact_miss_rates(n: int, drop_points: float) -> tuple[float, float]:
     return 100.0 * below, 100.0 * above
 
 
+def exact_errors(n: int, rate_fixed: float, rate_broken: float) -> tuple[float, float]:
+    """Exact one-sided errors of the score interval, in percent (interval above the true change,
+    interval below it), summing over every discordant count with non-negligible probability."""
+    rate = rate_fixed + rate_broken
+    lam = n * rate
+    discordant = np.arange(max(0, int(lam - 10 * np.sqrt(lam) - 5)), int(lam + 10 * np.sqrt(lam) + 15))
+    truth = 100.0 * (rate_fixed - rate_broken)
+    above = below = 0.0
+    for m, w in zip(discordant, sps.binom.pmf(discordant, n, rate), strict=True):
+        if w < 1e-9:
+            continue
+        fixed = np.arange(m + 1)
+        for b, w2 in zip(fixed, sps.binom.pmf(fixed, m, rate_fixed / rate), strict=True):
+            if w * w2 < 1e-10:
+                continue
+            interval = paired_score_interval(int(b), int(m - b), n)
+            above += w * w2 * (interval.low > truth)
+            below += w * w2 * (interval.high < truth)
+    return 100.0 * above, 100.0 * below
+
+
+VARIANTS = (("Tango's score interval", {"continuity": 0.0, "corrected": False}),
+            ("+ bias and skewness corrections (SCAS)", {"continuity": 0.0}),
+            ("+ continuity correction 0.5 (compress)", {}))
+
+
+def worst_errors_without_fixes(options: dict) -> tuple[float, str, float, str]:
+    """Largest exact one-sided errors, in percent, when the variant only breaks predictions, over
+    n in (200, 539, 1,000, 5,000, 10,000) and 40 expected broken counts from 0.1 to 60."""
+    worst_low = worst_high = (0.0, "")
+    for n in (200, 539, 1000, 5000, 10_000):
+        for expected in np.geomspace(0.1, 60, 40):
+            rate = expected / n
+            counts = np.arange(0, int(expected + 12 * np.sqrt(expected) + 15))
+            too_low = too_high = 0.0  # the drop's upper bound below / lower bound above the truth
+            for k, w in zip(counts, sps.binom.pmf(counts, n, rate), strict=True):
+                iv = paired_score_interval(0, int(k), n, **options)
+                too_low += w * (iv.low > -100 * rate)
+                too_high += w * (iv.high < -100 * rate)
+            where = f"n={n:,}, {expected:.1f} expected"
+            worst_low = max(worst_low, (100 * too_low, where))
+            worst_high = max(worst_high, (100 * too_high, where))
+    return worst_low[0], worst_low[1], worst_high[0], worst_high[1]
+
+
+def exact_grid() -> None:
+    """The coverage table of docs/evaluator.md: exact one-sided errors over sizes and rates."""
+    rates = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05)
+    for share, what in ((0.0, "the variant only breaks predictions"),
+                        (0.25, "the variant breaks 3 predictions for each 1 it fixes")):
+        print(f"\nExact one-sided errors of the 95% score interval, {what}: "
+              "interval above the truth / below the truth (each nominal <= 2.5%)\n")
+        print("| n | " + " | ".join(f"discordance {100 * r:g}%" for r in rates) + " |")
+        print("|---|" + "---|" * len(rates))
+        for n in (200, 539, 1000, 2000, 5000, 10_000):
+            cells = [exact_errors(n, r * share, r * (1 - share)) for r in rates]
+            print(f"| {n:,} | " + " | ".join(f"{a:.2f}% / {b:.2f}%" for a, b in cells) + " |",
+                  flush=True)
+    print("\nWhich correction does what, when the variant only breaks predictions: the largest "
+          "exact one-sided error over n = 200-10,000 and 0.1-60 expected broken predictions\n")
+    print("| interval | drop upper bound below the truth (gate's risk) | where | "
+          "drop lower bound above the truth | where | 0 of 1,000 changed: drop upper bound |")
+    print("|---|---|---|---|---|---|")
+    for name, options in VARIANTS:
+        low, low_at, high, high_at = worst_errors_without_fixes(options)
+        zero = -paired_score_interval(0, 0, 1000, **options).low
+        print(f"| {name} | {low:.2f}% | {low_at} | {high:.2f}% | {high_at} | {zero:.2f} pt |",
+              flush=True)
+
+
 def row(n: int, drop_points: float, sets: int, rng: np.random.Generator) -> dict:
     truth = -drop_points
     break_rate = drop_points / 100.0 / BASELINE_TOP1
@@ -84,7 +155,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sets", type=int, default=2000, help="simulated held-out sets per row")
     parser.add_argument("--seed", type=int, default=18)
+    parser.add_argument("--exact-grid", action="store_true",
+                        help="print the exact one-sided errors over n x discordance instead")
     args = parser.parse_args()
+    if args.exact_grid:
+        exact_grid()
+        return
     rng = np.random.default_rng(args.seed)
     print(f"{args.sets} simulated held-out sets per row; baseline {100 * BASELINE_TOP1:.0f}% "
           "correct; the variant breaks a fraction of the baseline's correct predictions.\n")
