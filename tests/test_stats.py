@@ -83,6 +83,16 @@ def test_estimate_is_plain_difference_in_points_and_deterministic():
     assert paired_diff_interval(variant, baseline, confidence=0.99).low < interval.low
 
 
+def test_every_table_of_a_tiny_set_gives_an_interval_around_the_estimate():
+    # Per-class intervals see classes of one or two samples: every count must work.
+    for n in range(1, 13):
+        for b in range(n + 1):
+            for c in range(n + 1 - b):
+                interval = paired_score_interval(b, c, n)
+                assert -100.0 <= interval.low <= interval.estimate <= interval.high <= 100.0
+                assert interval.low < interval.high
+
+
 # --- no discordant pair: an honest bound, not [0, 0] ----------------------------------------------
 
 

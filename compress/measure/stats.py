@@ -253,10 +253,15 @@ def _score_limit(b: float, c: float, n: int, z: float, side: int, continuity: fl
     first = int(accepted[0])
     if first == 0:
         return edge
-    return float(optimize.brentq(
-        lambda d: side * float(_score_statistic(b, c, n, d, *args)) + z,
-        candidates[first - 1], candidates[first], xtol=1e-13,
-    ))
+
+    def excess(d: float) -> float:
+        return side * float(_score_statistic(b, c, n, d, *args)) + z
+
+    rejected, inside = candidates[first - 1], candidates[first]
+    if not np.isfinite(excess(rejected)):
+        # The statistic is undefined there (zero variance at the edge): keep the wider limit.
+        return float(rejected)
+    return float(optimize.brentq(excess, rejected, inside, xtol=1e-13))
 
 
 def paired_score_interval(
