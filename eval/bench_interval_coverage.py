@@ -7,7 +7,7 @@ Simulation (issue 18's design): the baseline is right on each held-out sample wi
 and computes, for each, the 95% interval of the change with
 
 - the paired percentile bootstrap compress used before (2,000 resamples, seeded per set), and
-- ``compress.measure.stats.paired_diff_interval`` (the corrected Tango score interval).
+- ``compress.measure.paired.paired_diff_interval`` (the corrected Tango score interval).
 
 It prints a Markdown table: how often the interval's upper bound of the drop is below the truth
 (the gate's risk, nominal 2.5%), with a one-sided 95% Clopper-Pearson upper bound of that rate
@@ -25,7 +25,7 @@ import argparse
 import numpy as np
 from scipy import stats as sps
 
-from compress.measure.stats import paired_diff_interval, paired_score_interval
+from compress.measure.paired import paired_diff_interval, paired_score_interval
 
 BASELINE_TOP1 = 0.92
 ROWS = ((1000, 0.2), (1000, 0.3), (1000, 0.5), (539, 0.5), (5000, 0.1))

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from compress.errors import InputError
-from compress.measure import stats
+from compress.measure import paired, stats
 from compress.run.progress import track
 
 
@@ -160,7 +160,7 @@ def compare(variant: EvalResult, baseline: EvalResult, *, confidence: float = 0.
     """Paired comparison on the same samples: change in points with the paired score interval,
     McNemar's exact test, agreement of predictions, top-5, per-class accuracy and fidelity."""
     _check_same_samples(variant, baseline)
-    interval = stats.paired_diff_interval(variant.correct, baseline.correct, confidence=confidence)
+    interval = paired.paired_diff_interval(variant.correct, baseline.correct, confidence=confidence)
     mc = stats.mcnemar_exact(variant.correct, baseline.correct)
     out = {
         "change_points": variant.top1 - baseline.top1,
@@ -173,7 +173,7 @@ def compare(variant: EvalResult, baseline: EvalResult, *, confidence: float = 0.
     }
     if variant.top5_correct is not None and baseline.top5_correct is not None:
         out["top5_change_points"] = variant.top5 - baseline.top5
-        out["top5_change_interval"] = stats.paired_diff_interval(
+        out["top5_change_interval"] = paired.paired_diff_interval(
             variant.top5_correct, baseline.top5_correct, confidence=confidence
         ).to_dict()
     n_classes = variant.n_classes or baseline.n_classes
@@ -182,7 +182,7 @@ def compare(variant: EvalResult, baseline: EvalResult, *, confidence: float = 0.
         b_acc, _ = per_class_accuracy(baseline, n_classes)
         drops = [(b - v, c) for c, (v, b) in enumerate(zip(v_acc, b_acc, strict=True)) if v is not None]
         worst_drop, worst = max(drops)
-        uppers = stats.per_class_drop_upper(variant.correct, baseline.correct, variant.labels,
+        uppers = paired.per_class_drop_upper(variant.correct, baseline.correct, variant.labels,
                                             n_classes, confidence=confidence)
         high, high_class = max((u, c) for c, u in enumerate(uppers) if u is not None)
         out["per_class"] = {
@@ -203,7 +203,7 @@ def compare(variant: EvalResult, baseline: EvalResult, *, confidence: float = 0.
 def drop_decision(acc: dict, tolerance_points: float) -> dict:
     """Whether the held-out interval of the drop lies wholly within, wholly beyond, or across the
     tolerance; across it, about how many held-out samples would decide with the same interval
-    (``stats.samples_to_decide``, at the observed rates of each kind of discordant pair)."""
+    (``paired.samples_to_decide``, at the observed rates of each kind of discordant pair)."""
     if tolerance_points is None or tolerance_points < 0:
         raise ValueError(
             f"the accuracy tolerance must be a number of points >= 0, got {tolerance_points!r}"
@@ -225,7 +225,7 @@ def drop_decision(acc: dict, tolerance_points: float) -> dict:
         if rate is None and n and mc:
             rate = (mc["n_variant_only"] + mc["n_baseline_only"]) / n
         if rate is not None:
-            out["needed_n"] = stats.samples_to_decide(
+            out["needed_n"] = paired.samples_to_decide(
                 max((rate + change) / 2.0, 0.0), max((rate - change) / 2.0, 0.0),
                 tolerance_points, iv["confidence"],
             )
@@ -239,7 +239,7 @@ def overfit_gap(variant: dict[str, EvalResult], baseline: dict[str, EvalResult],
                 confidence: float = 0.95) -> dict:
     """Accuracy on the data a model was fitted on minus held-out accuracy, for the variant and the
     baseline, and the growth of the variant's gap over the baseline's with an interval
-    (``stats.paired_diff_in_diff``).
+    (``paired.paired_diff_in_diff``).
 
     A variant fine-tuned until it memorises its (small) train split shows a gap far larger than
     the baseline's; one that generalises shows about the same gap.
@@ -250,7 +250,7 @@ def overfit_gap(variant: dict[str, EvalResult], baseline: dict[str, EvalResult],
             raise ValueError(f"overfit_gap needs the {who}'s {sorted(missing)} results")
     v_gap = variant[fit_role].top1 - variant["heldout"].top1
     b_gap = baseline[fit_role].top1 - baseline["heldout"].top1
-    interval = stats.paired_diff_in_diff(
+    interval = paired.paired_diff_in_diff(
         variant[fit_role].correct, baseline[fit_role].correct,
         variant["heldout"].correct, baseline["heldout"].correct, confidence=confidence,
     )

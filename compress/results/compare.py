@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from compress.measure import stats
+from compress.measure import paired, stats
 
 Z95 = 1.959963984540054
 
@@ -115,7 +115,7 @@ def _accuracy_change(name: str, va: dict, vb: dict, a: dict, b: dict) -> Accurac
     if _same_heldout(a, b) and pa is not None and pb is not None and len(pa) == len(pb):
         labels = np.asarray(a["data"]["heldout_labels"])
         ca, cb = np.asarray(pa) == labels, np.asarray(pb) == labels
-        iv = stats.paired_diff_interval(cb, ca)
+        iv = paired.paired_diff_interval(cb, ca)
         mc = stats.mcnemar_exact(cb, ca)
         return AccuracyChange(name, ha["top1"], hb["top1"], iv.estimate, iv.low, iv.high, "paired",
                               ha["n"], hb["n"], mc.p_value)

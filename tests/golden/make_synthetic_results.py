@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from compress.measure.stats import mcnemar_exact, paired_diff_interval, summarize_timings
+from compress.measure.paired import paired_diff_interval
+from compress.measure.stats import mcnemar_exact, summarize_timings
 from compress.measure.timing import speedup
 from compress.results.gate import apply_gate
 
