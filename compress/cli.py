@@ -1,30 +1,105 @@
 """The `compress` command. Thin: parse arguments, call the library, map errors to exit codes.
 
 Exit codes: 0 every gated variant passes; 1 a gate failed; 2 the recipe or its inputs are
-invalid; 3 a step or runtime failed.
+invalid; 3 a step or runtime failed, or anything unexpected (a bug: one line, --debug for the
+traceback); 130 interrupted (Ctrl-C); 143 terminated (SIGTERM). 1 never means anything but a gate.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import traceback
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
+from typer.core import TyperGroup
+from typer.exceptions import TyperException
 
-from compress.errors import CompressError, InputError, RecipeError
+from compress import __version__
+from compress.errors import DISTRIBUTION, CompressError, InputError, RecipeError, Terminated
+from compress.results.gate import GATE_MODES
+
+DEBUG_ENV = "COMPRESS_DEBUG"
+
+err_console = Console(stderr=True)
+out_console = Console()
+
+
+def _fail(err: CompressError) -> typer.Exit:
+    kind = {2: "invalid input", 3: "failed"}.get(err.exit_code, "error")
+    err_console.print(f"[bold red]error[/] ({kind}): {escape(str(err))}", highlight=False, soft_wrap=True)
+    return typer.Exit(err.exit_code)
+
+
+def _where(err: BaseException) -> str:
+    """The innermost line of the library the exception passed through, e.g.
+    compress/measure/timing.py:88 ("" when it was raised before reaching it)."""
+    package = Path(__file__).resolve().parent
+    where = ""
+    for frame in traceback.extract_tb(err.__traceback__):
+        path = Path(frame.filename).resolve()
+        if path.is_relative_to(package) and path != Path(__file__).resolve():
+            where = f"{path.relative_to(package.parent)}:{frame.lineno}"
+    return where
+
+
+def _unexpected(err: Exception, command: str | None, debug: bool) -> typer.Exit:
+    """A bug (ours or a library's), not a verdict: one line naming it, exit 3."""
+    if debug:
+        err_console.print("".join(traceback.format_exception(err)), highlight=False, markup=False)
+    message = " ".join(str(err).split())
+    if len(message) > 300:
+        message = message[:297] + "..."
+    where = _where(err)
+    what = f"compress {command}" if command else "compress"
+    hint = "" if debug else f"; rerun with --debug (or {DEBUG_ENV}=1) for the traceback"
+    err_console.print(
+        f"[bold red]error[/] (unexpected): {escape(what)} failed with {type(err).__name__}: "
+        f"{escape(message)}{f' (at {where})' if where else ''}{hint}, and please report it",
+        highlight=False, soft_wrap=True,
+    )
+    return typer.Exit(3)
+
+
+class _Guarded(TyperGroup):
+    """Every command runs here: SIGTERM ends it like Ctrl-C (cleanup runs, exit 143); a CompressError
+    exits with its code; anything else exits 3 with one line, never 1 (a gate verdict)."""
+
+    def invoke(self, ctx):
+        from compress.run.rundir import sigterm_raises
+
+        try:
+            with sigterm_raises():
+                return super().invoke(ctx)
+        except (typer.Exit, typer.Abort, TyperException):
+            raise
+        except Terminated as err:
+            err_console.print(f"{err}: stopped, nothing half-written left", highlight=False, markup=False)
+            raise typer.Exit(err.exit_code) from None
+        except CompressError as err:
+            raise _fail(err) from None
+        except Exception as err:
+            raise _unexpected(err, ctx.invoked_subcommand, _debug(ctx)) from None
+
+
+def _debug(ctx) -> bool:
+    return bool(ctx.params.get("debug")) or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+
 
 app = typer.Typer(
     name="compress",
+    cls=_Guarded,
     help=(
         "Prune, quantize and export a trained model into variants, then prove on held-out data "
         "and the target hardware which one is worth deploying.\n\n"
         "Start with: compress run recipes/resnet.yaml"
     ),
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
 )
 # With OpenMP's default active wait, two PyTorch threads on a busy 2-core machine slow down many
@@ -32,16 +107,26 @@ app = typer.Typer(
 # the machine is idle. Set before torch is imported; a user's own setting wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-err_console = Console(stderr=True)
-out_console = Console()
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"compress {__version__} (distribution {DISTRIBUTION})")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _options(
+    version: Annotated[bool, typer.Option(
+        "--version", callback=_print_version, is_eager=True, help="Print the version and exit.")] = False,
+    debug: Annotated[bool, typer.Option(
+        "--debug", envvar=DEBUG_ENV,
+        help="On an unexpected error, print the full traceback (it still exits 3).")] = False,
+) -> None:
+    """Global options (the app's help is the Typer(help=...) above)."""
+
 
 RecipeArg = Annotated[Path, typer.Argument(help="The recipe YAML file.", show_default=False)]
-
-
-def _fail(err: CompressError) -> typer.Exit:
-    kind = {2: "invalid input", 3: "failed"}.get(err.exit_code, "error")
-    err_console.print(f"[bold red]error[/] ({kind}): {err}", highlight=False, markup=True)
-    return typer.Exit(err.exit_code)
+GateMode = Enum("GateMode", {m: m for m in GATE_MODES}, type=str)
 
 
 @app.command()
@@ -74,7 +159,7 @@ def run(
 
     def log(msg: str) -> None:
         if not quiet:
-            err_console.print(f"[dim]{time.perf_counter() - t0:7.1f}s  {msg}[/]", highlight=False)
+            err_console.print(f"[dim]{time.perf_counter() - t0:7.1f}s  {escape(msg)}[/]", highlight=False)
 
     progress = None
     if not quiet:
@@ -99,11 +184,11 @@ def _print_summary(outcome) -> None:
     from compress.report.markdown import comparison_table, verdict_section
 
     res = outcome.results
-    out_console.print(verdict_section(res), highlight=False)
+    out_console.print(verdict_section(res), highlight=False, markup=False)
     for t in res["targets"]:
-        out_console.print(f"\nTarget {t['name']} ({t['runtime']} on {t['device']}):", highlight=False)
-        out_console.print(comparison_table(res, t["name"]), highlight=False, soft_wrap=True)
-    out_console.print(f"\nReport: {outcome.run_dir / 'report.md'}", highlight=False, soft_wrap=True)
+        out_console.print(f"\nTarget {t['name']} ({t['runtime']} on {t['device']}):", highlight=False, markup=False)
+        out_console.print(comparison_table(res, t["name"]), highlight=False, soft_wrap=True, markup=False)
+    out_console.print(f"\nReport: {outcome.run_dir / 'report.md'}", highlight=False, soft_wrap=True, markup=False)
 
 
 @app.command()
@@ -114,14 +199,15 @@ def validate(recipe: RecipeArg) -> None:
     try:
         rec = load_recipe(recipe)
     except RecipeError as err:
-        err_console.print(f"[bold red]{recipe} is invalid[/]", highlight=False)
+        err_console.print(f"[bold red]{escape(str(recipe))} is invalid[/]", highlight=False)
         for p in err.problems if len(err.problems) > 1 or "\n" not in str(err) else [str(err)]:
             err_console.print(f"  {p}", highlight=False, markup=False)
         raise typer.Exit(2) from None
     except CompressError as err:
         raise _fail(err) from None
     kinds = rec.final_kinds()
-    out_console.print(f"{recipe}: valid ({len(rec.variants)} variants, {len(rec.targets)} target(s))", highlight=False)
+    out_console.print(f"{recipe}: valid ({len(rec.variants)} variants, {len(rec.targets)} target(s))",
+                      highlight=False, markup=False)
     for name in rec.variant_order():
         v = rec.variants[name]
         steps = " → ".join(n for n, _ in v.step_list()) or "(no steps)"
@@ -145,7 +231,7 @@ def _ci_outputs(results: dict, junit: Path | None, report_path: Path | None) -> 
     try:
         if junit is not None:
             write_junit(results, junit)
-            err_console.print(f"JUnit: {junit}", highlight=False, soft_wrap=True)
+            err_console.print(f"JUnit: {junit}", highlight=False, soft_wrap=True, markup=False)
         append_step_summary(summary_markdown(results, report_path))
     except CompressError as err:
         raise _fail(err) from None
@@ -163,7 +249,7 @@ def gate(
     min_speedup: Annotated[float | None, typer.Option(help="Override gate.min_speedup (x).")] = None,
     speedup_batch_size: Annotated[list[int] | None, typer.Option(
         "--speedup-batch-size", help="Override gate.speedup_batch_sizes (repeat for several).")] = None,
-    mode: Annotated[str | None, typer.Option(help="Override gate.mode: point or confident.")] = None,
+    mode: Annotated[GateMode | None, typer.Option(help="Override gate.mode.", show_default=False)] = None,
     rule: Annotated[list[str] | None, typer.Option(
         help="Override any other gate rule, NAME=VALUE (e.g. max_worst_class_drop=5); repeatable.")] = None,
     junit: Annotated[Path | None, typer.Option(help="Write each gate check as a JUnit test case to this file.")] = None,
@@ -179,7 +265,8 @@ def gate(
     from compress.results.schema import load_results
 
     overrides: dict = {"max_accuracy_drop": max_accuracy_drop, "min_speedup": min_speedup,
-                       "speedup_batch_sizes": speedup_batch_size or None, "mode": mode}
+                       "speedup_batch_sizes": speedup_batch_size or None,
+                       "mode": mode.value if mode is not None else None}
     try:
         for item in rule or []:
             key, sep, value = item.partition("=")
@@ -195,10 +282,10 @@ def gate(
         old, new = recipe_gate.get(key), new_gate.get(key)
         looser = old is not None and (new is None or (new > old if key == "max_accuracy_drop" else new < old))
         if looser:
-            err_console.print(f"note: {key} = {new} is looser than the recipe's {old}", highlight=False)
+            err_console.print(f"note: {key} = {new} is looser than the recipe's {old}", highlight=False, markup=False)
     summary = apply_gate(res, new_gate)
-    out_console.print(f"Gate re-applied to {file}", highlight=False, soft_wrap=True)
-    out_console.print(verdict_section(res), highlight=False, soft_wrap=True)
+    out_console.print(f"Gate re-applied to {file}", highlight=False, soft_wrap=True, markup=False)
+    out_console.print(verdict_section(res), highlight=False, soft_wrap=True, markup=False)
     for name, v in res["variants"].items():
         for c in v["gate"]["checks"]:
             out_console.print(f"  {'PASS' if c['passed'] else 'FAIL'}  {name}: {c['detail']}",
@@ -276,15 +363,13 @@ def sensitivity(
     try:
         parsed = [float(r) for r in ratios.split(",") if r.strip()]
     except ValueError:
-        err_console.print(f"[bold red]error[/] (invalid input): --ratios {ratios!r} must be numbers like 0.25,0.5,0.75")
-        raise typer.Exit(2) from None
+        raise _fail(InputError(f"--ratios {ratios!r} must be numbers like 0.25,0.5,0.75")) from None
     if not parsed or any(not 0 < r < 1 for r in parsed):
-        err_console.print(f"[bold red]error[/] (invalid input): --ratios {ratios!r}: each must be in (0, 1)")
-        raise typer.Exit(2)
+        raise _fail(InputError(f"--ratios {ratios!r}: each must be in (0, 1)"))
     try:
         rec = load_recipe(recipe)
         doc = run_for_recipe(rec, recipe, out, variant=variant, ratios=sorted(parsed), samples=samples,
-                             max_drop_points=max_drop, log=lambda m: err_console.print(f"[dim]{m}[/]", highlight=False))
+                             max_drop_points=max_drop, log=_dim_log)
     except CompressError as err:
         raise _fail(err) from None
     head = "| layer | " + " | ".join(f"{r:g}" for r in doc["ratios"]) + " | suggested |"
@@ -294,10 +379,10 @@ def sensitivity(
         lines.append(f"| {name} | " + " | ".join(f"{a:.1f}" for a in accs)
                      + f" | {doc['suggested_layer_ratios'][name]:g} |")
     out_console.print("\n".join(lines), highlight=False, markup=False)
-    out_console.print(f"\nSuggested (drop <= {max_drop:g} points per layer), for a prune step:", highlight=False)
+    out_console.print(f"\nSuggested (drop <= {max_drop:g} points per layer), for a prune step:", highlight=False, markup=False)
     out_console.print(yaml.safe_dump({"layer_ratios": doc["suggested_layer_ratios"]}, sort_keys=False),
                       highlight=False, markup=False)
-    out_console.print(f"Plot: {out / 'sensitivity.png'}", highlight=False, soft_wrap=True)
+    out_console.print(f"Plot: {out / 'sensitivity.png'}", highlight=False, soft_wrap=True, markup=False)
 
 
 @app.command()
@@ -332,7 +417,7 @@ def profile(
         result = profile_model(
             art, shape, targets, batch_size, memory=memory, requests_per_day=requests_per_day,
             plan={"rounds": rounds, "min_round_s": min_round_s, "max_cv": max_cv},
-            log=lambda m: err_console.print(f"[dim]{m}[/]", highlight=False),
+            log=_dim_log,
         )
     except json.JSONDecodeError as err:
         raise _fail(InputError(f"--model-kwargs is not valid JSON: {err}")) from None
@@ -340,9 +425,16 @@ def profile(
         raise _fail(err) from None
     out_console.print(render(result, requests_per_day, max_cv), highlight=False, soft_wrap=True, markup=False)
     if json_out is not None:
-        json_out.write_text(json.dumps(result, indent=1, default=str))
+        try:
+            json_out.write_text(json.dumps(result, indent=1, default=str))
+        except OSError as err:
+            raise _fail(InputError(f"cannot write --json {json_out}: {err}")) from None
     if not any("latency" in e for e in result["targets"].values()):
         raise typer.Exit(3)
+
+
+def _dim_log(message: str) -> None:
+    err_console.print(f"[dim]{escape(message)}[/]", highlight=False)
 
 
 def main() -> None:  # pragma: no cover
