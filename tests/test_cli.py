@@ -3,7 +3,21 @@ user's mistake."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
+import pytest
+
+import compress
 from compress.cli import app
+
+ROOT = Path(__file__).parents[1]
+
+
+def _project() -> dict:
+    """pyproject.toml's [project] table."""
+    tomllib = pytest.importorskip("tomllib", reason="tomllib is in Python 3.11+")
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 
 
 def _flat(text: str) -> str:
@@ -91,12 +105,7 @@ def test_run_invalid_recipe_exits_2(cli, write_recipe, recipe_dict, tmp_path):
 
 
 def test_version_names_the_distribution(cli):
-    import tomllib
-    from pathlib import Path
-
-    import compress
-
-    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]
+    project = _project()
     result = cli.invoke(app, ["--version"])
     assert result.exit_code == 0
     assert result.stdout.strip() == f"compress {compress.__version__} (distribution {project['name']})"
@@ -104,32 +113,23 @@ def test_version_names_the_distribution(cli):
 
 
 def test_the_distribution_is_not_the_unrelated_compress_on_the_package_index():
-    import tomllib
-    from pathlib import Path
-
     from compress.errors import DISTRIBUTION
 
-    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]
+    project = _project()
     assert project["name"] == DISTRIBUTION != "compress"
     assert project["scripts"] == {"compress": "compress.cli:app"}  # the command stays `compress`
 
 
 def test_install_hints_never_fetch_the_unrelated_compress():
     """`pip install 'compress[...]'` would install another project: no doc or message says it."""
-    import re
-    from pathlib import Path
-
-    root = Path(__file__).parents[1]
+    root = ROOT
     files = [root / "README.md", *(root / "docs").rglob("*.md"), *(root / "compress").rglob("*.py")]
     bad = re.compile(r"pip install [^\n`]*?(?<![\w.-])compress(\[|\s|'|\"|$)")
     offenders = [f"{f.relative_to(root)}: {m.group(0)}" for f in files for m in bad.finditer(f.read_text())]
     assert offenders == []
 
 
-def test_missing_dependency_hint_installs_this_checkout(monkeypatch):
-    from pathlib import Path
-
-    import compress
+def test_missing_dependency_hint_installs_this_checkout():
     from compress.errors import MissingDependency
 
     checkout = Path(compress.__file__).resolve().parents[1]
