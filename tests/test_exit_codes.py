@@ -114,23 +114,6 @@ def test_a_missing_recipe_with_brackets_in_its_path(cli, tmp_path):
 
 # ---- a real run with an injected failure: exit 3, run directory complete or absent ------------
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory, tiny_project, new_tiny_recipe):
-    """The tiny project and recipe, one --out shared by the tests below (they run in file order and
-    each checks only what it added), so the baseline is trained once."""
-    folder = tiny_project(tmp_path_factory.mktemp("exit-codes"))
-    recipe = new_tiny_recipe()
-    recipe["evaluate"]["batch_size"] = 16  # so that only timing runs a batch of 1
-    recipe["baseline"]["train"]["epochs"] = 1  # accuracy does not matter here
-    path = folder / "recipe.yaml"
-    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
-    return {"folder": folder, "recipe": path, "out": folder / "runs"}
-
-
-def _run(project, *extra):
-    return CliRunner().invoke(app, ["run", str(project["recipe"]), "--out", str(project["out"]), "--quiet", *extra])
-
-
 def _run_dirs(out: Path) -> set[Path]:
     return {p for p in out.iterdir() if p.is_dir() and not p.name.startswith(".")} if out.exists() else set()
 
@@ -141,61 +124,6 @@ def _debris(out: Path) -> list[str]:
 
 def _results(run_dir: Path) -> dict:
     return json.loads((run_dir / "results.json").read_text())
-
-
-def test_a_step_raising_fails_its_variant_and_exits_3(project, monkeypatch):
-    from compress.steps.base import STEPS
-
-    spec = STEPS.get("quantize")
-    monkeypatch.setitem(STEPS._items, "quantize", dataclasses.replace(spec, apply=_boom))
-    before = _run_dirs(project["out"])
-    result = _run(project)
-    assert result.exit_code == 3, result.output
-    (run_dir,) = _run_dirs(project["out"]) - before
-    res = _results(run_dir)
-    assert res["variants"]["int8"]["status"] == "failed"
-    assert INJECTED in res["variants"]["int8"]["error"]
-    assert res["variants"]["onnx-fp32"]["status"] == "ok"
-    assert (run_dir / "report.md").is_file()
-    assert _debris(project["out"]) == []
-
-
-def test_a_runtime_raising_in_evaluation_fails_its_variants_and_exits_3(project, monkeypatch):
-    monkeypatch.setattr("compress.runtimes.onnxruntime.OrtSession.run", _boom)
-    before = _run_dirs(project["out"])
-    result = _run(project)
-    assert result.exit_code == 3, result.output
-    (run_dir,) = _run_dirs(project["out"]) - before
-    for name in ("onnx-fp32", "int8"):
-        variant = _results(run_dir)["variants"][name]
-        assert variant["status"] == "failed" and INJECTED in variant["error"]
-    assert _debris(project["out"]) == []
-
-
-def test_a_runtime_raising_while_timing_exits_3_and_leaves_no_run_directory(project, monkeypatch):
-    from compress.runtimes.onnxruntime import OrtSession
-
-    real_run = OrtSession.run
-
-    def run_but_not_batch_1(self, batch):
-        return _boom() if len(batch) == 1 else real_run(self, batch)
-
-    monkeypatch.setattr(OrtSession, "run", run_but_not_batch_1)
-    before = _run_dirs(project["out"])
-    result = _run(project)
-    _assert_unexpected_one_line(result, "run")
-    assert "(at compress/" in result.stderr
-    assert _run_dirs(project["out"]) == before
-    assert _debris(project["out"]) == []
-
-
-def test_the_report_writer_raising_exits_3_and_leaves_no_run_directory(project, monkeypatch):
-    monkeypatch.setattr("compress.run.pipeline.render_report", _boom)
-    before = _run_dirs(project["out"])
-    result = _run(project)
-    _assert_unexpected_one_line(result, "run")
-    assert _run_dirs(project["out"]) == before
-    assert _debris(project["out"]) == []
 
 
 def _plant_partial(out: Path, name: str, owner: dict | None) -> Path:
@@ -213,22 +141,100 @@ def _dead_pid() -> int:
     return proc.pid
 
 
-def test_after_the_failures_a_clean_run_reuses_the_cache_and_sweeps_dead_partials(project):
+def _inject_step(mp: pytest.MonkeyPatch) -> None:
+    from compress.steps.base import STEPS
+
+    mp.setitem(STEPS._items, "quantize", dataclasses.replace(STEPS.get("quantize"), apply=_boom))
+
+
+def _inject_evaluation(mp: pytest.MonkeyPatch) -> None:
+    mp.setattr("compress.runtimes.onnxruntime.OrtSession.run", _boom)
+
+
+def _inject_timing(mp: pytest.MonkeyPatch) -> None:
+    from compress.runtimes.onnxruntime import OrtSession
+
+    real_run = OrtSession.run
+    # evaluation runs batches of 16 (the recipe below); only timing runs a batch of 1
+    mp.setattr(OrtSession, "run", lambda self, batch: _boom() if len(batch) == 1 else real_run(self, batch))
+
+
+def _inject_report(mp: pytest.MonkeyPatch) -> None:
+    mp.setattr("compress.run.pipeline.render_report", _boom)
+
+
+INJECTIONS = {"step": _inject_step, "evaluation": _inject_evaluation, "timing": _inject_timing,
+              "report": _inject_report}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, tiny_project, new_tiny_recipe):
+    """The tiny recipe run into one --out once per injected failure (in this order), then once more
+    with none, after planting partial directories of a dead, a live and a remote run."""
     from compress.run.rundir import owner_record
 
-    out = project["out"]
-    dead = _plant_partial(out, "20200101-000000", {**owner_record(), "pid": _dead_pid()})
-    live = _plant_partial(out, "20200101-000001", owner_record())  # this process: alive
-    elsewhere = _plant_partial(out, "20200101-000002", {**owner_record(), "host": "another-host"})
+    folder = tiny_project(tmp_path_factory.mktemp("exit-codes"))
+    recipe = new_tiny_recipe()
+    recipe["evaluate"]["batch_size"] = 16
+    recipe["baseline"]["train"]["epochs"] = 1  # accuracy does not matter here
+    path = folder / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    out = folder / "runs"
+    args = ["run", str(path), "--out", str(out), "--quiet"]
+    done = {}
+    for name, inject in INJECTIONS.items():
+        before = _run_dirs(out)
+        with pytest.MonkeyPatch.context() as mp:
+            inject(mp)
+            result = CliRunner().invoke(app, args)
+        done[name] = {"result": result, "new_dirs": _run_dirs(out) - before, "debris": _debris(out)}
+    planted = {
+        "dead": _plant_partial(out, "20200101-000000", {**owner_record(), "pid": _dead_pid()}),
+        "live": _plant_partial(out, "20200101-000001", owner_record()),  # this process
+        "remote": _plant_partial(out, "20200101-000002", {**owner_record(), "host": "another-host"}),
+    }
     before = _run_dirs(out)
-    result = _run(project)
-    assert result.exit_code == 0, result.output
-    (run_dir,) = _run_dirs(out) - before
-    res = _results(run_dir)
-    assert all(s["cached"] for v in res["variants"].values() for s in v["steps"])
-    assert all(v["status"] == "ok" for v in res["variants"].values())
-    assert not dead.exists()
-    assert live.exists() and elsewhere.exists()
+    result = CliRunner().invoke(app, args)
+    done["clean"] = {"result": result, "new_dirs": _run_dirs(out) - before, "planted": planted}
+    return done
+
+
+@pytest.mark.parametrize("where", ["step", "evaluation"])
+def test_a_failure_in_a_variant_is_reported_in_a_complete_run_directory(runs, where):
+    run = runs[where]
+    assert run["result"].exit_code == 3, run["result"].output
+    (run_dir,) = run["new_dirs"]
+    assert (run_dir / "report.md").is_file()
+    variants = _results(run_dir)["variants"]
+    failed = {"step": ["int8"], "evaluation": ["onnx-fp32", "int8"]}[where]
+    for name in failed:
+        assert variants[name]["status"] == "failed" and INJECTED in variants[name]["error"]
+    assert all(v["status"] == "ok" for name, v in variants.items() if name not in failed)
+    assert run["debris"] == []
+
+
+@pytest.mark.parametrize("where", ["timing", "report"])
+def test_a_failure_of_the_run_itself_exits_3_and_leaves_no_run_directory(runs, where):
+    run = runs[where]
+    _assert_unexpected_one_line(run["result"], "run")
+    assert "(at compress/" in run["result"].stderr
+    assert run["new_dirs"] == set()
+    assert run["debris"] == []
+
+
+def test_after_the_failures_a_clean_run_reuses_the_cache(runs):
+    run = runs["clean"]
+    assert run["result"].exit_code == 0, run["result"].output
+    (run_dir,) = run["new_dirs"]
+    variants = _results(run_dir)["variants"]
+    assert all(v["status"] == "ok" for v in variants.values())
+    assert all(s["cached"] for v in variants.values() for s in v["steps"])
+
+
+def test_the_next_run_sweeps_partials_of_dead_runs_only(runs):
+    planted = runs["clean"]["planted"]
+    assert not planted["dead"].exists()
+    assert planted["live"].exists() and planted["remote"].exists()
 
 
 # ---- SIGTERM, as CI systems send on cancel ------------------------------------------------------
@@ -260,3 +266,59 @@ def test_sigterm_exits_143_and_leaves_nothing_half_written(tmp_path, tiny_projec
     assert proc.returncode == 128 + signal.SIGTERM, stderr
     assert "terminated by SIGTERM" in stderr and "Traceback" not in stderr
     assert _debris(out) == [] and _run_dirs(out) == set()
+
+
+# ---- the run directory's claim and sweep, unit by unit -------------------------------------------
+
+def test_two_runs_in_the_same_second_claim_different_directories(tmp_path):
+    from compress.run.rundir import claim_run_dir
+
+    first, first_partial = claim_run_dir(tmp_path, "20260101-000000")
+    second, second_partial = claim_run_dir(tmp_path, "20260101-000000")
+    assert first.name == "20260101-000000" and second.name == "20260101-000000-2"
+    assert first_partial.is_dir() and second_partial.is_dir()
+    assert json.loads((first_partial / "owner.json").read_text())["pid"] == os.getpid()
+
+
+def test_a_finished_name_is_never_reused(tmp_path):
+    from compress.run.rundir import claim_run_dir, finish_run_dir
+
+    final, partial = claim_run_dir(tmp_path, "20260101-000000")
+    finish_run_dir(partial, final)
+    assert final.is_dir() and not (final / "owner.json").exists()
+    assert claim_run_dir(tmp_path, "20260101-000000")[0].name == "20260101-000000-2"
+
+
+def test_sweep_removes_only_partials_whose_owner_is_dead(tmp_path):
+    from compress.run.rundir import owner_record, sweep_stale_partials
+
+    dead = _plant_partial(tmp_path, "a", {**owner_record(), "pid": _dead_pid()})
+    reused = _plant_partial(tmp_path, "b", {**owner_record(), "process_started": 0.0})  # our pid, reused
+    live = _plant_partial(tmp_path, "c", owner_record())
+    elsewhere = _plant_partial(tmp_path, "d", {**owner_record(), "pid": _dead_pid(), "host": "another-host"})
+    unknown = _plant_partial(tmp_path, "e", None)
+    messages = []
+    assert sorted(sweep_stale_partials(tmp_path, messages.append)) == [dead, reused]
+    assert live.exists() and elsewhere.exists() and unknown.exists()
+    assert any(str(unknown) in m and "no owner record" in m for m in messages)
+
+
+def test_sigterm_raises_only_over_the_default_handler():
+    from compress.errors import Terminated
+    from compress.run.rundir import sigterm_raises
+
+    with pytest.raises(Terminated) as info, sigterm_raises():
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler raises before this ends
+    assert info.value.exit_code == 143
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+    def mine(*_a):
+        pass
+
+    previous = signal.signal(signal.SIGTERM, mine)
+    try:
+        with sigterm_raises():
+            assert signal.getsignal(signal.SIGTERM) is mine  # a caller's handler is theirs
+    finally:
+        signal.signal(signal.SIGTERM, previous)

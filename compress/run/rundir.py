@@ -114,6 +114,7 @@ def sigterm_raises() -> Iterator[None]:
         return
 
     def handler(signum, _frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the cleanup short
         raise Terminated(signum)
 
     signal.signal(signal.SIGTERM, handler)
