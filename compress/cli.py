@@ -88,7 +88,7 @@ class _Guarded(TyperGroup):
 
 
 def _debug(ctx) -> bool:
-    return bool(ctx.params.get("debug")) or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    return bool(ctx.params.get("debug"))  # --debug, or $COMPRESS_DEBUG through the option's envvar
 
 
 app = typer.Typer(
@@ -141,7 +141,8 @@ def run(
 
     Writes runs/<name>/<timestamp>/ with recipe.yaml, environment.json, artifacts/, results.json
     and report.md. Exits 0 when every gated variant passes, 1 when a gate fails, 2 for an invalid
-    recipe or input, 3 when a step or runtime fails. With --junit, each gate check is also written
+    recipe or input, 3 when a step or runtime fails or anything unexpected happens, 143 on
+    SIGTERM (nothing half-written is left). With --junit, each gate check is also written
     as a JUnit test case; when $GITHUB_STEP_SUMMARY is set, the verdict and table are appended to it.
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -164,7 +165,7 @@ def run(
     progress = None
     if not quiet:
         progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
             console=err_console, transient=True,
         )
     try:
