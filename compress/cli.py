@@ -2,13 +2,16 @@
 
 Exit codes: 0 every gated variant passes; 1 a gate failed; 2 the recipe or its inputs are
 invalid; 3 a step or runtime failed, or anything unexpected (a bug: one line, --debug for the
-traceback); 130 interrupted (Ctrl-C); 143 terminated (SIGTERM). 1 never means anything but a gate.
+traceback); 130 interrupted (Ctrl-C); 141 the reader of stdout left (`| head`); 143 terminated
+(SIGTERM). 1 never means anything but a gate.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sys
 import traceback
 from enum import Enum
 from pathlib import Path
@@ -26,8 +29,23 @@ from compress.results.gate import GATE_MODES
 
 DEBUG_ENV = "COMPRESS_DEBUG"
 
-err_console = Console(stderr=True)
-out_console = Console()
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that Python's final flush does not fail again."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):  # not a real file (a test's buffer)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        """`compress run ... | head`: the reader left. Exit 141 as for SIGPIPE (rich's own choice is 1,
+        which here would read as a failed gate)."""
+        _silence_stdout()
+        raise SystemExit(128 + 13)
+
+
+err_console = _Console(stderr=True)
+out_console = _Console()
 
 
 def _fail(err: CompressError) -> typer.Exit:
@@ -78,6 +96,9 @@ class _Guarded(TyperGroup):
                 return super().invoke(ctx)
         except (typer.Exit, typer.Abort, TyperException):
             raise
+        except BrokenPipeError:  # `compress ... | head`: the reader left; not a bug, not a verdict
+            _silence_stdout()
+            raise typer.Exit(128 + 13) from None  # 141, as for SIGPIPE
         except Terminated as err:
             err_console.print(f"{err}: stopped, nothing half-written left", highlight=False, markup=False)
             raise typer.Exit(err.exit_code) from None
@@ -100,6 +121,7 @@ app = typer.Typer(
         "Start with: compress run recipes/resnet.yaml"
     ),
     no_args_is_help=True,
+    rich_markup_mode="markdown",  # docstring paragraphs are reflowed to the terminal
     pretty_exceptions_enable=False,
 )
 # With OpenMP's default active wait, two PyTorch threads on a busy 2-core machine slow down many
@@ -139,7 +161,7 @@ def run(
 ) -> None:
     """Build every variant of RECIPE, evaluate and profile it, write the report, apply the gate.
 
-    Writes runs/<name>/<timestamp>/ with recipe.yaml, environment.json, artifacts/, results.json
+    Writes `runs/<name>/<timestamp>/` with recipe.yaml, environment.json, artifacts/, results.json
     and report.md. Exits 0 when every gated variant passes, 1 when a gate fails, 2 for an invalid
     recipe or input, 3 when a step or runtime fails or anything unexpected happens, 143 on
     SIGTERM (nothing half-written is left). With --junit, each gate check is also written
@@ -309,9 +331,11 @@ def compare(
         help="Fraction p50 latency may grow (off by default: absolute times move between machines).")] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Also write the Markdown here.")] = None,
 ) -> None:
-    """Markdown diff of the same variants in two runs: accuracy and latency changes with intervals,
-    new and vanished variants. Exits 1 when a change is a regression beyond the tolerances, 2 for
-    invalid input. Appends the diff to $GITHUB_STEP_SUMMARY when set.
+    """Markdown diff of the same variants in two runs, with intervals.
+
+    Accuracy and latency changes with intervals, new and vanished variants. Exits 1 when a change
+    is a regression beyond the tolerances, 2 for invalid input. Appends the diff to
+    $GITHUB_STEP_SUMMARY when set.
     """
     from compress.results.ci import append_step_summary
     from compress.results.compare import Tolerances, compare_runs, render_comparison
@@ -353,9 +377,11 @@ def sensitivity(
     max_drop: Annotated[float, typer.Option(min=0, help="Top-1 points a layer may lose for its suggested ratio.")] = 1.0,
     out: Annotated[Path, typer.Option(help="Where sensitivity.json and sensitivity.png go.")] = Path("sensitivity"),
 ) -> None:
-    """Per-layer pruning sensitivity of RECIPE's baseline: top-1 vs ratio for each prunable layer
-    (one at a time, on a slice of calibration data, never held-out), a plot, and suggested
-    non-uniform ratios to paste into a prune step's `layer_ratios`."""
+    """Per-layer pruning sensitivity of RECIPE's baseline, and suggested per-layer ratios.
+
+    Top-1 vs ratio for each prunable layer (one at a time, on a slice of calibration data, never
+    held-out), a plot, and suggested non-uniform ratios to paste into a prune step's
+    `layer_ratios`."""
     import yaml
 
     from compress.pruning.sensitivity import run_for_recipe
@@ -401,8 +427,10 @@ def profile(
     requests_per_day: Annotated[float | None, typer.Option(help="Traffic for the monthly cost.")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write every number here.")] = None,
 ) -> None:
-    """Profile one model file on one or more targets, without a recipe: latency percentiles with
-    intervals, throughput, stability, peak memory, energy where measurable, and cost."""
+    """Profile one model file on one or more targets, without a recipe.
+
+    Latency percentiles with intervals, throughput, stability, peak memory, energy where
+    measurable, and cost."""
     from compress.run.profile_model import (
         load_model,
         parse_shape,

@@ -237,6 +237,12 @@ def test_the_next_run_sweeps_partials_of_dead_runs_only(runs):
     assert planted["live"].exists() and planted["remote"].exists()
 
 
+def _env_with_this_checkout() -> dict:
+    """The environment for a `compress` subprocess that imports the code under test."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(Path(compress.__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}
+
+
 # ---- SIGTERM, as CI systems send on cancel ------------------------------------------------------
 
 def test_sigterm_exits_143_and_leaves_nothing_half_written(tmp_path, tiny_project, new_tiny_recipe):
@@ -246,8 +252,7 @@ def test_sigterm_exits_143_and_leaves_nothing_half_written(tmp_path, tiny_projec
     path = folder / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe, sort_keys=False))
     out = folder / "runs"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        [str(Path(compress.__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}
+    env = _env_with_this_checkout()
     proc = subprocess.Popen(
         [sys.executable, "-c", "from compress.cli import main; main()", "run", str(path), "--out", str(out), "--quiet"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -322,3 +327,20 @@ def test_sigterm_raises_only_over_the_default_handler():
             assert signal.getsignal(signal.SIGTERM) is mine  # a caller's handler is theirs
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+@pytest.mark.parametrize("command", [["schema"], ["validate", "{recipe}"]])
+def test_a_reader_that_leaves_early_is_exit_141_not_a_failed_gate(command, write_recipe, recipe_dict):
+    """`compress ... | head`: stdout is a pipe nobody reads any more."""
+    recipe = write_recipe(recipe_dict)
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", "from compress.cli import main; main()", *(a.format(recipe=recipe) for a in command)],
+            stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=120, env=_env_with_this_checkout(),
+        )
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 141, proc.stderr
+    assert "Traceback" not in proc.stderr and "error" not in proc.stderr
