@@ -245,7 +245,7 @@ def _env_with_this_checkout() -> dict:
 
 # ---- SIGTERM, as CI systems send on cancel ------------------------------------------------------
 
-@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["SIGTERM", "SIGINT"])
 def test_a_stopped_run_exits_128_plus_the_signal_and_leaves_nothing_half_written(
         signum, code, tmp_path, tiny_project, new_tiny_recipe):
     folder = tiny_project(tmp_path)
