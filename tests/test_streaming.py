@@ -131,13 +131,15 @@ def test_a_python_source_may_return_its_own_reader(tmp_path):
         "def data():\n"
         "    return Counting()\n"
     )
-    cfg = DataConfig(source="python:mydata.py:data", split=SPLIT)
+    cfg = DataConfig(source="python:mydata.py:data", split=SPLIT, transform={"resize": 2, "channels": 3})
     splits = make_splits(cfg, tmp_path, 0)
     held = splits["heldout"]
     assert len(held) == 8 and splits.classes == ["a", "b"]
-    held.samples.reads.clear()
+    assert held.sample_shape == (3, 2, 2)  # the recipe's transform applies to a reader's pixels too
+    reads = held.samples.inner.reads
+    reads.clear()
     list(held.batches(3))
-    assert held.samples.reads == [3, 3, 2]
+    assert reads == [3, 3, 2]
 
 
 def test_split_subset_reads_through_to_the_source_rows():

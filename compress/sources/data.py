@@ -28,6 +28,7 @@ from compress.sources.readers import (
     ArrayFileSamples,
     ArraySamples,
     Samples,
+    TransformedSamples,
     check_float_range,
     check_labels,
     image_folder,
@@ -87,7 +88,7 @@ def load_source(source: str, base_dir, transform=None, *, labelled: bool = True)
         if isinstance(result, Samples):
             if len(result) == 0:
                 raise InputError(f"{origin} is empty")
-            return result
+            return TransformedSamples(result, transform)
         if not (isinstance(result, tuple) and len(result) == 2):
             raise InputError(f"{origin} must return (images, labels) or a compress Samples reader")
         images, labels = result

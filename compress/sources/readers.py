@@ -59,6 +59,18 @@ class ArraySamples(Samples):
         return self.images[idx]
 
 
+class TransformedSamples(Samples):
+    """A user's reader (``python:`` source) with the recipe's resize/channel transform applied per read."""
+
+    def __init__(self, inner: Samples, transform):
+        self.inner, self.transform = inner, transform
+        self.labels = np.asarray(inner.labels, dtype=np.int64)
+        self.source, self.classes = inner.source, list(inner.classes)
+
+    def read_rows(self, idx: np.ndarray) -> np.ndarray:
+        return apply_transform(self.inner.read(idx), self.transform)
+
+
 class ArrayFileSamples(Samples):
     """An npz ``images`` array: memory-mapped when stored uncompressed (np.savez), else held in its
     stored dtype (np.savez_compressed cannot be read by row); scaled and transformed per batch."""
