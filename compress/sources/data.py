@@ -120,13 +120,13 @@ class Split:
     """Rows ``rows`` of a source's ``samples``, read in batches, for one role."""
 
     role: str
-    samples: Samples
-    rows: np.ndarray  # int64 indices into samples
-    mean: np.ndarray  # (1, C, 1, 1)
-    std: np.ndarray
+    samples: Samples = field(repr=False)
+    rows: np.ndarray = field(repr=False)  # int64 indices into samples
+    mean: np.ndarray = field(repr=False)  # (1, C, 1, 1)
+    std: np.ndarray = field(repr=False)
     source: str
     corruption: Corruption | None = None
-    labels: np.ndarray = field(init=False)
+    labels: np.ndarray = field(init=False, repr=False)
     _scan: tuple[str, list[str]] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self):
