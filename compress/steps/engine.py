@@ -11,7 +11,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from compress.artifacts import Artifact, digest_of
+from compress.artifacts import Artifact
 from compress.errors import StepError
 from compress.steps.base import StepConfig, StepContext, register_step
 
@@ -71,5 +71,4 @@ def apply(art: Artifact, cfg: EngineConfig, ctx: StepContext) -> Artifact:
     meta = dict(art.meta)
     meta["tensorrt"] = {"precision": cfg.precision, "fingerprint": fp,
                         "batch_profile": [cfg.batch_min, cfg.batch_opt, cfg.batch_max]}
-    return Artifact(kind="tensorrt", digest=digest_of(art.digest, "engine", cfg.model_dump(), fp),
-                    path=out, lineage=[*art.lineage, f"engine({cfg.precision})"], meta=meta)
+    return Artifact(kind="tensorrt", path=out, lineage=[*art.lineage, f"engine({cfg.precision})"], meta=meta)
