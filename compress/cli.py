@@ -305,7 +305,7 @@ def profile(
     model: Annotated[str, typer.Argument(help="An .onnx file, or torchvision:NAME / python:FILE.py:FACTORY.", show_default=False)],
     target: Annotated[list[str], typer.Option(help="RUNTIME[:DEVICE][,KEY=VALUE...], e.g. onnxruntime:cpu,threads=2,instance=c7i.large; repeat for several.")] = ["onnxruntime:cpu"],  # noqa: B006
     batch_size: Annotated[list[int], typer.Option("--batch-size", "-b", help="Repeat for several.")] = [1, 32],  # noqa: B006
-    input_shape: Annotated[str | None, typer.Option(help="One sample's shape, e.g. 3,224,224 (read from an ONNX file when fixed).")] = None,
+    input_shape: Annotated[str | None, typer.Option(help="One sample's shape, e.g. 3,224,224 (read from an ONNX file when fixed; 3,224,224 for torchvision:NAME).")] = None,
     model_kwargs: Annotated[str | None, typer.Option(help="JSON arguments of a torch model factory, e.g. '{\"num_classes\": 10}'.")] = None,
     checkpoint: Annotated[Path | None, typer.Option(help="state_dict for a torch model source.")] = None,
     rounds: Annotated[int, typer.Option(help="Interleaved rounds.")] = 7,
