@@ -175,7 +175,7 @@ def gate(
     run had a variant that failed to build or run.
     """
     from compress.report.markdown import verdict_section
-    from compress.results.gate import apply_gate, override_gate
+    from compress.results.gate import apply_gate, looser_rules, override_gate
     from compress.results.schema import load_results
 
     overrides: dict = {"max_accuracy_drop": max_accuracy_drop, "min_speedup": min_speedup,
@@ -191,11 +191,8 @@ def gate(
         new_gate = override_gate(recipe_gate, overrides)
     except CompressError as err:
         raise _fail(err) from None
-    for key in ("max_accuracy_drop", "min_speedup"):
-        old, new = recipe_gate.get(key), new_gate.get(key)
-        looser = old is not None and (new is None or (new > old if key == "max_accuracy_drop" else new < old))
-        if looser:
-            err_console.print(f"note: {key} = {new} is looser than the recipe's {old}", highlight=False)
+    for line in looser_rules(recipe_gate, new_gate):
+        err_console.print(f"note: {line}", highlight=False, markup=False)
     summary = apply_gate(res, new_gate)
     out_console.print(f"Gate re-applied to {file}", highlight=False, soft_wrap=True)
     out_console.print(verdict_section(res), highlight=False, soft_wrap=True)
