@@ -150,6 +150,10 @@ def build_variants(recipe, baseline: Artifact, splits, cache: Cache, workroot: P
             except CompressError as err:  # e.g. the engine step on a machine without a GPU
                 built.error = f"step {i} ({step_name}): {err}"
                 break
+            except Exception as err:  # a library raised while fingerprinting: this variant only
+                tb = traceback.format_exception_only(type(err), err)[-1].strip()
+                built.error = f"step {i} ({step_name}) cache key failed unexpectedly: {tb}"
+                break
             t0 = time.perf_counter()
             cached = cache.get(key, art.model_spec)
             if cached is not None:
