@@ -243,6 +243,9 @@ class Verdict(Model):
     errors: list[str]
     passing: list[str]
     recommended: str | None
+    recommended_target: str | None = Field(None, description="the target the recommendation is for")
+    recommended_by: Literal["usd_per_1m", "latency"] | None = Field(
+        None, description="usd_per_1m when every timed target has a price, else latency per sample")
     exit_code: Literal[0, 1, 3]
     rules: dict[str, Any]
     mode: str | None = None
