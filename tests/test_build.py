@@ -49,3 +49,23 @@ def test_a_failing_cache_key_fails_that_variant_only(tmp_path, recipe_dict, writ
     built = build_variants(recipe, baseline, splits, Cache(None), tmp_path / "work", log=lambda _m: None)
     assert built["onnx-fp32"].ok
     assert not built["int8"].ok and "step 0 (quantize): no GPU to fingerprint" in built["int8"].error
+
+
+def test_every_step_fact_reaches_results_and_bookkeeping_does_not(recipe_dict, write_recipe):
+    """No whitelist: fp16 error, opset, TensorRT precision (and any new fact) are in artifact.facts."""
+    from compress.results.models import Facts
+    from compress.run.build import Built
+    from compress.run.pipeline import variant_entries
+
+    recipe = load_recipe(write_recipe(recipe_dict))
+    meta = {"opset": 17, "export_max_rel_error": 1e-7, "fp16_max_rel_error": 3e-3,
+            "tensorrt": {"precision": "fp16"}, "a_new_fact": [1, 2],
+            "consumed": ["calibration"], "step_seconds": 1.0, "step_machine": "m", "extra_files": ["x"]}
+    built = {"onnx-fp32": Built("onnx-fp32", artifact=Artifact(kind="tensorrt", lineage=["b", "e"], meta=meta)),
+             "int8": Built("int8", error="step 0 (quantize): boom")}
+    entries = variant_entries(recipe, built)
+    facts = entries["onnx-fp32"]["artifact"]["facts"]
+    assert facts == {"opset": 17, "export_max_rel_error": 1e-7, "fp16_max_rel_error": 3e-3,
+                     "tensorrt": {"precision": "fp16"}, "a_new_fact": [1, 2]}
+    assert Facts.model_validate(facts).tensorrt["precision"] == "fp16"
+    assert "artifact" not in entries["int8"] and entries["int8"]["status"] == "failed"

@@ -1,7 +1,7 @@
 """results.json as typed models: the one description of the file.
 
-They validate every run's results before they are written and every file ``compress gate``,
-``compress compare`` and ``compress report`` read; they generate ``docs/results.schema.json``
+They validate every run's results before they are written and every file ``compress gate`` and
+``compress compare`` read; they generate ``docs/results.schema.json``
 (``python -m compress.results.schema``); and they are the Python API's typed results
 (``Results.model_validate(json.loads(path.read_text()))``, or what ``compress.run`` returns).
 
