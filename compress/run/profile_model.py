@@ -129,8 +129,8 @@ def profile_model(artifact, input_shape, targets, batch_sizes: list[int], *, pla
             if artifact.kind != "torch" or "torch" in accepts or "onnx" not in accepts:
                 return artifact
             if not exported:
-                exported.append(export_verified(artifact, input_shape, batches[max(batches)],
-                                                Path(workdir) / "model.onnx", log))
+                check = np.random.default_rng(seed + 1).standard_normal((8, *input_shape)).astype(np.float32)
+                exported.append(export_verified(artifact, input_shape, check, Path(workdir) / "model.onnx", log))
             return exported[0]
 
         pairs = {t.name: (runs_on(t), t) for t in targets}
