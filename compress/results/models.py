@@ -311,7 +311,7 @@ class Results(Model):
 
     model_config = ConfigDict(title=f"compress results.json, schema version {SCHEMA_VERSION}")
 
-    schema_version: Literal[1]
+    schema_version: Literal[SCHEMA_VERSION]  # type: ignore[valid-type]
     compress_version: str
     recipe: RecipeAsRun
     run: Run
