@@ -169,15 +169,28 @@ def _discipline_checks(v: dict, gate: dict) -> list[Check]:
             checks.append(Check("max_worst_class_drop", None, limit, False,
                                 "no per-class accuracy was measured"))
         else:
-            drop = pc["worst_class_drop_points"]
+            drop = pc["worst_class_drop_points"] + 0.0
             rule = RULES["max_worst_class_drop"]
-            ok = rule.passes(drop, limit)
-            checks.append(Check(
-                "max_worst_class_drop", drop, limit, ok,
-                f"worst class ({pc['worst_class']}) drop {drop:+.2f} {rule.unit} "
-                f"{rule.relation(ok)} {limit:g} (point estimate, held-out n={pc['worst_class_n']})",
-                mode="point",
-            ))
+            high = pc.get("worst_class_drop_high_points")
+            if mode == "confident" and high is not None:
+                # The largest per-class upper limit bounds the largest true per-class drop.
+                ok = rule.passes(high, limit)
+                checks.append(Check(
+                    "max_worst_class_drop", high + 0.0, limit, ok,
+                    f"worst class ({pc['worst_class']}) drop {drop:+.2f} {rule.unit}, largest per-class "
+                    f"upper bound {high + 0.0:+.2f} (class {pc['worst_class_drop_high_class']}) "
+                    f"(confident mode: upper bound {rule.relation(ok)} {limit:g}; "
+                    f"held-out n={pc['worst_class_n']} in the worst class)",
+                    mode=mode,
+                ))
+            else:
+                ok = rule.passes(drop, limit)
+                checks.append(Check(
+                    "max_worst_class_drop", drop, limit, ok,
+                    f"worst class ({pc['worst_class']}) drop {drop:+.2f} {rule.unit} "
+                    f"{rule.relation(ok)} {limit:g} (point estimate, held-out n={pc['worst_class_n']})",
+                    mode="point",
+                ))
     limit = _tolerance(gate, "max_overfit_gap_increase")
     if limit is not None:
         of = v.get("overfit") or {}

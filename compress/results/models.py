@@ -38,6 +38,9 @@ class Interval(Model):
     low: float
     high: float
     confidence: Annotated[float, Field(gt=0, le=1)]
+    method: str | None = Field(
+        None, description="how the interval was computed: tango_scas_cc (paired score interval) or "
+        "mover_tango_scas_cc (difference of two of them); absent for bootstraps")
 
 
 class SplitAccuracy(Model):
@@ -62,6 +65,9 @@ class PerClass(Model):
     worst_class: Count | None = None
     worst_class_drop_points: float | None = None
     worst_class_n: Count | None = None
+    worst_class_drop_high_points: float | None = Field(
+        None, description="upper limit of the largest per-class drop: the largest per-class paired upper limit")
+    worst_class_drop_high_class: Count | None = None
 
 
 class Fidelity(Model):
