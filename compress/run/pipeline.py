@@ -93,7 +93,8 @@ def _run(recipe, recipe_path, splits, cache, tmp_dir, started, progress, log) ->
     variants = variant_entries(recipe, built)
     baseline_entry = evaluate_stage(recipe, splits, baseline, baseline_info, built, variants, progress, log)
     entries = {"baseline": baseline_entry, **variants}
-    artifacts = {"baseline": baseline, **{n: b.artifact for n, b in built.items() if b.ok}}
+    # a variant whose evaluation failed is reported failed, not profiled
+    artifacts = {"baseline": baseline, **{n: b.artifact for n, b in built.items() if variants[n]["status"] == "ok"}}
     profile_stage(recipe, splits, artifacts, entries, progress, log)
     cost_stage(recipe, entries)
     results = {
