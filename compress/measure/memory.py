@@ -24,9 +24,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-RUNTIME_IMPORTS = {"onnxruntime": ("onnxruntime",), "torch": ("torch",), "openvino": ("openvino",),
-                   "tensorrt": ("tensorrt",)}
-
 
 def _status_bytes(field: str) -> int | None:
     try:
@@ -71,14 +68,15 @@ def _child(spec: dict) -> dict:
 
     import numpy as np
 
-    for module in RUNTIME_IMPORTS.get(spec["target"]["runtime"], ()):
+    import compress.runtimes  # noqa: F401  (registers the runtimes; their libraries load lazily)
+    from compress.runtimes.base import RUNTIMES
+
+    for module in RUNTIMES.get(spec["target"]["runtime"]).imports:  # declared at registration
         importlib.import_module(module)
     if spec.get("model_spec") and spec["model_spec"]["source"].startswith("torchvision:"):
         importlib.import_module("torchvision")
-    import compress.runtimes  # noqa: F401
     from compress.artifacts import Artifact
-    from compress.recipe import TargetConfig
-    from compress.runtimes.base import RUNTIMES
+    from compress.runtimes.target import TargetConfig
     from compress.sources.models import ModelSpec
 
     target = TargetConfig.model_validate(spec["target"])

@@ -12,52 +12,53 @@ not been run on a GPU yet (no GPU was available when they were written).
 
 from __future__ import annotations
 
+from typing import Any, Literal
+
 import numpy as np
+from pydantic import Field, field_validator
 
 from compress.errors import RuntimeFailure
-from compress.runtimes.base import Session, check_options, register_runtime
+from compress.runtimes.base import RuntimeOptions, Session, register_runtime, target_options
 
-OPTIONS = ("graph_optimization", "provider_options", "execution_provider", "device_id")
 PROVIDERS = {
     "cpu": "CPUExecutionProvider",
     "cuda": "CUDAExecutionProvider",
     "tensorrt": "TensorrtExecutionProvider",
 }
 PROVIDER_DEVICE = {"cpu": "cpu", "cuda": "cuda", "tensorrt": "cuda"}
-LEVELS = ("disable", "basic", "extended", "all")
 
 
-def validate_target(target) -> None:
-    """Check a target's options when the recipe is loaded; ValueError names the key and the fix."""
-    where = f"targets.{target.name}.options"  # unknown keys: rejected by TargetConfig
-    level = target.options.get("graph_optimization", "all")
-    if level not in LEVELS:
-        raise ValueError(f"{where}.graph_optimization must be one of {', '.join(LEVELS)}, got {level!r}")
-    ep = execution_provider(target)
-    if PROVIDER_DEVICE[ep] != target.device:
+class OrtOptions(RuntimeOptions):
+    """``targets[].options`` of an onnxruntime target."""
+
+    graph_optimization: Literal["disable", "basic", "extended", "all"] = Field(
+        "all", description="ONNX Runtime's graph optimisation level"
+    )
+    execution_provider: Literal["cpu", "cuda", "tensorrt"] | None = Field(
+        None, description="Default: the target's device (cpu -> CPU, cuda -> CUDA); tensorrt needs "
+        "device: cuda. Full ORT names (CUDAExecutionProvider) are accepted too"
+    )
+    provider_options: dict[str, Any] = Field(
+        default_factory=dict, description="Settings passed to the execution provider as they are"
+    )
+    device_id: int = Field(0, ge=0, strict=True, description="GPU index, for device: cuda")
+
+    @field_validator("execution_provider", mode="before")
+    @classmethod
+    def _short_name(cls, v):
+        return {full: short for short, full in PROVIDERS.items()}.get(v, v)
+
+
+def check_target(target, opts: OrtOptions) -> None:
+    """Rules between the options and the target's device; ValueError names the option and the fix."""
+    ep = opts.execution_provider or target.device
+    if PROVIDER_DEVICE.get(ep, ep) != target.device:
         raise ValueError(
-            f"{where}.execution_provider {ep!r} runs on {PROVIDER_DEVICE[ep]}, but the target's "
-            f"device is {target.device}; set device: {PROVIDER_DEVICE[ep]}"
+            f"execution_provider {ep!r} runs on {PROVIDER_DEVICE[ep]}, but the target's device is "
+            f"{target.device}; set device: {PROVIDER_DEVICE[ep]}"
         )
-    if not isinstance(target.options.get("provider_options", {}), dict):
-        raise ValueError(f"{where}.provider_options must be a mapping of provider settings")
-    device_id = target.options.get("device_id", 0)
-    if not isinstance(device_id, int) or isinstance(device_id, bool) or device_id < 0:
-        raise ValueError(f"{where}.device_id must be a GPU index >= 0, got {device_id!r}")
-    if device_id and target.device == "cpu":
-        raise ValueError(f"{where}.device_id is for GPUs; remove it or set device: cuda")
-
-
-def execution_provider(target) -> str:
-    """The short name (cpu, cuda, tensorrt) of the provider a target asks for."""
-    ep = target.options.get("execution_provider", target.device)
-    key = {v: k for k, v in PROVIDERS.items()}.get(ep, ep)  # full ORT names are accepted too
-    if key not in PROVIDERS:
-        raise ValueError(
-            f"targets.{target.name}.options.execution_provider: unknown execution provider {ep!r}; "
-            f"valid: {', '.join(PROVIDERS)}"
-        )
-    return key
+    if opts.device_id and target.device == "cpu":
+        raise ValueError("device_id is for GPUs; remove it or set device: cuda")
 
 
 def provider_list(ep: str, device_id: int, provider_options: dict) -> list:
@@ -143,17 +144,14 @@ class OrtSession(Session):
     accepts={"onnx"},
     devices={"cpu", "cuda"},
     summary="ONNX Runtime (CPU, CUDA or TensorRT execution provider)",
-    options=OPTIONS,
-    validate=validate_target,
+    options=OrtOptions,
+    check=check_target,
+    imports=("onnxruntime",),
+    example={"graph_optimization": "basic"},
 )
 def load(artifact, target) -> Session:
-    check_options(target, OPTIONS)
-    try:
-        validate_target(target)
-    except ValueError as err:
-        raise RuntimeFailure(str(err)) from None
+    o = target_options(target)
     return OrtSession(
-        str(artifact.path), execution_provider(target), target.threads,
-        target.options.get("graph_optimization", "all"),
-        dict(target.options.get("provider_options", {})), int(target.options.get("device_id", 0)),
+        str(artifact.path), o.execution_provider or target.device, target.threads,
+        o.graph_optimization, dict(o.provider_options), o.device_id,
     )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from compress.runtimes.base import Session, check_options, register_runtime
+from compress.runtimes.base import Session, register_runtime, target_options
 
 
 class TensorRTSession(Session):
@@ -26,7 +26,7 @@ class TensorRTSession(Session):
 
 
 @register_runtime("tensorrt", accepts={"tensorrt"}, devices={"cuda"},
-                  summary="TensorRT engines (NVIDIA GPUs)", extra="tensorrt")
+                  summary="TensorRT engines (NVIDIA GPUs)", extra="tensorrt", imports=("tensorrt",))
 def load(artifact, target) -> Session:
-    check_options(target, ())
+    target_options(target)  # no options: a target built in code cannot pass one
     return TensorRTSession(artifact)

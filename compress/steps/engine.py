@@ -38,7 +38,12 @@ class EngineConfig(StepConfig):
         return self
 
 
-@register_step("engine", config=EngineConfig, accepts={"onnx"}, produces="tensorrt")
+@register_step(
+    "engine", config=EngineConfig, accepts={"onnx"}, produces="tensorrt",
+    roles=lambda cfg: {"calibration": "precision: int8-calibrate calibrates"}
+    if cfg.precision == "int8-calibrate" else {},
+    example={"precision": "fp16", "batch_opt": 8, "batch_max": 16},
+)
 def apply(art: Artifact, cfg: EngineConfig, ctx: StepContext) -> Artifact:
     """Build a TensorRT engine from ONNX (fp16 / int8) for the GPU of this machine."""
     from compress.engine.tensorrt import build_engine, import_tensorrt, onnx_has_qdq

@@ -82,9 +82,18 @@ def convert_to_openvino(onnx_file, xml_path) -> None:
         raise StepError(f"OpenVINO could not convert the ONNX model: {type(err).__name__}: {err}") from err
 
 
+def _check(cfg: ExportConfig, recipe) -> list[str]:
+    """verify runs both models on calibration inputs, or train ones when there is no calibration split."""
+    if cfg.verify and not {"calibration", "train"} & recipe.data.roles():
+        return ["verify compares ONNX Runtime with torch on calibration (or train) inputs, and the "
+                "data has neither; set data.split.calibration (e.g. 0.1) or verify: false"]
+    return []
+
+
 @register_step(
     "export", config=ExportConfig, accepts={"torch"},
     produces=lambda cfg, _kind: "openvino" if cfg.format == "openvino" else "onnx",
+    check=_check, example={"format": "onnx", "opset": 17},
 )
 def apply(art: Artifact, cfg: ExportConfig, ctx: StepContext) -> Artifact:
     """Export to ONNX with a dynamic batch axis, verified against torch on real inputs."""

@@ -90,7 +90,10 @@ def run_finetune(module, cfg: FinetuneConfig, ctx: StepContext, label: str = "fi
     return history
 
 
-@register_step("finetune", config=FinetuneConfig, accepts={"torch"})
+@register_step(
+    "finetune", config=FinetuneConfig, accepts={"torch"}, roles={"train": "fine-tuning trains"},
+    example={"epochs": 1, "distill": {"alpha": 0.5}},
+)
 def apply(art: Artifact, cfg: FinetuneConfig, ctx: StepContext) -> Artifact:
     """Train on the train split (never held-out), with optional distillation from the baseline."""
     module = art.load_module()

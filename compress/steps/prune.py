@@ -18,15 +18,13 @@ from compress.errors import StepError
 from compress.pruning.channels import ChannelPlan, check_patterns, count_macs_params, make_pruner
 from compress.pruning.importance import (
     BLOCK_CRITERIA,
-    CRITERIA,
     NEEDS_GRADIENTS,
     accumulate_gradients,
 )
 from compress.steps.base import StepConfig, StepContext, register_step
 from compress.steps.finetune import FinetuneConfig, run_finetune
 
-IMPORTANCE = CRITERIA
-__all__ = ["IMPORTANCE", "LatencyBudget", "PruneConfig", "count_macs_params"]
+__all__ = ["LatencyBudget", "PruneConfig", "count_macs_params"]
 
 
 class LatencyBudget(StepConfig):
@@ -256,7 +254,24 @@ def _resolve_ratio(module, cfg: PruneConfig, ctx: StepContext, macs0: int, refer
     return found.ratio, {"search": found.trace, "target": target.name, "batch_size": lb.batch_size}
 
 
-@register_step("prune", config=PruneConfig, accepts={"torch"})
+def _roles(cfg: PruneConfig) -> dict[str, str]:
+    """Taylor importance and fine-tuning read the train split."""
+    if cfg.finetune is not None:
+        return {"train": "finetune: fine-tuning trains"}
+    if cfg.importance in NEEDS_GRADIENTS:
+        what = "blocks" if cfg.granularity == "blocks" else "channels"
+        return {"train": f"importance {cfg.importance} scores {what}"}
+    return {}
+
+
+def _targets(cfg: PruneConfig) -> dict[str, str]:
+    return {"latency_budget.target": cfg.latency_budget.target} if cfg.latency_budget else {}
+
+
+@register_step(
+    "prune", config=PruneConfig, accepts={"torch"}, roles=_roles, targets=_targets,
+    example={"ratio": 0.5, "importance": "taylor", "finetune": {"epochs": 1}},
+)
 def apply(art: Artifact, cfg: PruneConfig, ctx: StepContext) -> Artifact:
     """Remove channels (Torch-Pruning) or whole residual blocks toward a ratio, MACs or latency
     target, then optionally fine-tune."""

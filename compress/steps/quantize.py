@@ -217,7 +217,27 @@ def _apply_nncf(art: Artifact, cfg: QuantizeConfig, ctx: StepContext) -> Artifac
     )
 
 
-@register_step("quantize", config=QuantizeConfig, accepts={"onnx", "openvino"}, produces=_produces)
+def _roles(cfg: QuantizeConfig) -> dict[str, str]:
+    """Static quantization calibrates on calibration; mixed precision judges layers on tuning."""
+    roles = {}
+    if cfg.mode == "static":
+        roles["calibration"] = "static quantization calibrates"
+    if cfg.mixed_precision is not None:
+        roles["tuning"] = "mixed_precision: ranks the layers by the accuracy they cost"
+    return roles
+
+
+def _check_input(cfg: QuantizeConfig, kind: str) -> str | None:
+    if kind == "openvino" and cfg.backend != "nncf":
+        return "an OpenVINO IR model is quantized with backend: nncf (ONNX Runtime quantizes ONNX files)"
+    return None
+
+
+@register_step(
+    "quantize", config=QuantizeConfig, accepts={"onnx", "openvino"}, produces=_produces,
+    roles=_roles, check_input=_check_input,
+    example={"mode": "static", "calibration": {"samples": 32, "batch_size": 8}},
+)
 def apply(art: Artifact, cfg: QuantizeConfig, ctx: StepContext) -> Artifact:
     """Quantize to int8 (ONNX Runtime, or NNCF for OpenVINO) and count what really runs in int8."""
     if cfg.backend == "nncf":
