@@ -16,10 +16,12 @@ from pydantic import (
     Discriminator,
     Field,
     Tag,
+    TypeAdapter,
     create_model,
     field_validator,
     model_validator,
 )
+from pydantic_core import core_schema
 
 import compress.runtimes  # noqa: F401  (registers the runtimes)
 import compress.steps  # noqa: F401  (registers the steps)
@@ -246,7 +248,36 @@ def _step_union():
     ]
 
 
-StepEntry = _step_union()
+_UNIONS: dict[tuple[str, ...], TypeAdapter] = {}
+
+
+def _step_adapter() -> TypeAdapter:
+    """The union of the steps registered now (a step registered after this module was imported
+    counts too), built once per set of step names."""
+    key = tuple(STEPS.names())
+    if key not in _UNIONS:
+        _UNIONS[key] = TypeAdapter(_step_union())
+    return _UNIONS[key]
+
+
+class _Step:
+    """One entry of ``steps``: validated against the step registry at validation time."""
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, _source, _handler):
+        return core_schema.no_info_plain_validator_function(
+            lambda value: _step_adapter().validate_python(value),
+            serialization=core_schema.plain_serializer_function_ser_schema(
+                lambda entry, info: entry.model_dump(mode=info.mode), info_arg=True
+            ),
+        )
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, _core, handler):
+        return handler(_step_adapter().core_schema)
+
+
+StepEntry = _Step
 
 
 class VariantConfig(Strict):
