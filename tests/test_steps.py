@@ -17,7 +17,7 @@ from pydantic import ValidationError
 import compress.steps.export as export_step
 from compress.artifacts import FILENAMES, Artifact, load_torch, save_torch
 from compress.errors import MissingDependency, StepError
-from compress.recipe import DataConfig
+from compress.recipe import DataConfig, TargetConfig
 from compress.sources.data import make_splits
 from compress.sources.models import ModelSpec
 from compress.steps import STEPS, StepContext
@@ -53,6 +53,7 @@ def make_ctx(splits, tmp_path, tiny_model_file):
             workdir=workdir,
             baseline=baseline,
             log=lambda _msg: None,
+            targets=[TargetConfig(name="cpu", runtime="onnxruntime", threads=1)],  # the tiny recipe's
         )
 
     return make
@@ -155,7 +156,7 @@ def _recipe_with(name: str, recipe: dict) -> dict:
     """The tiny recipe with a variant ``x`` that runs step ``name`` with its example config."""
     spec = STEPS.get(name)
     cfg = _config(spec)
-    step = {name: spec.example}
+    step = {name: copy.deepcopy(spec.example)}
     if "torch" in spec.accepts:
         steps = [step] + ([{"export": {}}] if spec.produces(cfg, "torch") == "torch" else [])
         recipe["variants"]["x"] = {"steps": steps}
@@ -193,8 +194,19 @@ def test_step_declarations_are_what_the_recipe_checks(name, recipe_dict):
         assert any(re.match(rf"{where}\S*: .* the {role} split, and the data has none; set data.split.{role}", p)
                    for p in info.value.problems), info.value.problems
     named = spec.targets(cfg)
-    for key in named if isinstance(named, dict) else []:
-        assert named[key] in {t["name"] for t in recipe["targets"]}
+    assert isinstance(named, dict) or not named, f"{name}: declare targets as config key -> name"
+    for key, target in named.items() if named else []:
+        assert target in {t["name"] for t in recipe["targets"]}  # the example names a real target
+        unknown = copy.deepcopy(recipe)
+        node = unknown["variants"]["x"]["steps"][0][name]
+        *parents, last = key.split(".")
+        for part in parents:
+            node = node[part]
+        node[last] = "no-such-target"
+        with pytest.raises(RecipeError) as info:
+            parse_recipe(unknown)
+        assert any(p.startswith(f"variants.x.steps[0].{name}.{key}: unknown target 'no-such-target'")
+                   for p in info.value.problems), info.value.problems
 
 
 def test_steps_never_see_heldout(make_ctx):

@@ -270,7 +270,9 @@ def _targets(cfg: PruneConfig) -> dict[str, str]:
 
 @register_step(
     "prune", config=PruneConfig, accepts={"torch"}, roles=_roles, targets=_targets,
-    example={"ratio": 0.5, "importance": "taylor", "finetune": {"epochs": 1}},
+    # taylor scores on train, and the budget names a target (the tiny test model meets it unpruned)
+    example={"latency_budget": {"target": "cpu", "max_ms": 1000, "rounds": 1}, "importance": "taylor",
+             "finetune": {"epochs": 1}},
 )
 def apply(art: Artifact, cfg: PruneConfig, ctx: StepContext) -> Artifact:
     """Remove channels (Torch-Pruning) or whole residual blocks toward a ratio, MACs or latency
