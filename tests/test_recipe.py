@@ -168,6 +168,12 @@ BAD_RECIPES = [
         r"\(targets: cpu=onnxruntime\)",
         id="no-target-runs-variant",
     ),
+    pytest.param(
+        _both(_add_target(name="torch", runtime="torch"), _set("variants.int8.targets", ["torch"])),
+        re.escape("variants.int8.targets: none of torch=torch runs an ONNX model, so the variant would "
+                  "never be timed"),
+        id="variant-targets-cannot-run-it",
+    ),
     # the three recipes that passed validation and then failed at build time with a KeyError
     pytest.param(
         _both(_no_split("train"), _variant("p", [{"prune": {"importance": "taylor"}}, {"export": {}}])),

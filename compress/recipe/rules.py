@@ -111,10 +111,18 @@ def _targets(recipe: Recipe, kinds: dict[str, str], broken: set[str]) -> list[st
                 f"(targets: {', '.join(f'{t.name}={t.runtime}' for t in recipe.targets)})"
             )
     valid = ", ".join(sorted(names))
+    runtimes = {t.name: t.runtime for t in recipe.targets}
     for name, v in recipe.variants.items():
         for t in v.targets or []:
             if t not in names:
                 problems.append(f"variants.{name}.targets: unknown target {t!r}; valid: {valid}")
+        chosen = [t for t in v.targets or [] if t in runtimes]
+        if chosen and name not in broken and not any(kinds[name] in RUNTIMES.get(runtimes[t]).accepts for t in chosen):
+            problems.append(
+                f"variants.{name}.targets: none of {', '.join(f'{t}={runtimes[t]}' for t in chosen)} runs "
+                f"{KIND_NAMES.get(kinds[name], kinds[name])} model, so the variant would never be timed; "
+                "name a target that runs it"
+            )
     for where, _step, spec, cfg in _steps(recipe):
         named = spec.targets(cfg)
         pairs = named.items() if isinstance(named, dict) else ((None, t) for t in named)
