@@ -1,5 +1,6 @@
 """The recipe: its schema (pydantic models whose fields are the YAML keys), the rules between its
-parts (generic loops over the plug-ins' declarations), and loading with key paths.
+parts (generic loops over the plug-ins' declarations, ``rules``), and loading with key paths
+(``load``). Variants, chains of registered steps, are in ``variants``.
 ``compress.recipe.doc`` generates docs/recipe.md from it."""
 
 from compress.recipe.load import (
@@ -23,11 +24,10 @@ from compress.recipe.schema import (
     Recipe,
     ReportConfig,
     SplitConfig,
-    StepEntry,
     TrainConfig,
     TransformConfig,
-    VariantConfig,
 )
+from compress.recipe.variants import StepEntry, VariantConfig
 from compress.runtimes.target import TargetConfig  # lives with the runtimes; here for compatibility
 
 __all__ = [
