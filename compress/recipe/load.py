@@ -5,6 +5,7 @@ Every problem is reported at once, each with its key path, as a ``RecipeError`` 
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,10 @@ def check_files(recipe: Recipe, base_dir: Path) -> list[str]:
             module = ref.rpartition(":")[0]
             if module.endswith(".py"):
                 need(key, module, "python file")
+            elif module and importlib.util.find_spec(module.partition(".")[0]) is None:
+                # the top-level name only: finding a submodule would import (run) its package
+                problems.append(f"{key}: no module {module.partition('.')[0]!r} on the Python path; "
+                                "install it, or name a file: python:path/to/file.py:NAME")
 
     source("model.source", recipe.model.source, "model")
     ck = recipe.model.checkpoint_config

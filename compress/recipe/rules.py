@@ -129,8 +129,16 @@ def _targets(recipe: Recipe, kinds: dict[str, str], broken: set[str]) -> list[st
         for key, t in pairs:
             if t not in names:
                 problems.append(f"{where}{'.' + key if key else ''}: unknown target {t!r}; valid: {valid}")
-    if recipe.gate.reference_target is not None and recipe.gate.reference_target not in names:
-        problems.append(f"gate.reference_target: unknown target {recipe.gate.reference_target!r}; valid: {valid}")
+    ref, ref_target = recipe.gate.reference, recipe.gate.reference_target
+    if ref_target is not None and ref_target not in names:
+        problems.append(f"gate.reference_target: unknown target {ref_target!r}; valid: {valid}")
+    elif (ref_target is not None and ref in kinds and ref not in broken
+          and kinds[ref] not in RUNTIMES.get(runtimes[ref_target]).accepts):
+        problems.append(
+            f"gate.reference_target: {ref_target} ({runtimes[ref_target]}) cannot run the reference "
+            f"{ref!r}, {KIND_NAMES.get(kinds[ref], kinds[ref])} model, so no speed-up could be "
+            "measured; name a target that runs it"
+        )
     return problems
 
 
