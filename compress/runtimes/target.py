@@ -3,7 +3,7 @@ devices and the typed model of its ``options`` (compress/runtimes/base.py)."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import (
     BaseModel,
@@ -23,8 +23,9 @@ class TargetConfig(BaseModel):
 
     name: str
     runtime: str
-    device: Literal["cpu", "cuda", "gpu", "npu"] = Field(
-        "cpu", description="cpu; cuda (NVIDIA, torch/onnxruntime); gpu or npu (Intel, openvino)"
+    device: str = Field(
+        "cpu", description="One of the runtime's devices (see Runtimes below): cpu; cuda (NVIDIA, "
+        "torch/onnxruntime/tensorrt); gpu or npu (Intel, openvino)"
     )
     threads: int | None = Field(None, ge=1, description="Intra-op threads; default: all cores")
     usd_per_hour: float | None = Field(None, ge=0, description="Price of the machine serving the model")
