@@ -12,12 +12,19 @@ not been run on a GPU yet (no GPU was available when they were written).
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 
 from compress.errors import RuntimeFailure
 from compress.runtimes.base import Session, check_options, register_runtime
 
-OPTIONS = ("graph_optimization", "provider_options", "execution_provider", "device_id")
+OPTIONS = ("graph_optimization", "provider_options", "execution_provider", "device_id",
+           "batch_min", "batch_opt", "batch_max", "trt_cache_dir")
+#: the TensorRT provider's optimisation profile on the batch axis unless the target sets it
+TRT_BATCH_DEFAULTS = {"batch_min": 1, "batch_opt": 32, "batch_max": 256}
+TRT_ONLY = ("batch_min", "batch_opt", "batch_max", "trt_cache_dir")
 PROVIDERS = {
     "cpu": "CPUExecutionProvider",
     "cuda": "CUDAExecutionProvider",
@@ -46,6 +53,66 @@ def validate_target(target) -> None:
         raise ValueError(f"{where}.device_id must be a GPU index >= 0, got {device_id!r}")
     if device_id and target.device == "cpu":
         raise ValueError(f"{where}.device_id is for GPUs; remove it or set device: cuda")
+    if ep != "tensorrt":
+        extra = [k for k in TRT_ONLY if k in target.options]
+        if extra:
+            raise ValueError(f"{where}.{extra[0]} is for execution_provider: tensorrt; remove it")
+        return
+    b = trt_batch(target)
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in b):
+        raise ValueError(f"{where}.batch_min/batch_opt/batch_max must be integers >= 1, got {list(b)}")
+    if not b[0] <= b[1] <= b[2]:
+        raise ValueError(f"{where}: batch_min <= batch_opt <= batch_max must hold, got {list(b)}")
+
+
+def trt_batch(target) -> tuple[int, int, int]:
+    """(min, opt, max) of the TensorRT provider's profile on the batch axis."""
+    return tuple(target.options.get(k, v) for k, v in TRT_BATCH_DEFAULTS.items())
+
+
+def trt_cache_root(target) -> Path:
+    """Where the TensorRT provider keeps its engine and timing caches."""
+    if "trt_cache_dir" in target.options:
+        return Path(str(target.options["trt_cache_dir"])).expanduser()
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "compress" / "onnxruntime-tensorrt"
+
+
+def profile_shapes(inputs: list[tuple[str, list]], batch: tuple[int, int, int]) -> dict:
+    """``trt_profile_{min,opt,max}_shapes`` ("name:1x3x32x32,...") for inputs whose first axis is
+    the batch and whose other axes are fixed."""
+    for name, dims in inputs:
+        if any(not isinstance(d, int) or d < 1 for d in dims[1:]):
+            raise RuntimeFailure(f"the TensorRT provider needs fixed non-batch dimensions; input "
+                                 f"{name!r} has {dims}: export the model with a fixed input_shape")
+    return {f"trt_profile_{kind}_shapes": ",".join(f"{n}:" + "x".join(map(str, (b, *d[1:]))) for n, d in inputs)
+            for kind, b in zip(("min", "opt", "max"), batch, strict=True)}
+
+
+def tensorrt_options(path: str, target) -> dict:
+    """The TensorRT provider's engine cache, timing cache and profile shapes for model ``path``:
+    without them every session (evaluation, profiling, memory probe) rebuilds its engines."""
+    import onnx
+
+    from compress.artifacts import file_digest
+
+    graph = onnx.load(path, load_external_data=False).graph
+    weights = {i.name for i in graph.initializer}
+    inputs = [(i.name, [d.dim_value if d.HasField("dim_value") else d.dim_param
+                        for d in i.type.tensor_type.shape.dim])
+              for i in graph.input if i.name not in weights]
+    root = trt_cache_root(target)
+    engines = root / "engines" / f"{file_digest(Path(path))}-ort{_ort_version()}"
+    engines.mkdir(parents=True, exist_ok=True)
+    return {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(engines),
+            "trt_timing_cache_enable": True, "trt_timing_cache_path": str(root),
+            **profile_shapes(inputs, trt_batch(target))}
+
+
+def _ort_version() -> str:
+    import onnxruntime as ort
+
+    return ort.__version__
 
 
 def execution_provider(target) -> str:
@@ -97,7 +164,7 @@ def make_session_options(threads: int | None, level: str = "all"):
 
 class OrtSession(Session):
     def __init__(self, path: str, ep: str, threads: int | None, level: str, provider_options: dict,
-                 device_id: int = 0):
+                 device_id: int = 0, batch: tuple[int, int] | None = None):
         import onnxruntime as ort
 
         provider = PROVIDERS[ep]
@@ -122,6 +189,7 @@ class OrtSession(Session):
                 "did not load; see ONNX Runtime's log with log_severity_level 0)"
             )
         self.input_name = self.sess.get_inputs()[0].name
+        self.batch = batch  # (min, max) of the TensorRT provider's profile: batches are split to fit
         self.info = {
             "runtime": "onnxruntime",
             "onnxruntime": ort.__version__,
@@ -134,8 +202,18 @@ class OrtSession(Session):
             self.info["device_id"] = device_id
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        out = self.sess.run(None, {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)})
-        return out[0]
+        x = np.ascontiguousarray(batch, dtype=np.float32)
+        if self.batch is None:
+            return self.sess.run(None, {self.input_name: x})[0]
+        from compress.engine.tensorrt import split_batch
+
+        parts = []
+        for start, stop, size in split_batch(len(x), *self.batch):
+            part = x[start:stop]
+            if size > len(part):  # under the profile's batch_min: pad, drop the padding's outputs
+                part = np.concatenate([part, np.zeros((size - len(part), *x.shape[1:]), x.dtype)])
+            parts.append(self.sess.run(None, {self.input_name: part})[0][: stop - start])
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 @register_runtime(
@@ -152,8 +230,14 @@ def load(artifact, target) -> Session:
         validate_target(target)
     except ValueError as err:
         raise RuntimeFailure(str(err)) from None
+    ep = execution_provider(target)
+    provider_options = dict(target.options.get("provider_options", {}))
+    batch = None
+    if ep == "tensorrt":  # the recipe's provider_options win over compress's defaults
+        provider_options = {**tensorrt_options(str(artifact.path), target), **provider_options}
+        lo, _opt, hi = trt_batch(target)
+        batch = (lo, hi)
     return OrtSession(
-        str(artifact.path), execution_provider(target), target.threads,
-        target.options.get("graph_optimization", "all"),
-        dict(target.options.get("provider_options", {})), int(target.options.get("device_id", 0)),
+        str(artifact.path), ep, target.threads, target.options.get("graph_optimization", "all"),
+        provider_options, int(target.options.get("device_id", 0)), batch,
     )
