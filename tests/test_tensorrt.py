@@ -479,12 +479,15 @@ def test_a_stale_engine_is_refused_at_load(tiny_onnx_artifact, tiny_step_ctx):
 @pytest.mark.gpu
 def test_onnxruntime_tensorrt_provider_caches_its_engine(tiny_onnx_artifact, tmp_path):
     import onnxruntime as ort
+    import torch
 
     from compress.runtimes import RUNTIMES
 
+    if not torch.cuda.is_available():
+        pytest.skip("needs an NVIDIA GPU with CUDA; torch sees none")
     if "TensorrtExecutionProvider" not in ort.get_available_providers():
-        pytest.skip("needs onnxruntime-gpu with the TensorRT provider and a GPU; not here")
-    target = _ort_target(trt_cache_dir=str(tmp_path / "trt"), batch_max=8)
+        pytest.skip("needs onnxruntime-gpu with the TensorRT provider; not installed here")
+    target = _ort_target(trt_cache_dir=str(tmp_path / "trt"), batch_opt=4, batch_max=8)
     x = np.random.default_rng(0).standard_normal((11, *IMAGE_SHAPE)).astype(np.float32)
     got = RUNTIMES.get("onnxruntime").load(tiny_onnx_artifact, target).run(x)  # 11 > batch_max: split
     ref = ort.InferenceSession(str(tiny_onnx_artifact.path), providers=["CPUExecutionProvider"])
