@@ -272,6 +272,8 @@ def test_cuda_visible_devices_maps_cuda_numbering_to_nvml(monkeypatch: pytest.Mo
         nvml_device_for_cuda(2, "0,1")
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
     assert default_meter("cuda:1").device_index == 3
+    missing = default_meter("cuda:2")
+    assert not missing.available() and "CUDA device 2 does not exist" in missing.reason
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-8f2e")
     monkeypatch.setitem(sys.modules, "pynvml", fake_pynvml())
     meter = default_meter("cuda")

@@ -235,7 +235,12 @@ def default_meter(device: str) -> EnergyMeter:
         return RaplMeter()
     match = re.fullmatch(r"cuda(?::(\d+))?", device)
     if match:
-        return NvmlMeter(nvml_device_for_cuda(int(match.group(1) or 0), os.environ.get("CUDA_VISIBLE_DEVICES")))
+        try:
+            return NvmlMeter(nvml_device_for_cuda(int(match.group(1) or 0), os.environ.get("CUDA_VISIBLE_DEVICES")))
+        except ValueError as err:  # no such GPU: no energy number, and the reason says why
+            meter = NvmlMeter()
+            meter._reason = str(err)
+            return meter
     raise ValueError(f"no energy meter for device {device!r}: use 'cpu', 'cuda' or 'cuda:N'")
 
 
