@@ -157,6 +157,48 @@ def test_recommends_the_cheapest_passing_variant(make_results, make_variant):
     assert apply_gate(res)["recommended"] == "fast"
 
 
+def _on_two_targets(v: dict, ms: dict[str, float], usd: dict[str, float | None]) -> dict:
+    """The variant timed on each target at ms per batch (batch 32), priced as given."""
+    v["latency"] = {
+        t: {"32": {"p50_ms": m, "batch_size": 32, "usd_per_1m": usd[t]}} for t, m in ms.items()
+    }
+    v["speedup"] = {t: {"32": {"estimate": 64.0 / m, "low": 60.0 / m, "high": 70.0 / m,
+                                "confidence": 0.95}} for t, m in ms.items()}
+    return v
+
+
+def test_recommendation_without_prices_ranks_by_latency_on_each_variants_best_target(
+        make_results, make_variant):
+    """The issue's case: with no prices, int8 was recommended for its ONNX Runtime timing while the
+    NNCF variant ran faster on OpenVINO in the same run; and the reason quoted the wrong target."""
+    from compress.report.markdown import verdict_section
+
+    none = {"cpu": None, "cpu-openvino": None}
+    res = make_results({
+        "int8": _on_two_targets(make_variant(change=-0.1), {"cpu": 24.0, "cpu-openvino": 30.0}, none),
+        "nncf": _on_two_targets(make_variant(change=-0.2), {"cpu": 40.0, "cpu-openvino": 19.0}, none),
+    }, {"max_accuracy_drop": 1.0})
+    verdict = apply_gate(res)
+    assert (verdict["recommended"], verdict["recommended_target"], verdict["recommended_by"]) == (
+        "nncf", "cpu-openvino", "latency")
+    text = verdict_section(res)
+    assert "Recommended: `nncf` on `cpu-openvino`" in text and "by latency per sample" in text
+    assert "3.37x faster on cpu-openvino" in text  # 64 / 19: the target it is recommended for
+
+
+def test_recommendation_by_price_only_when_every_timed_target_has_one(make_results, make_variant):
+    priced = _on_two_targets(make_variant(change=0.0), {"cpu": 20.0, "gpu": 10.0}, {"cpu": 0.01, "gpu": 0.05})
+    res = make_results({"v": priced, "w": _on_two_targets(
+        make_variant(change=0.0), {"cpu": 30.0, "gpu": 12.0}, {"cpu": 0.02, "gpu": 0.06})})
+    verdict = apply_gate(res)
+    assert (verdict["recommended"], verdict["recommended_target"], verdict["recommended_by"]) == (
+        "v", "cpu", "usd_per_1m")  # the cheaper machine, though the GPU is faster
+    res["variants"]["w"]["latency"]["gpu"]["32"]["usd_per_1m"] = None  # one target unpriced
+    verdict = apply_gate(res)
+    assert (verdict["recommended"], verdict["recommended_target"], verdict["recommended_by"]) == (
+        "v", "gpu", "latency")
+
+
 def test_gate_is_pure(make_results, make_variant):
     v = make_variant(change=-2.0)
     before = copy.deepcopy(v)

@@ -97,23 +97,28 @@ def verdict_section(results: dict) -> str:
         out.append(f"**✅ Every gated variant passes** ({rule_txt}).")
     rec = ver.get("recommended")
     if rec:
-        out.append(f"**Recommended: `{rec}`**, the cheapest variant that passes every gate "
-                   f"({_why(results, rec)}).")
+        target = ver.get("recommended_target")
+        basis = {"usd_per_1m": ", by $ per 1M inferences", "latency": ", by latency per sample"}.get(
+            ver.get("recommended_by") or "", "")
+        where = f" on `{target}`" if target else ""
+        out.append(f"**Recommended: `{rec}`{where}**, the cheapest variant that passes every gate"
+                   f"{basis} ({_why(results, rec, target)}).")
     elif not ver["passing"]:
         out.append("No variant passes every gate: keep the baseline.")
     return "\n\n".join(out)
 
 
-def _why(results: dict, name: str) -> str:
+def _why(results: dict, name: str, target: str | None = None) -> str:
     v = results["variants"][name]
     parts = []
     acc = v.get("accuracy", {})
     if "change_points" in acc:
         parts.append(f"top-1 {acc['change_points']:+.2f} points")
-    for target, per_bs in (v.get("speedup") or {}).items():
+    speedups = v.get("speedup") or {}
+    for t in ([target] if target in speedups else list(speedups)[:1]):
+        per_bs = speedups[t]
         speeds = " / ".join(f"{m['estimate']:.2f}x" for m in per_bs.values())
-        parts.append(f"{speeds} faster on {target} (batch {' / '.join(per_bs)})")
-        break
+        parts.append(f"{speeds} faster on {t} (batch {' / '.join(per_bs)})")
     return ", ".join(parts)
 
 

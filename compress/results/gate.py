@@ -241,14 +241,16 @@ def apply_gate(results: dict, gate: dict | None = None) -> dict:
     failed = sorted(n for n, s in verdicts.items() if s == "fail")
     errors = sorted(n for n, s in verdicts.items() if s == "error")
     passing = [n for n, s in verdicts.items() if s == "pass"]
-    recommended = recommend(results, passing)
+    rec = recommend(results, passing)
     exit_code = 3 if errors else (1 if failed else 0)
     summary = {
         "passed": not failed and not errors,
         "failed": failed,
         "errors": errors,
         "passing": passing,
-        "recommended": recommended,
+        "recommended": rec[0] if rec else None,
+        "recommended_target": rec[1] if rec else None,
+        "recommended_by": ("usd_per_1m" if rec[2] == "usd" else "latency") if rec else None,
         "exit_code": exit_code,
         "rules": {k: gate.get(k) for k in ("max_accuracy_drop", "min_speedup", "speedup_batch_sizes", "reference",
                                            "max_worst_class_drop", "max_overfit_gap_increase",
@@ -259,28 +261,47 @@ def apply_gate(results: dict, gate: dict | None = None) -> dict:
     return summary
 
 
-def cheapest_target(v: dict) -> tuple[str, float] | None:
-    """(target, cost key) where a variant is cheapest to serve: lowest $ per 1M where a price is
-    known, else lowest latency per sample, at the largest batch size profiled on each target."""
+def _per_sample(v: dict, target: str) -> tuple[float, float | None] | None:
+    """(latency ms per sample, $ per 1M or None) of a variant on a target, at the largest batch
+    size profiled there."""
+    per_bs = (v.get("latency") or {}).get(target) or {}
+    if not per_bs:
+        return None
+    m = per_bs[max(per_bs, key=int)]
+    return m["p50_ms"] / int(m.get("batch_size", 1)), m.get("usd_per_1m")
+
+
+def cheapest_target(v: dict, basis: str = "latency") -> tuple[str, float] | None:
+    """(target, cost) where a variant is cheapest to serve: lowest $ per 1M (``basis="usd"``) or
+    lowest latency per sample (``basis="latency"``), at the largest batch size profiled on each."""
     best = None
-    for target, per_bs in (v.get("latency") or {}).items():
-        if not per_bs:
+    for target in v.get("latency") or {}:
+        found = _per_sample(v, target)
+        if found is None:
             continue
-        m = per_bs[max(per_bs, key=int)]
-        key = m["usd_per_1m"] if m.get("usd_per_1m") is not None else m["p50_ms"] / int(m.get("batch_size", 1))
-        if best is None or key < best[1]:
+        key = found[1] if basis == "usd" else found[0]
+        if key is not None and (best is None or key < best[1]):
             best = (target, key)
     return best
 
 
-def recommend(results: dict, passing: list[str]) -> str | None:
-    """The cheapest passing variant, on whichever target serves it cheapest."""
-    best, best_key = None, None
+def recommend(results: dict, passing: list[str]) -> tuple[str, str, str] | None:
+    """(variant, target, basis) of the cheapest passing variant on the target that serves it
+    cheapest. Ranked by $ per 1M when every timed target of every passing variant has a price,
+    else by measured latency per sample: a price on one target only must not make a variant on
+    an unpriced (maybe faster) target look free or expensive."""
+    priced = all(
+        found[1] is not None
+        for name in passing for t in (results["variants"][name].get("latency") or {})
+        if (found := _per_sample(results["variants"][name], t)) is not None
+    )
+    basis = "usd" if priced else "latency"
+    best = None
     for name in passing:
-        found = cheapest_target(results["variants"][name])
-        if found is not None and (best_key is None or found[1] < best_key):
-            best, best_key = name, found[1]
-    return best
+        found = cheapest_target(results["variants"][name], basis)
+        if found is not None and (best is None or found[1] < best[2]):
+            best = (name, found[0], found[1])
+    return None if best is None else (best[0], best[1], basis)
 
 
 def override_gate(gate: dict, overrides: dict) -> dict:

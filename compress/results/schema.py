@@ -186,6 +186,8 @@ VERDICT = _obj(
         "errors": {"type": "array", "items": _STR},
         "passing": {"type": "array", "items": _STR},
         "recommended": _STR_OR_NULL,
+        "recommended_target": _STR_OR_NULL,
+        "recommended_by": {"enum": ["usd_per_1m", "latency", None]},
         "exit_code": {"enum": [0, 1, 3]},
         "rules": {"type": "object"},
     },

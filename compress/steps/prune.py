@@ -18,15 +18,13 @@ from compress.errors import StepError
 from compress.pruning.channels import ChannelPlan, check_patterns, count_macs_params, make_pruner
 from compress.pruning.importance import (
     BLOCK_CRITERIA,
-    CRITERIA,
     NEEDS_GRADIENTS,
     accumulate_gradients,
 )
 from compress.steps.base import StepConfig, StepContext, register_step
 from compress.steps.finetune import FinetuneConfig, run_finetune
 
-IMPORTANCE = CRITERIA
-__all__ = ["IMPORTANCE", "LatencyBudget", "PruneConfig", "count_macs_params"]
+__all__ = ["LatencyBudget", "PruneConfig", "count_macs_params"]
 
 
 class LatencyBudget(StepConfig):
