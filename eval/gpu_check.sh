@@ -45,7 +45,7 @@ HAS_ORT_TRT=$(python -c "import onnxruntime as o, sys; sys.exit('TensorrtExecuti
 HAS_NVML=$(python -c "import pynvml" >/dev/null 2>&1 && echo 1 || echo 0)
 
 # the unit tests that need a GPU / TensorRT (they skip with the reason where something is missing)
-stage gpu-tests 300 python -m pytest -q -rs -m "gpu or tensorrt" tests/test_tensorrt.py
+stage gpu-tests 300 python -m pytest -q -rs -m "gpu or tensorrt" tests/test_tensorrt.py tests/test_ort_tensorrt.py
 [ "$HAS_TRT" = 1 ] || skip "tensorrt engines" "the tensorrt package is not installed (pip install -e '.[tensorrt]')"
 [ "$HAS_ORT_TRT" = 1 ] || skip "ORT TensorRT provider" "onnxruntime has no TensorrtExecutionProvider (pip install onnxruntime-gpu >= 1.27 for TensorRT 11)"
 
