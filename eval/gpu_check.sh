@@ -51,16 +51,17 @@ stage gpu-tests 300 python -m pytest -q -rs -m "gpu or tensorrt" tests/test_tens
 
 if [ "$HAS_NVML" = 1 ]; then
   stage nvml-energy 60 python - <<'PY'
-import time, torch
-from compress.measure.energy import default_meter, measure_energy
+import torch
+from compress.measure.energy import EnergyWindow, default_meter
 meter = default_meter("cuda:0")
 print("NVML available:", meter.available(), meter.reason)
 x = torch.randn(4096, 4096, device="cuda")
-def work():
-    for _ in range(50):
+window = EnergyWindow(meter)
+with window:  # about 1000 4096^2 matmuls: long enough for NVML's ~100 ms counter updates
+    for _ in range(1000):
         x @ x
     torch.cuda.synchronize()
-r = measure_energy(meter, work, repeats=20, inferences_per_call=50)
+r = window.result(n_inferences=1000)
 print(r.to_dict())
 assert r.to_dict()["measured"], r
 PY
