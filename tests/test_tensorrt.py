@@ -10,6 +10,7 @@ with the reason. They have not run yet (docs/tensorrt.md).
 from __future__ import annotations
 
 import importlib.util
+import re
 import sys
 
 import numpy as np
@@ -27,7 +28,7 @@ from compress.engine.tensorrt import (
     import_tensorrt,
     split_batch,
 )
-from compress.errors import MissingDependency, RecipeError, RuntimeFailure, StepError
+from compress.errors import MissingDependency, RecipeError, RuntimeFailure, StepError, install_hint
 from compress.runtimes.tensorrt import EngineSession, TensorRTSession
 from compress.steps.engine import EngineConfig
 from compress.steps.engine import apply as build
@@ -43,7 +44,7 @@ FP = {"tensorrt": "10.13.0", "tensorrt_cuda": "12", "driver": "550.54",
 
 def requires_tensorrt():
     if not HAS_TENSORRT:
-        pytest.skip("needs the tensorrt package (pip install 'compress[tensorrt]'), not installed here")
+        pytest.skip("needs the tensorrt package (the tensorrt extra), not installed here")
     import torch
 
     if not torch.cuda.is_available():
@@ -252,7 +253,7 @@ def test_the_engine_step_declares_its_cache_key_roles_and_check(monkeypatch, fak
     fake_gpu["gpu"] = "NVIDIA L4"
     assert spec.cache_key(EngineConfig(), None)["gpu"] == "NVIDIA L4"
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # not installed
-    assert "pip install 'compress[tensorrt]'" in spec.cache_key(EngineConfig(), None)["unavailable"]
+    assert install_hint("tensorrt") in spec.cache_key(EngineConfig(), None)["unavailable"]
     assert spec.roles(EngineConfig(precision="int8-calibrate")) == {"calibration"}
     assert spec.roles(EngineConfig(precision="fp16")) == frozenset()
 
@@ -339,7 +340,7 @@ def test_int8_qdq_needs_a_quantized_model(tiny_onnx_artifact, tiny_step_ctx):
 
 @pytest.mark.skipif(HAS_TENSORRT, reason="tensorrt is installed here")
 def test_missing_tensorrt_names_the_extra(tiny_onnx_artifact, tiny_step_ctx):
-    with pytest.raises(MissingDependency, match=r"pip install 'compress\[tensorrt\]'"):
+    with pytest.raises(MissingDependency, match=re.escape(install_hint("tensorrt"))):
         build(tiny_onnx_artifact, EngineConfig(precision="fp16"), tiny_step_ctx)
     assert tiny_step_ctx.consumed == set()  # nothing read before the dependency check
 

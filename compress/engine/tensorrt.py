@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from compress.errors import MissingDependency, RuntimeFailure, StepError
+from compress.errors import MissingDependency, RuntimeFailure, StepError, install_hint
 
 SUPPORTED_MAJORS = (10, 11)
 #: fields that make an engine unusable when they differ; they are also the engine step's cache key
@@ -45,7 +45,7 @@ def import_tensorrt(purpose: str):
     if tensorrt_major(trt) not in SUPPORTED_MAJORS:
         raise RuntimeFailure(
             f"{purpose}: TensorRT {trt.__version__} is installed, compress supports TensorRT "
-            f"{' and '.join(map(str, SUPPORTED_MAJORS))}: pip install 'compress[tensorrt]'"
+            f"{' and '.join(map(str, SUPPORTED_MAJORS))}: {install_hint('tensorrt')}"
         )
     return trt
 

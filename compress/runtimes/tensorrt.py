@@ -1,6 +1,7 @@
 """TensorRT: run an engine built by the ``engine`` step, after checking its fingerprint.
 
-Needs ``pip install 'compress[tensorrt]'`` and an NVIDIA GPU. A batch larger than the engine's
+Needs the ``tensorrt`` extra (``pip install -e '.[tensorrt]'`` in a checkout) and an NVIDIA GPU.
+A batch larger than the engine's
 optimisation profile is run in chunks of at most ``batch_max`` rows (a last chunk under
 ``batch_min`` is padded and the padding dropped); every TensorRT call that reports failure by its
 return value is checked. Not run on a GPU yet: see docs/tensorrt.md.
