@@ -107,6 +107,7 @@ def profile_model(artifact, input_shape, targets, batch_sizes: list[int], *, pla
     measure memory and cost. Returns ``{"model": ..., "targets": {name: {...}}}``."""
     from compress.errors import CompressError
     from compress.measure.cost import monthly_cost_usd, usd_per_1m
+    from compress.measure.energy import meter_device
     from compress.measure.memory import measure_memory
     from compress.measure.timing import check_batch_sizes, time_sessions
     from compress.runtimes.base import RUNTIMES
@@ -124,7 +125,7 @@ def profile_model(artifact, input_shape, targets, batch_sizes: list[int], *, pla
             entry["not_profiled"] = f"{t.runtime} cannot run a {artifact.kind} model"
             continue
         try:
-            by_device.setdefault(t.device, {})[t.name] = runtime.load(artifact, t)
+            by_device.setdefault(meter_device(t), {})[t.name] = runtime.load(artifact, t)
         except CompressError as err:
             entry["not_profiled"] = str(err)
     for device, sessions in by_device.items():

@@ -130,7 +130,7 @@ def resolve_settings(cfg: QuantizeConfig) -> tuple[str, StaticSettings]:
     target = resolve_target(cfg.target)
     d = DEFAULTS[target].settings()
     for key in d:
-        value = getattr(cfg, key)
+        value = getattr(cfg, key, None)  # ``extra`` (quantize_static extra_options) is not a recipe key
         if value is not None:
             d[key] = value
     return target, StaticSettings(
