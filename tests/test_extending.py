@@ -65,7 +65,8 @@ def test_the_new_step_is_declared_and_does_what_it_says(plugins, make_ctx_for_do
     split = ctx.splits["calibration"]
     batch_means = []
     with torch.no_grad():
-        for x, _ in list(split.batches(cfg.batch_size))[: cfg.batches]:
+        for inputs, _ in list(split.batches(cfg.batch_size))[: cfg.batches]:
+            (x,) = inputs.values()
             batch_means.append(art.module[0](torch.from_numpy(x)).mean(dim=(0, 2, 3)))
     np.testing.assert_allclose(out.module[1].running_mean.numpy(), torch.stack(batch_means).mean(0).numpy(),
                                rtol=1e-4, atol=1e-5)
@@ -84,7 +85,7 @@ def test_the_new_runtime_matches_torch(plugins, tiny_module, tmp_path):
     x = np.random.default_rng(0).standard_normal((3, 3, 8, 8)).astype(np.float32)
     with torch.inference_mode():
         want = tiny_module(torch.from_numpy(x)).numpy()
-    np.testing.assert_allclose(session.run(x), want, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(session.run({"pixel_values": x}), want, rtol=1e-4, atol=1e-4)
     assert session.info["runtime"] == "reference"
 
 

@@ -56,7 +56,7 @@ def test_the_onnxruntime_session_splits_batches_beyond_the_profile(tiny_onnx_art
     run = split.sess.run
     split.sess = type("Spy", (), {"run": lambda _s, out, feed: calls_seen.append(len(next(iter(feed.values()))))
                                   or run(out, feed)})()
-    np.testing.assert_allclose(split.run(x), whole.run(x), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(split.run({"pixel_values": x}), whole.run({"pixel_values": x}), rtol=1e-5, atol=1e-6)
     assert calls_seen == [4, 4, 2]
 
 
@@ -73,7 +73,7 @@ def test_onnxruntime_tensorrt_provider_caches_its_engine(tiny_onnx_artifact, tmp
         pytest.skip("needs onnxruntime-gpu with the TensorRT provider; not installed here")
     target = _ort_target(trt_cache_dir=str(tmp_path / "trt"), batch_opt=4, batch_max=8)
     x = np.random.default_rng(0).standard_normal((11, *IMAGE_SHAPE)).astype(np.float32)
-    got = RUNTIMES.get("onnxruntime").load(tiny_onnx_artifact, target).run(x)  # 11 > batch_max: split
+    got = RUNTIMES.get("onnxruntime").load(tiny_onnx_artifact, target).run({"pixel_values": x})  # 11 > batch_max: split
     ref = ort.InferenceSession(str(tiny_onnx_artifact.path), providers=["CPUExecutionProvider"])
     want = ref.run(None, {ref.get_inputs()[0].name: x})[0]
     assert np.abs(got - want).max() <= 1e-3 * np.ptp(want)

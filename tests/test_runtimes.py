@@ -58,7 +58,7 @@ def test_runtime_matches_torch(name, artifacts, tiny_module):
             x = rng.standard_normal((batch, 3, 8, 8)).astype(np.float32)
             with torch.inference_mode():
                 want = tiny_module(torch.from_numpy(x)).numpy()
-            got = session.run(x)
+            got = session.run({"pixel_values": x})
             assert got.shape == (batch, 10) and got.dtype == np.float32
             # loose enough for a runtime that picks bf16 on its own (OpenVINO on AMX CPUs)
             tol = 5e-2 if session.info.get("precision") in ("bf16", "f16") else 1e-4
@@ -114,8 +114,68 @@ def test_runtime_on_cuda_matches_torch(name, artifacts, tiny_module):
     x = np.random.default_rng(0).standard_normal((3, 3, 8, 8)).astype(np.float32)
     with torch.inference_mode():
         want = tiny_module(torch.from_numpy(x)).numpy()
-    np.testing.assert_allclose(session.run(x), want, rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(session.run({"pixel_values": x}), want, rtol=1e-3, atol=1e-3)
     session.close()
+
+
+class TwoInputs(torch.nn.Module):
+    """A text-model-shaped toy: token ids and an attention mask in, logits out (keywords)."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = torch.nn.Embedding(20, 4)
+        self.head = torch.nn.Linear(4, 3)
+
+    def forward(self, input_ids, attention_mask):
+        mask = attention_mask.unsqueeze(-1).float()
+        return self.head((self.embed(input_ids) * mask).sum(1) / mask.sum(1).clamp(min=1))
+
+
+def _two_input_batch(n: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(n)
+    mask = np.ones((n, 5), np.int64)
+    mask[:, 3:] = 0
+    return {"input_ids": rng.integers(0, 20, (n, 5)), "attention_mask": mask}
+
+
+@pytest.mark.parametrize("name", RUNTIMES.names())
+def test_runtime_feeds_several_named_inputs_by_name(name, tmp_path):
+    torch.manual_seed(0)
+    module = TwoInputs().eval()
+    path = tmp_path / "two.onnx"
+    export_onnx(module, _two_input_batch(2), path, opset=17, dynamic_batch=True)
+    artifacts = {"torch": Artifact(kind="torch", digest="two", module=module),
+                 "onnx": Artifact(kind="onnx", digest="two-onnx", path=path)}
+    session = _load(name, _artifact_for(name, artifacts), TargetConfig(name="t", runtime=name, device="cpu"))
+    try:
+        for n in (1, 4):
+            x = _two_input_batch(n)
+            with torch.inference_mode():
+                want = module(**{k: torch.from_numpy(v) for k, v in x.items()}).numpy()
+            # the mapping's order is not the model's: inputs are matched by name
+            got = session.run({"attention_mask": x["attention_mask"], "input_ids": x["input_ids"]})
+            tol = 5e-2 if session.info.get("precision") in ("bf16", "f16") else 1e-4
+            np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
+        if name != "torch":  # torch passes keywords: a wrong name is torch's own TypeError
+            with pytest.raises(ValueError, match=r"inputs \['attention_mask', 'input_ids'\] but the data "
+                                                 r"gives \['input_ids', 'mask'\]"):
+                session.run({"input_ids": x["input_ids"], "mask": x["attention_mask"]})
+    finally:
+        session.close()
+
+
+def test_a_single_input_model_is_fed_whatever_its_input_is_called(tiny_module, tmp_path):
+    """An onnx: file exported elsewhere (input named ``input``) takes the data's ``pixel_values``."""
+    path = tmp_path / "elsewhere.onnx"
+    x = np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32)
+    export_onnx(tiny_module, {"input": x}, path, opset=17, dynamic_batch=True)
+    target = TargetConfig(name="t", runtime="onnxruntime", device="cpu", threads=1)
+    session = RUNTIMES.get("onnxruntime").load(Artifact(kind="onnx", digest="e", path=path), target)
+    with torch.inference_mode():
+        want = tiny_module(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(session.run({"pixel_values": x}), want, rtol=1e-4, atol=1e-4)
+    with pytest.raises(TypeError, match="takes a mapping of named input arrays, got ndarray"):
+        session.run(x)
 
 
 def test_every_runtime_declares_what_it_runs():

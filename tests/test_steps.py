@@ -89,9 +89,9 @@ def _same(a, b) -> bool:
     return a == b
 
 
-def _ort_logits(path: Path, x: np.ndarray) -> np.ndarray:
+def _ort_logits(path: Path, x: dict[str, np.ndarray]) -> np.ndarray:
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    return sess.run(None, x)[0]  # the export step names the file's input after the data's
 
 
 # --------------------------------------------------------------------------- the contract
@@ -237,7 +237,8 @@ def test_export_matches_torch_at_any_batch_size(onnx_artifact, tiny_module):
         x = rng.standard_normal((batch, 3, 8, 8)).astype(np.float32)
         with torch.inference_mode():
             want = tiny_module(torch.from_numpy(x)).numpy()
-        np.testing.assert_allclose(_ort_logits(onnx_artifact.path, x), want, rtol=1e-4, atol=1e-5)
+        got = _ort_logits(onnx_artifact.path, {"pixel_values": x})  # the file's input has the data's name
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
 
 
 def test_export_verification_catches_a_wrong_file(torch_artifact, make_ctx, monkeypatch):

@@ -77,6 +77,7 @@ def _child(spec: dict) -> dict:
         importlib.import_module("torchvision")
     from compress.artifacts import Artifact
     from compress.runtimes.target import TargetConfig
+    from compress.sources.inputs import PIXEL_VALUES
     from compress.sources.models import ModelSpec
 
     target = TargetConfig.model_validate(spec["target"])
@@ -86,7 +87,7 @@ def _child(spec: dict) -> dict:
         model_spec = ModelSpec(ms["source"], ms["kwargs"], Path(ms["base_dir"]))
     art = Artifact(kind=spec["kind"], digest="memory", path=Path(spec["path"]), model_spec=model_spec)
     rng = np.random.default_rng(0)
-    batches = {bs: rng.standard_normal((bs, *spec["input_shape"])).astype(np.float32)
+    batches = {bs: {PIXEL_VALUES: rng.standard_normal((bs, *spec["input_shape"])).astype(np.float32)}
                for bs in spec["batch_sizes"]}
     rss_before = _rss_bytes()
     reset_ok = _reset_peak()

@@ -1,4 +1,4 @@
-"""The runtime interface: load an artifact for a target, then run batches. Nothing else.
+"""The runtime interface: load an artifact for a target, then run batches of named inputs. Nothing else.
 
 The evaluator and the profiler both go through a ``Session``, so every number is measured on the
 artifact that would be deployed, with the runtime that would run it.
@@ -12,7 +12,7 @@ options against the rest of the target, and the modules the memory probe imports
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -27,13 +27,14 @@ if TYPE_CHECKING:
 
 
 class Session(ABC):
-    """A loaded model. ``run`` takes a float32 NCHW batch and returns float32 logits [N, classes]."""
+    """A loaded model. ``run`` takes a batch of named inputs (name -> array, e.g. ``pixel_values``
+    float32 NCHW; see ``compress.sources.inputs``) and returns float32 logits [N, classes]."""
 
     #: what actually runs (providers, precision read back from the runtime), for the report
     info: dict[str, Any]
 
     @abstractmethod
-    def run(self, batch: np.ndarray) -> np.ndarray: ...
+    def run(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray: ...
 
     def close(self) -> None:  # noqa: B027  (optional hook)
         """Free what the session holds."""

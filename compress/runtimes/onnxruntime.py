@@ -13,6 +13,7 @@ not been run on a GPU yet (no GPU was available when they were written).
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,6 +22,7 @@ from pydantic import Field, field_validator
 
 from compress.errors import RuntimeFailure
 from compress.runtimes.base import RuntimeOptions, Session, register_runtime, target_options
+from compress.sources.inputs import batch_size, bind, take
 
 #: the TensorRT provider's optimisation profile on the batch axis unless the target sets it
 TRT_BATCH_DEFAULTS = {"batch_min": 1, "batch_opt": 32, "batch_max": 256}
@@ -201,7 +203,8 @@ class OrtSession(Session):
                 f"ONNX Runtime fell back to {used[0]} instead of {provider} (the GPU libraries "
                 "did not load; see ONNX Runtime's log with log_severity_level 0)"
             )
-        self.input_name = self.sess.get_inputs()[0].name
+        self.input_names = [i.name for i in self.sess.get_inputs()]
+        self.input_types = {i.name: i.type for i in self.sess.get_inputs()}
         self.batch = batch  # (min, max) of the TensorRT provider's profile: batches are split to fit
         self.info = {
             "runtime": "onnxruntime",
@@ -214,18 +217,22 @@ class OrtSession(Session):
         if ep != "cpu":
             self.info["device_id"] = device_id
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        x = np.ascontiguousarray(batch, dtype=np.float32)
+    def run(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
+        feed = bind(inputs, self.input_names, "this ONNX model")
+        # float inputs as float32 (the file's type); integer inputs (token ids) as they come
+        feed = {k: np.ascontiguousarray(v, dtype=np.float32) if self.input_types[k] == "tensor(float)"
+                else np.ascontiguousarray(v) for k, v in feed.items()}
         if self.batch is None:
-            return self.sess.run(None, {self.input_name: x})[0]
+            return self.sess.run(None, feed)[0]
         from compress.engine.tensorrt import split_batch
 
         parts = []
-        for start, stop, size in split_batch(len(x), *self.batch):
-            part = x[start:stop]
-            if size > len(part):  # under the profile's batch_min: pad, drop the padding's outputs
-                part = np.concatenate([part, np.zeros((size - len(part), *x.shape[1:]), x.dtype)])
-            parts.append(self.sess.run(None, {self.input_name: part})[0][: stop - start])
+        for start, stop, size in split_batch(batch_size(feed), *self.batch):
+            part = take(feed, slice(start, stop))
+            if size > stop - start:  # under the profile's batch_min: pad, drop the padding's outputs
+                part = {k: np.concatenate([v, np.zeros((size - len(v), *v.shape[1:]), v.dtype)])
+                        for k, v in part.items()}
+            parts.append(self.sess.run(None, part)[0][: stop - start])
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 

@@ -18,6 +18,7 @@ from pydantic import Field
 
 from compress.errors import RuntimeFailure
 from compress.runtimes.base import RuntimeOptions, Session, register_runtime, target_options
+from compress.sources.inputs import bind
 
 
 class TensorRTOptions(RuntimeOptions):
@@ -155,8 +156,8 @@ class TensorRTSession(Session):
                      "engine_device_memory_bytes": self.engine.device_memory_bytes,
                      "fingerprint_warnings": self.engine.warnings}
 
-    def run(self, batch) -> np.ndarray:
-        return self.engine.run(batch)
+    def run(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
+        return self.engine.run(bind(inputs, self.engine.inputs, "this TensorRT engine"))
 
 
 @register_runtime("tensorrt", accepts={"tensorrt"}, devices={"cuda"},

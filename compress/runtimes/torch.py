@@ -8,6 +8,7 @@ when it was written); the CPU path is tested.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Literal
 
 import numpy as np
@@ -15,6 +16,7 @@ from pydantic import Field
 
 from compress.errors import RuntimeFailure
 from compress.runtimes.base import RuntimeOptions, Session, register_runtime, target_options
+from compress.sources.inputs import call_module
 
 
 class TorchOptions(RuntimeOptions):
@@ -56,33 +58,42 @@ class TorchSession(Session):
             # only a CUDA session times itself on the device (see the module docstring)
             self.time_run_ms = self._time_run_cuda_ms
 
-    def _forward(self, batch: np.ndarray):
+    def _tensor(self, v: np.ndarray):
+        """float inputs as float32 (channels_last when asked, for 4-D images); integer ones as they are."""
+        torch = self._torch
+        floating = np.issubdtype(np.asarray(v).dtype, np.floating)
+        x = torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32 if floating else None)).to(self.device)
+        if self.channels_last and floating and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def _forward(self, inputs: Mapping[str, np.ndarray]):
         torch = self._torch
         if self.threads:
             torch.set_num_threads(self.threads)  # global in torch: set before every call
-        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        if not isinstance(inputs, Mapping):
+            raise TypeError(f"the torch runtime takes a mapping of named input arrays, got {type(inputs).__name__}")
+        x = {k: self._tensor(v) for k, v in inputs.items()}
         with torch.inference_mode():
             if self.autocast is not None:
                 with torch.autocast(self.device.type, dtype=self.autocast):
-                    y = self.module(x)
+                    y = call_module(self.module, x)
             else:
-                y = self.module(x)
+                y = call_module(self.module, x)
         return y.float().cpu().numpy()
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        y = self._forward(batch)
+    def run(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
+        y = self._forward(inputs)
         if self.device.type == "cuda":
             self._torch.cuda.synchronize(self.device)
         return y
 
-    def _time_run_cuda_ms(self, batch: np.ndarray) -> float:
+    def _time_run_cuda_ms(self, inputs: Mapping[str, np.ndarray]) -> float:
         torch = self._torch
         stream = torch.cuda.current_stream(self.device)
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record(stream)
-        self._forward(batch)
+        self._forward(inputs)
         end.record(stream)
         end.synchronize()
         return float(start.elapsed_time(end))

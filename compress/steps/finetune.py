@@ -71,7 +71,7 @@ def run_finetune(module, cfg: FinetuneConfig, ctx: StepContext, label: str = "fi
             split, validation = carve_validation(split, cfg.early_stopping.validation_fraction, ctx.seed)
         except ValueError as err:
             raise StepError(f"finetune.{err}") from None
-    if cfg.augment is not None and len(sample_shape := split.inputs([0]).shape[1:]) != 3:
+    if cfg.augment is not None and len(sample_shape := split.sample_shape) != 3:
         raise StepError(
             f"finetune.augment needs image inputs (N, C, H, W); this train split's samples have shape "
             f"{sample_shape}: remove augment"

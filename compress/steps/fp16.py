@@ -13,6 +13,7 @@ from pydantic import Field
 
 from compress.artifacts import Artifact, digest_of
 from compress.errors import StepError
+from compress.sources.inputs import bind
 from compress.steps.base import StepConfig, StepContext, register_step
 
 
@@ -66,9 +67,12 @@ def _verify(fp32_path, fp16_path, ctx: StepContext, cfg: Fp16Config) -> float:
     x = split.inputs(np.arange(min(16, len(split))))
     ref_sess = ort.InferenceSession(str(fp32_path), providers=["CPUExecutionProvider"])
     sess = ort.InferenceSession(str(fp16_path), providers=["CPUExecutionProvider"])
-    ref = ref_sess.run(None, {ref_sess.get_inputs()[0].name: x})[0]
-    feed = x if cfg.keep_io_types else x.astype(np.float16)
-    got = sess.run(None, {sess.get_inputs()[0].name: feed})[0].astype(np.float32)
+    ref = ref_sess.run(None, bind(x, [i.name for i in ref_sess.get_inputs()], "the float32 model"))[0]
+    # float inputs become float16 unless keep_io_types (integer inputs, e.g. token ids, never do)
+    feed = x if cfg.keep_io_types else {
+        k: v.astype(np.float16) if np.issubdtype(v.dtype, np.floating) else v for k, v in x.items()}
+    got = sess.run(None, bind(feed, [i.name for i in sess.get_inputs()], "the float16 model"))[0]
+    got = got.astype(np.float32)
     err = float(np.abs(got - ref).max() / max(float(np.ptp(ref)), 1e-12))
     if err > cfg.max_rel_error:
         raise StepError(

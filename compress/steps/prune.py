@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+import numpy as np
 from pydantic import Field, field_validator, model_validator
 
 from compress.artifacts import Artifact, digest_of
@@ -171,7 +172,9 @@ class _Blocks:
 
         batches = None
         if self.cfg.importance == "taylor":
-            batches = itertools.islice(self.ctx.data("train").batches(32), self.cfg.taylor_batches)
+            train = self.ctx.data("train")
+            rows = np.arange(min(len(train), 32 * self.cfg.taylor_batches))  # read only what is used
+            batches = itertools.islice(train.batches(32, rows), self.cfg.taylor_batches)
         return self.lib.score_blocks(module, names, self.cfg.importance, batches=batches, seed=self.ctx.seed)
 
     def count(self, ratio: float) -> int:
