@@ -53,13 +53,13 @@ def _step_union():
     ]
 
 
-_UNIONS: dict[tuple[str, ...], TypeAdapter] = {}
+_UNIONS: dict[tuple, TypeAdapter] = {}
 
 
 def _step_adapter() -> TypeAdapter:
     """The union of the steps registered now (a step registered after this module was imported
-    counts too), built once per set of step names."""
-    key = tuple(STEPS.names())
+    counts too), built once per set of steps and their configs."""
+    key = tuple((name, spec.config) for name, spec in STEPS.items())
     if key not in _UNIONS:
         _UNIONS[key] = TypeAdapter(_step_union())
     return _UNIONS[key]
