@@ -15,6 +15,7 @@ import numpy as np
 import yaml
 
 from compress.errors import InputError, RecipeError, StepError
+from compress.sources.inputs import PIXEL_VALUES
 
 TARGET_KEYS = ("name", "threads", "usd_per_hour", "instance")
 TORCHVISION_INPUT_SHAPE = (3, 224, 224)
@@ -118,7 +119,8 @@ def profile_model(artifact, input_shape, targets, batch_sizes: list[int], *, pla
 
     batch_sizes = check_batch_sizes(batch_sizes)
     rng = np.random.default_rng(seed)
-    batches = {bs: rng.standard_normal((bs, *input_shape)).astype(np.float32) for bs in batch_sizes}
+    batches = {bs: {PIXEL_VALUES: rng.standard_normal((bs, *input_shape)).astype(np.float32)}
+               for bs in batch_sizes}
     out: dict = {"model": " → ".join(artifact.lineage), "kind": artifact.kind,
                  "size_bytes": artifact.size_bytes, "input_shape": list(input_shape), "targets": {}}
     exported: list = []
@@ -129,7 +131,8 @@ def profile_model(artifact, input_shape, targets, batch_sizes: list[int], *, pla
             if artifact.kind != "torch" or "torch" in accepts or "onnx" not in accepts:
                 return artifact
             if not exported:
-                check = np.random.default_rng(seed + 1).standard_normal((8, *input_shape)).astype(np.float32)
+                check = {PIXEL_VALUES: np.random.default_rng(seed + 1).standard_normal(
+                    (8, *input_shape)).astype(np.float32)}
                 exported.append(export_verified(artifact, input_shape, check, Path(workdir) / "model.onnx", log))
             return exported[0]
 
@@ -148,7 +151,7 @@ def profile_model(artifact, input_shape, targets, batch_sizes: list[int], *, pla
     return out
 
 
-def export_verified(artifact, input_shape, inputs: np.ndarray, path: Path, log=print):
+def export_verified(artifact, input_shape, inputs: dict[str, np.ndarray], path: Path, log=print):
     """A torch artifact exported to ONNX (the export step's defaults: opset, dynamic batch) and
     checked against torch on ``inputs`` (the export step's tolerance); an onnx Artifact."""
     from compress.artifacts import Artifact
@@ -161,7 +164,7 @@ def export_verified(artifact, input_shape, inputs: np.ndarray, path: Path, log=p
         export_onnx(module, input_shape, path, opset=cfg.opset, dynamic_batch=cfg.dynamic_batch)
     except Exception as err:
         raise StepError(f"torch.onnx.export failed: {type(err).__name__}: {err}") from err
-    error = verify_onnx(module, path, inputs[:64], cfg.atol)
+    error = verify_onnx(module, path, inputs, cfg.atol)
     return Artifact(kind="onnx", path=path, lineage=[*artifact.lineage, "export(onnx)"],
                     meta={"export_max_rel_error": error, "opset": cfg.opset})
 

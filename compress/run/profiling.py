@@ -12,6 +12,7 @@ from typing import Any
 
 from compress.errors import CompressError
 from compress.measure.cost import serving_costs
+from compress.measure.energy import meter_device
 from compress.measure.memory import measure_memory_many
 from compress.measure.timing import time_sessions
 from compress.runtimes.base import RUNTIMES
@@ -47,7 +48,7 @@ def profile_pairs(
             out[key] = {"not_profiled": f"{target.runtime} cannot run a {art.kind} model"}
             continue
         try:
-            by_device.setdefault(target.device, {})[key] = runtime.load(art, target)
+            by_device.setdefault(meter_device(target), {})[key] = runtime.load(art, target)
         except CompressError as err:
             out[key] = {"not_profiled": str(err)}
     for device, sessions in by_device.items():
