@@ -153,6 +153,10 @@ class TensorRTSession(Session):
     def run(self, batch) -> np.ndarray:
         return self.engine.run(batch)
 
+    def close(self) -> None:
+        """Free the engine and its context (TensorRT's device memory) before the next session loads."""
+        self.engine.context = self.engine.engine = None
+
 
 def validate_target(target) -> None:
     device_id = target.options.get("device_id", 0)
