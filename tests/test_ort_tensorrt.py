@@ -36,13 +36,14 @@ def test_the_tensorrt_provider_gets_engine_cache_timing_cache_and_profile_shapes
 
 def test_tensorrt_provider_options_are_checked(recipe_dict):
     from compress.recipe import TargetConfig
-    from compress.runtimes.onnxruntime import validate_target
 
-    with pytest.raises(ValueError, match="options.batch_max is for execution_provider: tensorrt"):
-        validate_target(TargetConfig(name="c", runtime="onnxruntime", device="cuda", options={"batch_max": 8}))
+    with pytest.raises(ValueError, match="options: batch_max is for execution_provider: tensorrt"):
+        TargetConfig(name="c", runtime="onnxruntime", device="cuda", options={"batch_max": 8})
     with pytest.raises(ValueError, match=r"batch_min <= batch_opt <= batch_max must hold, got \[1, 32, 16\]"):
-        validate_target(_ort_target(batch_max=16))
-    validate_target(_ort_target(batch_min=1, batch_opt=8, batch_max=16))
+        _ort_target(batch_max=16)
+    with pytest.raises(ValueError, match=r"batch_max: Input should be greater than or equal to 1"):
+        _ort_target(batch_max=0)
+    assert _ort_target(batch_min=1, batch_opt=8, batch_max=16).options.batch_max == 16
 
 
 def test_the_onnxruntime_session_splits_batches_beyond_the_profile(tiny_onnx_artifact):
@@ -55,7 +56,7 @@ def test_the_onnxruntime_session_splits_batches_beyond_the_profile(tiny_onnx_art
     run = split.sess.run
     split.sess = type("Spy", (), {"run": lambda _s, out, feed: calls_seen.append(len(next(iter(feed.values()))))
                                   or run(out, feed)})()
-    np.testing.assert_allclose(split.run(x), whole.run(x), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(split.run({"pixel_values": x}), whole.run({"pixel_values": x}), rtol=1e-5, atol=1e-6)
     assert calls_seen == [4, 4, 2]
 
 
@@ -72,7 +73,7 @@ def test_onnxruntime_tensorrt_provider_caches_its_engine(tiny_onnx_artifact, tmp
         pytest.skip("needs onnxruntime-gpu with the TensorRT provider; not installed here")
     target = _ort_target(trt_cache_dir=str(tmp_path / "trt"), batch_opt=4, batch_max=8)
     x = np.random.default_rng(0).standard_normal((11, *IMAGE_SHAPE)).astype(np.float32)
-    got = RUNTIMES.get("onnxruntime").load(tiny_onnx_artifact, target).run(x)  # 11 > batch_max: split
+    got = RUNTIMES.get("onnxruntime").load(tiny_onnx_artifact, target).run({"pixel_values": x})  # 11 > batch_max: split
     ref = ort.InferenceSession(str(tiny_onnx_artifact.path), providers=["CPUExecutionProvider"])
     want = ref.run(None, {ref.get_inputs()[0].name: x})[0]
     assert np.abs(got - want).max() <= 1e-3 * np.ptp(want)

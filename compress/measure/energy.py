@@ -250,7 +250,7 @@ def meter_device(target) -> str:
     """The device string a target's energy is metered on: ``cuda:<device_id>`` for GPUs."""
     if target.device == "cpu":
         return "cpu"
-    return f"{target.device}:{int(target.options.get('device_id', 0))}"
+    return f"{target.device}:{int(getattr(target.options, 'device_id', 0))}"
 
 
 @dataclass(frozen=True)

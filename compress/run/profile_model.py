@@ -15,6 +15,7 @@ import numpy as np
 import yaml
 
 from compress.errors import InputError, RecipeError
+from compress.sources.inputs import PIXEL_VALUES
 
 TARGET_KEYS = ("name", "threads", "usd_per_hour", "instance")
 
@@ -114,7 +115,8 @@ def profile_model(artifact, input_shape, targets, batch_sizes: list[int], *, pla
 
     batch_sizes = check_batch_sizes(batch_sizes)
     rng = np.random.default_rng(seed)
-    batches = {bs: rng.standard_normal((bs, *input_shape)).astype(np.float32) for bs in batch_sizes}
+    batches = {bs: {PIXEL_VALUES: rng.standard_normal((bs, *input_shape)).astype(np.float32)}
+               for bs in batch_sizes}
     out: dict = {"model": " → ".join(artifact.lineage), "kind": artifact.kind,
                  "size_bytes": artifact.size_bytes, "input_shape": list(input_shape), "targets": {}}
     by_device: dict[str, dict] = {}

@@ -13,15 +13,17 @@ not been run on a GPU yet (no GPU was available when they were written).
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import Field, field_validator
 
 from compress.errors import RuntimeFailure
-from compress.runtimes.base import Session, check_options, register_runtime
+from compress.runtimes.base import RuntimeOptions, Session, register_runtime, target_options
+from compress.sources.inputs import batch_size, bind, take
 
-OPTIONS = ("graph_optimization", "provider_options", "execution_provider", "device_id",
-           "batch_min", "batch_opt", "batch_max", "trt_cache_dir")
 #: the TensorRT provider's optimisation profile on the batch axis unless the target sets it
 TRT_BATCH_DEFAULTS = {"batch_min": 1, "batch_opt": 32, "batch_max": 256}
 TRT_ONLY = ("batch_min", "batch_opt", "batch_max", "trt_cache_dir")
@@ -31,49 +33,74 @@ PROVIDERS = {
     "tensorrt": "TensorrtExecutionProvider",
 }
 PROVIDER_DEVICE = {"cpu": "cpu", "cuda": "cuda", "tensorrt": "cuda"}
-LEVELS = ("disable", "basic", "extended", "all")
 
 
-def validate_target(target) -> None:
-    """Check a target's options when the recipe is loaded; ValueError names the key and the fix."""
-    where = f"targets.{target.name}.options"  # unknown keys: rejected by TargetConfig
-    level = target.options.get("graph_optimization", "all")
-    if level not in LEVELS:
-        raise ValueError(f"{where}.graph_optimization must be one of {', '.join(LEVELS)}, got {level!r}")
-    ep = execution_provider(target)
-    if PROVIDER_DEVICE[ep] != target.device:
+class OrtOptions(RuntimeOptions):
+    """``targets[].options`` of an onnxruntime target."""
+
+    graph_optimization: Literal["disable", "basic", "extended", "all"] = Field(
+        "all", description="ONNX Runtime's graph optimisation level"
+    )
+    execution_provider: Literal["cpu", "cuda", "tensorrt"] | None = Field(
+        None, description="Default: the target's device (cpu -> CPU, cuda -> CUDA); tensorrt needs "
+        "device: cuda. Full ORT names (CUDAExecutionProvider) are accepted too"
+    )
+    provider_options: dict[str, Any] = Field(
+        default_factory=dict, description="Settings passed to the execution provider as they are"
+    )
+    device_id: int = Field(0, ge=0, strict=True, description="GPU index, for device: cuda")
+    batch_min: int | None = Field(
+        None, ge=1, strict=True, description="execution_provider tensorrt: the profile's smallest batch (default 1)"
+    )
+    batch_opt: int | None = Field(
+        None, ge=1, strict=True, description="execution_provider tensorrt: the batch TensorRT tunes for (default 32)"
+    )
+    batch_max: int | None = Field(
+        None, ge=1, strict=True, description="execution_provider tensorrt: the profile's largest batch (default "
+        "256); larger batches are split"
+    )
+    trt_cache_dir: str | None = Field(
+        None, description="execution_provider tensorrt: engine and timing caches (default "
+        "~/.cache/compress/onnxruntime-tensorrt)"
+    )
+
+    @field_validator("execution_provider", mode="before")
+    @classmethod
+    def _short_name(cls, v):
+        return {full: short for short, full in PROVIDERS.items()}.get(v, v)
+
+
+def check_target(target, opts: OrtOptions) -> None:
+    """Rules between the options and the target's device; ValueError names the option and the fix."""
+    ep = opts.execution_provider or target.device
+    if PROVIDER_DEVICE.get(ep, ep) != target.device:
         raise ValueError(
-            f"{where}.execution_provider {ep!r} runs on {PROVIDER_DEVICE[ep]}, but the target's "
-            f"device is {target.device}; set device: {PROVIDER_DEVICE[ep]}"
+            f"execution_provider {ep!r} runs on {PROVIDER_DEVICE[ep]}, but the target's device is "
+            f"{target.device}; set device: {PROVIDER_DEVICE[ep]}"
         )
-    if not isinstance(target.options.get("provider_options", {}), dict):
-        raise ValueError(f"{where}.provider_options must be a mapping of provider settings")
-    device_id = target.options.get("device_id", 0)
-    if not isinstance(device_id, int) or isinstance(device_id, bool) or device_id < 0:
-        raise ValueError(f"{where}.device_id must be a GPU index >= 0, got {device_id!r}")
-    if device_id and target.device == "cpu":
-        raise ValueError(f"{where}.device_id is for GPUs; remove it or set device: cuda")
+    if opts.device_id and target.device == "cpu":
+        raise ValueError("device_id is for GPUs; remove it or set device: cuda")
     if ep != "tensorrt":
-        extra = [k for k in TRT_ONLY if k in target.options]
+        extra = [k for k in TRT_ONLY if k in opts.model_fields_set]
         if extra:
-            raise ValueError(f"{where}.{extra[0]} is for execution_provider: tensorrt; remove it")
+            raise ValueError(f"{extra[0]} is for execution_provider: tensorrt; remove it")
         return
-    b = trt_batch(target)
-    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in b):
-        raise ValueError(f"{where}.batch_min/batch_opt/batch_max must be integers >= 1, got {list(b)}")
+    b = [getattr(opts, k) if getattr(opts, k) is not None else v for k, v in TRT_BATCH_DEFAULTS.items()]
     if not b[0] <= b[1] <= b[2]:
-        raise ValueError(f"{where}: batch_min <= batch_opt <= batch_max must hold, got {list(b)}")
+        raise ValueError(f"batch_min <= batch_opt <= batch_max must hold, got {b}")
 
 
 def trt_batch(target) -> tuple[int, int, int]:
     """(min, opt, max) of the TensorRT provider's profile on the batch axis."""
-    return tuple(target.options.get(k, v) for k, v in TRT_BATCH_DEFAULTS.items())
+    o = target_options(target)
+    return tuple(getattr(o, k) if getattr(o, k) is not None else v for k, v in TRT_BATCH_DEFAULTS.items())
 
 
 def trt_cache_root(target) -> Path:
     """Where the TensorRT provider keeps its engine and timing caches."""
-    if "trt_cache_dir" in target.options:
-        return Path(str(target.options["trt_cache_dir"])).expanduser()
+    o = target_options(target)
+    if o.trt_cache_dir is not None:
+        return Path(o.trt_cache_dir).expanduser()
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     return base / "compress" / "onnxruntime-tensorrt"
 
@@ -113,18 +140,6 @@ def _ort_version() -> str:
     import onnxruntime as ort
 
     return ort.__version__
-
-
-def execution_provider(target) -> str:
-    """The short name (cpu, cuda, tensorrt) of the provider a target asks for."""
-    ep = target.options.get("execution_provider", target.device)
-    key = {v: k for k, v in PROVIDERS.items()}.get(ep, ep)  # full ORT names are accepted too
-    if key not in PROVIDERS:
-        raise ValueError(
-            f"targets.{target.name}.options.execution_provider: unknown execution provider {ep!r}; "
-            f"valid: {', '.join(PROVIDERS)}"
-        )
-    return key
 
 
 def provider_list(ep: str, device_id: int, provider_options: dict) -> list:
@@ -188,7 +203,8 @@ class OrtSession(Session):
                 f"ONNX Runtime fell back to {used[0]} instead of {provider} (the GPU libraries "
                 "did not load; see ONNX Runtime's log with log_severity_level 0)"
             )
-        self.input_name = self.sess.get_inputs()[0].name
+        self.input_names = [i.name for i in self.sess.get_inputs()]
+        self.input_types = {i.name: i.type for i in self.sess.get_inputs()}
         self.batch = batch  # (min, max) of the TensorRT provider's profile: batches are split to fit
         self.info = {
             "runtime": "onnxruntime",
@@ -201,18 +217,22 @@ class OrtSession(Session):
         if ep != "cpu":
             self.info["device_id"] = device_id
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        x = np.ascontiguousarray(batch, dtype=np.float32)
+    def run(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
+        feed = bind(inputs, self.input_names, "this ONNX model")
+        # float inputs as float32 (the file's type); integer inputs (token ids) as they come
+        feed = {k: np.ascontiguousarray(v, dtype=np.float32) if self.input_types[k] == "tensor(float)"
+                else np.ascontiguousarray(v) for k, v in feed.items()}
         if self.batch is None:
-            return self.sess.run(None, {self.input_name: x})[0]
+            return self.sess.run(None, feed)[0]
         from compress.engine.tensorrt import split_batch
 
         parts = []
-        for start, stop, size in split_batch(len(x), *self.batch):
-            part = x[start:stop]
-            if size > len(part):  # under the profile's batch_min: pad, drop the padding's outputs
-                part = np.concatenate([part, np.zeros((size - len(part), *x.shape[1:]), x.dtype)])
-            parts.append(self.sess.run(None, {self.input_name: part})[0][: stop - start])
+        for start, stop, size in split_batch(batch_size(feed), *self.batch):
+            part = take(feed, slice(start, stop))
+            if size > stop - start:  # under the profile's batch_min: pad, drop the padding's outputs
+                part = {k: np.concatenate([v, np.zeros((size - len(v), *v.shape[1:]), v.dtype)])
+                        for k, v in part.items()}
+            parts.append(self.sess.run(None, part)[0][: stop - start])
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
@@ -221,23 +241,20 @@ class OrtSession(Session):
     accepts={"onnx"},
     devices={"cpu", "cuda"},
     summary="ONNX Runtime (CPU, CUDA or TensorRT execution provider)",
-    options=OPTIONS,
-    validate=validate_target,
+    options=OrtOptions,
+    check=check_target,
+    imports=("onnxruntime",),
+    example={"graph_optimization": "basic"},
 )
 def load(artifact, target) -> Session:
-    check_options(target, OPTIONS)
-    try:
-        validate_target(target)
-    except ValueError as err:
-        raise RuntimeFailure(str(err)) from None
-    ep = execution_provider(target)
-    provider_options = dict(target.options.get("provider_options", {}))
+    o = target_options(target)
+    ep = o.execution_provider or target.device
+    provider_options = dict(o.provider_options)
     batch = None
     if ep == "tensorrt":  # the recipe's provider_options win over compress's defaults
         provider_options = {**tensorrt_options(str(artifact.path), target), **provider_options}
         lo, _opt, hi = trt_batch(target)
         batch = (lo, hi)
     return OrtSession(
-        str(artifact.path), ep, target.threads, target.options.get("graph_optimization", "all"),
-        provider_options, int(target.options.get("device_id", 0)), batch,
+        str(artifact.path), ep, target.threads, o.graph_optimization, provider_options, o.device_id, batch,
     )

@@ -1,10 +1,9 @@
 """TensorRT: run an engine built by the ``engine`` step, after checking its fingerprint.
 
 Needs the ``tensorrt`` extra (``pip install -e '.[tensorrt]'`` in a checkout) and an NVIDIA GPU.
-A batch larger than the engine's
-optimisation profile is run in chunks of at most ``batch_max`` rows (a last chunk under
-``batch_min`` is padded and the padding dropped); every TensorRT call that reports failure by its
-return value is checked. Not run on a GPU yet: see docs/tensorrt.md.
+A batch larger than the engine's optimisation profile is run in chunks of at most ``batch_max``
+rows (a last chunk under ``batch_min`` is padded and the padding dropped); every TensorRT call that
+reports failure by its return value is checked. Not run on a GPU yet: see docs/tensorrt.md.
 """
 
 from __future__ import annotations
@@ -14,11 +13,17 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
+from pydantic import Field
 
 from compress.errors import RuntimeFailure
-from compress.runtimes.base import Session, check_options, register_runtime
+from compress.runtimes.base import RuntimeOptions, Session, register_runtime, target_options
+from compress.sources.inputs import bind
 
-OPTIONS = ("device_id",)
+
+class TensorRTOptions(RuntimeOptions):
+    """``targets[].options`` of a tensorrt target."""
+
+    device_id: int = Field(0, ge=0, strict=True, description="GPU index (after CUDA_VISIBLE_DEVICES)")
 
 
 class CudaBuffers:
@@ -150,27 +155,16 @@ class TensorRTSession(Session):
                      "engine_device_memory_bytes": self.engine.device_memory_bytes,
                      "fingerprint_warnings": self.engine.warnings}
 
-    def run(self, batch) -> np.ndarray:
-        return self.engine.run(batch)
+    def run(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
+        return self.engine.run(bind(inputs, self.engine.inputs, "this TensorRT engine"))
 
     def close(self) -> None:
         """Free the engine and its context (TensorRT's device memory) before the next session loads."""
         self.engine.context = self.engine.engine = None
 
 
-def validate_target(target) -> None:
-    device_id = target.options.get("device_id", 0)
-    if not isinstance(device_id, int) or isinstance(device_id, bool) or device_id < 0:
-        raise ValueError(f"targets.{target.name}.options.device_id must be a GPU index >= 0, got {device_id!r}")
-
-
 @register_runtime("tensorrt", accepts={"tensorrt"}, devices={"cuda"},
-                  summary="TensorRT engines (NVIDIA GPUs)", extra="tensorrt", options=OPTIONS,
-                  validate=validate_target)
+                  summary="TensorRT engines (NVIDIA GPUs)", extra="tensorrt", options=TensorRTOptions,
+                  imports=("tensorrt",), example={"device_id": 0})
 def load(artifact, target) -> Session:
-    check_options(target, OPTIONS)
-    try:
-        validate_target(target)
-    except ValueError as err:
-        raise RuntimeFailure(str(err)) from None
-    return TensorRTSession(artifact, int(target.options.get("device_id", 0)))
+    return TensorRTSession(artifact, target_options(target).device_id)

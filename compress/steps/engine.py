@@ -14,6 +14,7 @@ from pydantic import Field, model_validator
 
 from compress.artifacts import Artifact
 from compress.errors import StepError
+from compress.sources.inputs import only_input
 from compress.steps.base import StepConfig, StepContext, register_step
 
 
@@ -52,8 +53,8 @@ class EngineConfig(StepConfig):
         return self
 
 
-def _roles(cfg: EngineConfig) -> frozenset[str]:
-    return frozenset({"calibration"}) if cfg.precision == "int8-calibrate" else frozenset()
+def _roles(cfg: EngineConfig) -> dict[str, str]:
+    return {"calibration": "precision: int8-calibrate calibrates"} if cfg.precision == "int8-calibrate" else {}
 
 
 def _check(cfg: EngineConfig, recipe) -> list[str]:
@@ -95,7 +96,9 @@ def apply(art: Artifact, cfg: EngineConfig, ctx: StepContext) -> Artifact:
             raise StepError(f"the calibration split has {len(split)} images, fewer than one batch_opt "
                             f"({size}) to calibrate with; lower batch_opt")
         idx = np.random.default_rng(ctx.seed).choice(len(split), size=n, replace=False)
-        batches = [split.inputs(np.sort(idx[i : i + size])) for i in range(0, n, size)]
+        # the engine's calibrator takes single-input arrays
+        batches = [only_input(split.inputs(np.sort(idx[i : i + size])), "TensorRT int8 calibration")
+                   for i in range(0, n, size)]
     out = ctx.workdir / "engine.plan"
     fp = build_engine(
         art.path, out, precision=cfg.precision, input_shape=tuple(ctx.input_shape),
