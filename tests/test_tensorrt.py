@@ -274,6 +274,26 @@ def test_the_check_names_profile_batch_sizes_outside_the_engines_profile(recipe_
     assert "set batch_min: 1 and batch_max: 128" in problem
 
 
+def test_validate_refuses_profile_batch_sizes_outside_an_engines_profile(recipe_dict, write_recipe):
+    """Through the recipe's generic rules: the engine step's declared check, at its key path."""
+    from typer.testing import CliRunner
+
+    from compress.cli import app
+    from compress.recipe import parse_recipe
+
+    data = _trt_recipe(recipe_dict, "tensorrt")
+    data["targets"].append({"name": "cpu", "runtime": "onnxruntime", "device": "cpu"})
+    data["variants"]["trt"]["steps"][0]["engine"]["batch_max"] = 64
+    data["profile"] = {"batch_sizes": [1, 128]}
+    with pytest.raises(RecipeError, match=r"variants\.trt\.steps\[0\]\.engine: profile\.batch_sizes \[128\] "
+                                          r"outside the engine's profile"):
+        parse_recipe(data)
+    result = CliRunner().invoke(app, ["validate", str(write_recipe(data))])
+    assert result.exit_code == 2 and "batch_max: 128" in result.output
+    data["variants"]["trt"]["steps"][0]["engine"]["batch_max"] = 128
+    parse_recipe(data)
+
+
 # --------------------------------------------------------------------------- the runtime
 
 
