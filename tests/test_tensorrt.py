@@ -258,6 +258,28 @@ def test_the_engine_step_declares_its_cache_key_roles_and_check(monkeypatch, fak
     assert not spec.roles(EngineConfig(precision="fp16"))
 
 
+def test_an_engine_for_another_gpu_or_tensorrt_has_another_cache_key(monkeypatch, fake_gpu, tiny_onnx_artifact,
+                                                                    tiny_step_ctx):
+    from compress.run.build import step_key
+    from compress.steps.base import STEPS
+
+    spec = STEPS.get("engine")
+    trt_of("10.13.0", monkeypatch)
+
+    def key():
+        return step_key(tiny_onnx_artifact, spec, EngineConfig(), tiny_step_ctx, {})
+
+    first = key()
+    assert key() == first
+    monkeypatch.setattr(engine_mod, "driver_version", lambda: "999.1")
+    assert key() == first  # a driver update keeps the cached engine
+    fake_gpu["gpu"] = "NVIDIA L4"
+    assert key() != first
+    fake_gpu["gpu"] = "NVIDIA H100 80GB HBM3"
+    trt_of("11.4.0", monkeypatch)
+    assert key() != first
+
+
 def test_the_check_names_profile_batch_sizes_outside_the_engines_profile(recipe_dict):
     from compress.recipe import parse_recipe
     from compress.steps.base import STEPS
