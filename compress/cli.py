@@ -284,7 +284,7 @@ def gate(
     run had a variant that failed to build or run.
     """
     from compress.report.markdown import verdict_section
-    from compress.results.gate import apply_gate, override_gate
+    from compress.results.gate import apply_gate, looser_rules, override_gate
     from compress.results.schema import load_results
 
     overrides: dict = {"max_accuracy_drop": max_accuracy_drop, "min_speedup": min_speedup,
@@ -301,11 +301,8 @@ def gate(
         new_gate = override_gate(recipe_gate, overrides)
     except CompressError as err:
         raise _fail(err) from None
-    for key in ("max_accuracy_drop", "min_speedup"):
-        old, new = recipe_gate.get(key), new_gate.get(key)
-        looser = old is not None and (new is None or (new > old if key == "max_accuracy_drop" else new < old))
-        if looser:
-            err_console.print(f"note: {key} = {new} is looser than the recipe's {old}", highlight=False, markup=False)
+    for line in looser_rules(recipe_gate, new_gate):
+        err_console.print(f"note: {line}", highlight=False, markup=False)
     summary = apply_gate(res, new_gate)
     out_console.print(f"Gate re-applied to {file}", highlight=False, soft_wrap=True, markup=False)
     out_console.print(verdict_section(res), highlight=False, soft_wrap=True, markup=False)
@@ -417,7 +414,7 @@ def profile(
     model: Annotated[str, typer.Argument(help="An .onnx file, or torchvision:NAME / python:FILE.py:FACTORY.", show_default=False)],
     target: Annotated[list[str], typer.Option(help="RUNTIME[:DEVICE][,KEY=VALUE...], e.g. onnxruntime:cpu,threads=2,instance=c7i.large; repeat for several.")] = ["onnxruntime:cpu"],  # noqa: B006
     batch_size: Annotated[list[int], typer.Option("--batch-size", "-b", help="Repeat for several.")] = [1, 32],  # noqa: B006
-    input_shape: Annotated[str | None, typer.Option(help="One sample's shape, e.g. 3,224,224 (read from an ONNX file when fixed).")] = None,
+    input_shape: Annotated[str | None, typer.Option(help="One sample's shape, e.g. 3,224,224 (read from an ONNX file when fixed; 3,224,224 for torchvision:NAME).")] = None,
     model_kwargs: Annotated[str | None, typer.Option(help="JSON arguments of a torch model factory, e.g. '{\"num_classes\": 10}'.")] = None,
     checkpoint: Annotated[Path | None, typer.Option(help="state_dict for a torch model source.")] = None,
     rounds: Annotated[int, typer.Option(help="Interleaved rounds.")] = 7,

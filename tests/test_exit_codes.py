@@ -72,7 +72,7 @@ def test_unexpected_exception_exits_3_with_one_line(command, cli, monkeypatch, w
 
 
 def test_the_line_names_where_in_compress_it_failed(cli, monkeypatch, write_recipe, recipe_dict):
-    monkeypatch.setattr("compress.recipe.schema.yaml.safe_load", _boom)
+    monkeypatch.setattr("compress.recipe.load.yaml.safe_load", _boom)
     result = cli.invoke(app, ["validate", str(write_recipe(recipe_dict))])
     _assert_unexpected_one_line(result, "validate")
     assert "(at compress/recipe/" in result.stderr

@@ -91,9 +91,9 @@ def test_throughput_target_is_timed_with_every_request_on_a_whole_batch(onnx_fil
     ("options", "match"),
     [
         ({"precision": "int4"}, "unknown precision"),
-        ({"hint": "FASTEST"}, "LATENCY or THROUGHPUT"),
-        ({"streams": 0}, "streams must be an integer >= 1"),
-        ({"requests": 0}, "requests must be an integer >= 1"),
+        ({"hint": "FASTEST"}, "unknown hint 'FASTEST'; valid: LATENCY, THROUGHPUT"),
+        ({"streams": 0}, "streams: Input should be greater than or equal to 1"),
+        ({"requests": 0}, "requests: Input should be greater than or equal to 1"),
         ({"threads_per_stream": 2}, "unknown option"),
     ],
 )

@@ -183,3 +183,60 @@ def test_every_runtime_declares_what_it_runs():
         assert spec.accepts, f"{name} accepts no artifact kind"
         assert spec.devices, f"{name} runs on no device"
         assert spec.summary, f"{name} has no summary"
+
+
+# --------------------------------------------------------------------------- declarations
+
+
+def _literal_fields(model) -> list[str]:
+    import typing
+
+    def has_literal(tp) -> bool:
+        return typing.get_origin(tp) is typing.Literal or any(has_literal(a) for a in typing.get_args(tp))
+
+    return [name for name, f in model.model_fields.items() if has_literal(f.annotation)]
+
+
+@pytest.mark.parametrize("name", RUNTIMES.names())
+def test_runtime_declarations_are_what_the_recipe_checks(name, recipe_dict):
+    """Every runtime's typed options refuse unknown keys and values outside their choices when the
+    recipe loads, with the key path; its example options are valid; its devices are target devices."""
+    import importlib.util
+
+    from compress.runtimes.base import RuntimeOptions
+
+    spec = RUNTIMES.get(name)
+    assert issubclass(spec.options, RuntimeOptions)
+    assert spec.options.model_config.get("extra") == "forbid"
+    assert spec.devices and all(isinstance(d, str) and d.islower() for d in spec.devices)
+    for module in spec.imports:  # what the memory probe imports first: real modules (or the extra's)
+        assert spec.extra or importlib.util.find_spec(module) is not None, module
+    device = "cpu" if "cpu" in spec.devices else min(spec.devices)
+    target = {"name": "t", "runtime": name, "device": device, "options": dict(spec.example)}
+    recipe_dict["targets"].append(target)
+    recipe = parse_recipe(recipe_dict)
+    assert isinstance(recipe.targets[1].options, spec.options)
+    assert recipe.targets[1].model_dump()["options"] == spec.example  # recorded as given
+    for field in _literal_fields(spec.options):
+        target["options"] = {field: "no-such-choice"}
+        with pytest.raises(RecipeError) as info:
+            parse_recipe(recipe_dict)
+        key = f"targets[1].options.{field}: unknown {field.replace('_', ' ')} 'no-such-choice'; valid: "
+        # (openvino's hint is case-insensitive, so its message quotes the value upper-cased)
+        assert any(p.lower().startswith(key.lower()) for p in info.value.problems), info.value.problems
+
+
+def test_memory_probe_imports_what_the_runtime_declares(monkeypatch):
+    """The probe's child imports the declared modules before it measures (none of its own list)."""
+    import importlib
+
+    from compress.measure import memory
+
+    imported = []
+    real = importlib.import_module
+    monkeypatch.setattr(importlib, "import_module", lambda m, *a: imported.append(m) or real(m, *a))
+    with pytest.raises(RuntimeFailure, match="could not load"):  # stops after the imports: no file
+        memory._child({"target": {"name": "t", "runtime": "onnxruntime"}, "kind": "onnx",
+                       "path": "/nonexistent.onnx", "input_shape": [3, 8, 8], "batch_sizes": [1],
+                       "repeats": 1})
+    assert imported[: len(RUNTIMES.get("onnxruntime").imports)] == list(RUNTIMES.get("onnxruntime").imports)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -147,13 +146,14 @@ class RaplMeter:
 class NvmlMeter:
     """Total GPU board energy from NVML (``nvmlDeviceGetTotalEnergyConsumption``, Volta or newer).
 
-    ``device_index`` is NVML's numbering, which ignores ``CUDA_VISIBLE_DEVICES``.
+    ``device_index`` is NVML's numbering (an int), which ignores ``CUDA_VISIBLE_DEVICES``, or a GPU
+    UUID; ``default_meter("cuda:N")`` maps CUDA device N to it (``nvml_device_for_cuda``).
     """
 
     name = "nvml"
 
-    def __init__(self, device_index: int = 0):
-        if device_index < 0:
+    def __init__(self, device_index: int | str = 0):
+        if isinstance(device_index, int) and device_index < 0:
             raise ValueError(
                 f"device_index must be >= 0, got {device_index}: use 0 for the first GPU"
             )
@@ -192,11 +192,14 @@ class NvmlMeter:
             self._reason = f"NVML could not start (no NVIDIA driver?): {exc}"
             return
         try:
-            count = pynvml.nvmlDeviceGetCount()
-            if self.device_index >= count:
-                self._reason = f"no GPU at NVML index {self.device_index}: NVML sees {count} GPU(s)"
-                return
-            handle = pynvml.nvmlDeviceGetHandleByIndex(self.device_index)
+            if isinstance(self.device_index, str):
+                handle = pynvml.nvmlDeviceGetHandleByUUID(self.device_index)
+            else:
+                count = pynvml.nvmlDeviceGetCount()
+                if self.device_index >= count:
+                    self._reason = f"no GPU at NVML index {self.device_index}: NVML sees {count} GPU(s)"
+                    return
+                handle = pynvml.nvmlDeviceGetHandleByIndex(self.device_index)
             pynvml.nvmlDeviceGetTotalEnergyConsumption(handle)
         except pynvml.NVMLError as exc:
             self._reason = (
@@ -208,14 +211,45 @@ class NvmlMeter:
         self._handle = handle
 
 
+def nvml_device_for_cuda(cuda_index: int, visible: str | None = None) -> int | str:
+    """The NVML device (index or UUID) of CUDA device ``cuda_index`` under ``CUDA_VISIBLE_DEVICES``
+    (``visible``; unset: every GPU, same numbering). NVML numbers GPUs by PCI bus; CUDA does too for
+    GPUs of one model, and always with ``CUDA_DEVICE_ORDER=PCI_BUS_ID``."""
+    if visible is None:
+        return cuda_index
+    entries = [e.strip() for e in visible.split(",") if e.strip()]
+    if cuda_index >= len(entries):
+        raise ValueError(
+            f"CUDA device {cuda_index} does not exist: CUDA_VISIBLE_DEVICES={visible!r} makes "
+            f"{len(entries)} GPU(s) visible, numbered from 0"
+        )
+    entry = entries[cuda_index]
+    return int(entry) if entry.isdigit() else entry  # "GPU-<uuid>" / "MIG-<uuid>"
+
+
 def default_meter(device: str) -> EnergyMeter:
-    """The meter for a target device: ``"cpu"`` -> RAPL, ``"cuda"`` or ``"cuda:N"`` -> NVML."""
+    """The meter for a target device: ``"cpu"`` -> RAPL, ``"cuda"`` or ``"cuda:N"`` (CUDA's
+    numbering, after ``CUDA_VISIBLE_DEVICES``) -> NVML on that GPU."""
+    import os
+
     if device == "cpu":
         return RaplMeter()
     match = re.fullmatch(r"cuda(?::(\d+))?", device)
     if match:
-        return NvmlMeter(int(match.group(1) or 0))
+        try:
+            return NvmlMeter(nvml_device_for_cuda(int(match.group(1) or 0), os.environ.get("CUDA_VISIBLE_DEVICES")))
+        except ValueError as err:  # no such GPU: no energy number, and the reason says why
+            meter = NvmlMeter()
+            meter._reason = str(err)
+            return meter
     raise ValueError(f"no energy meter for device {device!r}: use 'cpu', 'cuda' or 'cuda:N'")
+
+
+def meter_device(target) -> str:
+    """The device string a target's energy is metered on: ``cuda:<device_id>`` for GPUs."""
+    if target.device == "cpu":
+        return "cpu"
+    return f"{target.device}:{int(getattr(target.options, 'device_id', 0))}"
 
 
 @dataclass(frozen=True)
@@ -266,70 +300,48 @@ class EnergyUnavailable:
 
 
 class EnergyWindow:
-    """Reads a meter on entry and exit; ``result(n_inferences)`` then gives the energy in between.
+    """Reads a meter on entry and exit of each ``with`` block; ``result(n_inferences)`` then gives
+    the energy spent inside all of them (the profiler opens one block per timed round, so the
+    other variants' rounds in between are not counted).
 
-    Usage: ``with EnergyWindow(meter) as w: run_batches()``, then ``w.result(n_inferences=1000)``.
+    Usage: ``w = EnergyWindow(meter)``; ``with w: run_batches()`` (once or more); then
+    ``w.result(n_inferences=1000)``.
     """
 
     def __init__(self, meter: EnergyMeter):
         self.meter = meter
+        self._available = meter.available()
         self._start_j: float | None = None
-        self._end_j: float | None = None
         self._start_s = 0.0
-        self._end_s = 0.0
+        self.energy_j = 0.0
+        self.seconds = 0.0
+        self.blocks = 0
 
     def __enter__(self) -> EnergyWindow:
-        if self.meter.available():
-            self._start_j = self.meter.read_j()
+        self._start_j = self.meter.read_j() if self._available else None
         self._start_s = time.perf_counter()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self._end_s = time.perf_counter()
+        self.seconds += time.perf_counter() - self._start_s
         if self._start_j is not None:
-            self._end_j = self.meter.read_j()
-
-    @property
-    def seconds(self) -> float:
-        return self._end_s - self._start_s
+            self.energy_j += self.meter.read_j() - self._start_j
+        self.blocks += 1
 
     def result(self, n_inferences: int) -> EnergyReading | EnergyUnavailable:
         """The measured reading, or ``EnergyUnavailable`` when there is no honest number."""
-        if not self.meter.available():
-            return EnergyUnavailable(self.meter.name, self.meter.reason)
-        if self._start_j is None or self._end_j is None:
+        if not self._available:
+            return EnergyUnavailable(self.meter.name, self.meter.reason or "no reason given")
+        if self.blocks == 0:
             raise ValueError("the window has not run: use it as `with EnergyWindow(meter) as w:`")
-        energy_j = self._end_j - self._start_j
-        if energy_j <= 0:
+        if self.energy_j <= 0:
             # Counters update every ~1 ms (RAPL) to ~100 ms (NVML): zero means "too short", not "free".
             return EnergyUnavailable(
                 self.meter.name,
                 f"the counter did not advance during the {self.seconds:.3f} s window: "
-                "measure a longer run (more repeats)",
+                "measure a longer run (more repeats, longer rounds)",
             )
-        return EnergyReading(self.meter.name, energy_j, self.seconds, n_inferences)
-
-
-def measure_energy(
-    meter: EnergyMeter,
-    fn: Callable[[], object],
-    *,
-    repeats: int,
-    inferences_per_call: int = 1,
-) -> EnergyReading | EnergyUnavailable:
-    """Call ``fn`` ``repeats`` times inside one energy window."""
-    if repeats < 1:
-        raise ValueError(f"repeats must be >= 1, got {repeats}")
-    if inferences_per_call < 1:
-        raise ValueError(
-            f"inferences_per_call must be >= 1, got {inferences_per_call}: pass the batch size"
-        )
-    if not meter.available():
-        return EnergyUnavailable(meter.name, meter.reason)
-    with EnergyWindow(meter) as window:
-        for _ in range(repeats):
-            fn()
-    return window.result(repeats * inferences_per_call)
+        return EnergyReading(self.meter.name, self.energy_j, self.seconds, n_inferences)
 
 
 def _read_text(path: Path) -> str:

@@ -11,17 +11,37 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from typing import Literal
 
 import numpy as np
+from pydantic import Field, field_validator
 
 from compress.errors import MissingDependency, RecipeError, RuntimeFailure
-from compress.runtimes.base import Session, check_options, register_runtime
+from compress.runtimes.base import RuntimeOptions, Session, register_runtime, target_options
 from compress.sources.inputs import batch_size, bind
 
-OPTIONS = ("precision", "hint", "streams", "requests")
 PRECISIONS = {"f32": "f32", "fp32": "f32", "bf16": "bf16", "f16": "f16", "fp16": "f16"}
-HINTS = ("LATENCY", "THROUGHPUT")
-DEVICES = {"cpu": "CPU", "gpu": "GPU", "npu": "NPU", "cuda": None}
+DEVICES = {"cpu": "CPU", "gpu": "GPU", "npu": "NPU"}
+
+
+class OpenVINOOptions(RuntimeOptions):
+    """``targets[].options`` of an openvino target."""
+
+    precision: Literal["f32", "fp32", "bf16", "f16", "fp16"] | None = Field(
+        None, description="Inference precision hint; default: OpenVINO's (bf16 on CPUs with AMX)"
+    )
+    hint: Literal["LATENCY", "THROUGHPUT"] = Field(
+        "LATENCY", description="Performance hint (case-insensitive); THROUGHPUT runs async requests"
+    )
+    streams: int | None = Field(None, ge=1, strict=True, description="Number of execution streams")
+    requests: int | None = Field(
+        None, ge=1, strict=True, description="THROUGHPUT infer requests; default: OpenVINO's optimal number"
+    )
+
+    @field_validator("hint", mode="before")
+    @classmethod
+    def _upper(cls, v):
+        return v.upper() if isinstance(v, str) else v
 
 
 def import_openvino():
@@ -179,28 +199,16 @@ def _precision_name(raw) -> str:
 @register_runtime(
     "openvino", accepts={"onnx", "openvino"}, devices={"cpu", "gpu", "npu"},
     summary="OpenVINO (reads ONNX or IR; LATENCY or THROUGHPUT with async requests)",
-    extra="openvino", options=OPTIONS,
+    extra="openvino", options=OpenVINOOptions, imports=("openvino",),
+    example={"hint": "THROUGHPUT", "requests": 2},
 )
 def load(artifact, target) -> Session:
-    check_options(target, OPTIONS)
-    o = target.options
-    precision = o.get("precision")
-    if precision is not None and precision not in PRECISIONS:
-        raise RecipeError(
-            f"targets.{target.name}.options.precision: unknown precision {precision!r}; valid: f32, bf16, f16"
-        )
-    hint = str(o.get("hint", "LATENCY")).upper()
-    if hint not in HINTS:
-        raise RecipeError(f"targets.{target.name}.options.hint must be LATENCY or THROUGHPUT, got {hint!r}")
-    for key in ("streams", "requests"):
-        if key in o and (not isinstance(o[key], int) or o[key] < 1):
-            raise RecipeError(f"targets.{target.name}.options.{key} must be an integer >= 1, got {o[key]!r}")
-    device = DEVICES.get(target.device)
-    if device is None:
+    o = target_options(target)
+    if target.device not in DEVICES:
         raise RecipeError(
             f"targets.{target.name}: the openvino runtime runs on device cpu, gpu or npu, not {target.device!r}"
         )
     return OpenVINOSession(
-        str(artifact.path), device, target.threads, PRECISIONS.get(precision) if precision else None,
-        hint, o.get("streams"), o.get("requests"),
+        str(artifact.path), DEVICES[target.device], target.threads,
+        PRECISIONS[o.precision] if o.precision else None, o.hint, o.streams, o.requests,
     )

@@ -9,7 +9,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from compress.artifacts import Artifact, digest_of
+from compress.artifacts import Artifact
 from compress.errors import StepError
 from compress.sources.inputs import bind, call_module, example_inputs, to_torch
 from compress.steps.base import StepConfig, StepContext, register_step
@@ -91,9 +91,18 @@ def convert_to_openvino(onnx_file, xml_path) -> None:
         raise StepError(f"OpenVINO could not convert the ONNX model: {type(err).__name__}: {err}") from err
 
 
+def _check(cfg: ExportConfig, recipe) -> list[str]:
+    """verify runs both models on calibration inputs, or train ones when there is no calibration split."""
+    if cfg.verify and not {"calibration", "train"} & recipe.data.roles():
+        return ["verify compares ONNX Runtime with torch on calibration (or train) inputs, and the "
+                "data has neither; set data.split.calibration (e.g. 0.1) or verify: false"]
+    return []
+
+
 @register_step(
     "export", config=ExportConfig, accepts={"torch"},
     produces=lambda cfg, _kind: "openvino" if cfg.format == "openvino" else "onnx",
+    check=_check, example={"format": "onnx", "opset": 17},
 )
 def apply(art: Artifact, cfg: ExportConfig, ctx: StepContext) -> Artifact:
     """Export to ONNX with a dynamic batch axis, verified against torch on real inputs."""
@@ -121,10 +130,10 @@ def apply(art: Artifact, cfg: ExportConfig, ctx: StepContext) -> Artifact:
         (ctx.workdir / "openvino_fingerprint.json").write_text(json.dumps(meta["openvino_fingerprint"], indent=2))
         meta["extra_files"] = ["model.onnx", "openvino_fingerprint.json"]
         return Artifact(
-            kind="openvino", digest=digest_of(art.digest, "export", cfg.model_dump()), path=xml,
+            kind="openvino", path=xml,
             lineage=[*art.lineage, "export(openvino IR)"], meta=meta,
         )
     return Artifact(
-        kind="onnx", digest=digest_of(art.digest, "export", cfg.model_dump()), path=path,
+        kind="onnx", path=path,
         lineage=[*art.lineage, "export(onnx)"], meta=meta,
     )

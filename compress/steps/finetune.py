@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from compress.artifacts import Artifact, digest_of
+from compress.artifacts import Artifact
 from compress.errors import StepError
 from compress.steps.base import StepConfig, StepContext, register_step
 
@@ -90,7 +90,10 @@ def run_finetune(module, cfg: FinetuneConfig, ctx: StepContext, label: str = "fi
     return history
 
 
-@register_step("finetune", config=FinetuneConfig, accepts={"torch"})
+@register_step(
+    "finetune", config=FinetuneConfig, accepts={"torch"}, roles={"train": "fine-tuning trains"},
+    example={"epochs": 1, "distill": {"alpha": 0.5}},
+)
 def apply(art: Artifact, cfg: FinetuneConfig, ctx: StepContext) -> Artifact:
     """Train on the train split (never held-out), with optional distillation from the baseline."""
     module = art.load_module()
@@ -99,7 +102,6 @@ def apply(art: Artifact, cfg: FinetuneConfig, ctx: StepContext) -> Artifact:
     meta["finetune"] = history
     return Artifact(
         kind="torch",
-        digest=digest_of(art.digest, "finetune", cfg.model_dump(), ctx.seed, ctx.splits["train"].fingerprint()),
         module=module, model_spec=art.model_spec, lineage=[*art.lineage, f"finetune({cfg.epochs} ep)"],
         meta=meta,
     )

@@ -14,7 +14,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
-from compress.artifacts import Artifact, digest_of
+from compress.artifacts import Artifact
 from compress.errors import StepError
 from compress.pruning.channels import ChannelPlan, check_patterns, count_macs_params, make_pruner
 from compress.pruning.importance import (
@@ -257,7 +257,26 @@ def _resolve_ratio(module, cfg: PruneConfig, ctx: StepContext, macs0: int, refer
     return found.ratio, {"search": found.trace, "target": target.name, "batch_size": lb.batch_size}
 
 
-@register_step("prune", config=PruneConfig, accepts={"torch"})
+def _roles(cfg: PruneConfig) -> dict[str, str]:
+    """Taylor importance and fine-tuning read the train split."""
+    if cfg.finetune is not None:
+        return {"train": "finetune: fine-tuning trains"}
+    if cfg.importance in NEEDS_GRADIENTS:
+        what = "blocks" if cfg.granularity == "blocks" else "channels"
+        return {"train": f"importance {cfg.importance} scores {what}"}
+    return {}
+
+
+def _targets(cfg: PruneConfig) -> dict[str, str]:
+    return {"latency_budget.target": cfg.latency_budget.target} if cfg.latency_budget else {}
+
+
+@register_step(
+    "prune", config=PruneConfig, accepts={"torch"}, roles=_roles, targets=_targets,
+    # taylor scores on train, and the budget names a target (the tiny test model meets it unpruned)
+    example={"latency_budget": {"target": "cpu", "max_ms": 1000, "rounds": 1}, "importance": "taylor",
+             "finetune": {"epochs": 1}},
+)
 def apply(art: Artifact, cfg: PruneConfig, ctx: StepContext) -> Artifact:
     """Remove channels (Torch-Pruning) or whole residual blocks toward a ratio, MACs or latency
     target, then optionally fine-tune."""
@@ -326,8 +345,6 @@ def apply(art: Artifact, cfg: PruneConfig, ctx: StepContext) -> Artifact:
                    recovery=[_recovery_summary(h) for h in history])
     meta = dict(art.meta)
     meta.update(macs=macs1, params=params1, pruning=pruning)
-    uses_train = cfg.finetune is not None or cfg.importance in NEEDS_GRADIENTS
-    data_fp = ctx.splits["train"].fingerprint() if uses_train else None
     what = "no-op" if ratio is None else f"ratio {ratio:.3g}"
     if blocks is not None and ratio is not None:
         what = f"{len(blocks.removed)} of {len(blocks.order)} blocks removed"
@@ -336,8 +353,7 @@ def apply(art: Artifact, cfg: PruneConfig, ctx: StepContext) -> Artifact:
     elif cfg.latency_budget is not None:
         what = f"latency budget on {cfg.latency_budget.target}, {what}"
     return Artifact(
-        kind="torch", digest=digest_of(art.digest, "prune", cfg.model_dump(), ctx.seed, data_fp),
-        module=module, model_spec=art.model_spec,
+        kind="torch", module=module, model_spec=art.model_spec,
         lineage=[*art.lineage, f"prune({cfg.importance}{' blocks' if blocks else ''}, {what})" + (" + finetune" if cfg.finetune else "")],
         meta=meta,
     )

@@ -16,7 +16,7 @@ from typing import Literal, get_args
 import numpy as np
 from pydantic import Field, model_validator
 
-from compress.artifacts import Artifact, digest_of
+from compress.artifacts import Artifact
 from compress.errors import StepError
 from compress.quantization.coverage import int8_coverage, int8_node_names, source_op_counts
 from compress.quantization.nncf import NNCFConfig, quantize_nncf
@@ -131,7 +131,7 @@ def resolve_settings(cfg: QuantizeConfig) -> tuple[str, StaticSettings]:
     target = resolve_target(cfg.target)
     d = DEFAULTS[target].settings()
     for key in d:
-        value = getattr(cfg, key)
+        value = getattr(cfg, key, None)  # ``extra`` (quantize_static extra_options) is not a recipe key
         if value is not None:
             d[key] = value
     return target, StaticSettings(
@@ -215,12 +215,31 @@ def _apply_nncf(art: Artifact, cfg: QuantizeConfig, ctx: StepContext) -> Artifac
         meta["int8_coverage"] = int8_coverage(path).to_dict()
     meta.pop("extra_files", None)
     return Artifact(
-        kind=kind, digest=digest_of(art.digest, "quantize", cfg.model_dump(), ctx.seed),
-        path=path, lineage=[*art.lineage, f"quantize(nncf, {ncfg.preset}, {kind})"], meta=meta,
+        kind=kind, path=path, lineage=[*art.lineage, f"quantize(nncf, {ncfg.preset}, {kind})"], meta=meta,
     )
 
 
-@register_step("quantize", config=QuantizeConfig, accepts={"onnx", "openvino"}, produces=_produces)
+def _roles(cfg: QuantizeConfig) -> dict[str, str]:
+    """Static quantization calibrates on calibration; mixed precision judges layers on tuning."""
+    roles = {}
+    if cfg.mode == "static":
+        roles["calibration"] = "static quantization calibrates"
+    if cfg.mixed_precision is not None:
+        roles["tuning"] = "mixed_precision: ranks the layers by the accuracy they cost"
+    return roles
+
+
+def _check_input(cfg: QuantizeConfig, kind: str) -> str | None:
+    if kind == "openvino" and cfg.backend != "nncf":
+        return "an OpenVINO IR model is quantized with backend: nncf (ONNX Runtime quantizes ONNX files)"
+    return None
+
+
+@register_step(
+    "quantize", config=QuantizeConfig, accepts={"onnx", "openvino"}, produces=_produces,
+    roles=_roles, check_input=_check_input,
+    example={"mode": "static", "calibration": {"samples": 32, "batch_size": 8}},
+)
 def apply(art: Artifact, cfg: QuantizeConfig, ctx: StepContext) -> Artifact:
     """Quantize to int8 (ONNX Runtime, or NNCF for OpenVINO) and count what really runs in int8."""
     if cfg.backend == "nncf":
@@ -300,8 +319,6 @@ def apply(art: Artifact, cfg: QuantizeConfig, ctx: StepContext) -> Artifact:
         shutil.copyfile(out, final)
     return Artifact(
         kind="onnx",
-        digest=digest_of(art.digest, "quantize", cfg.model_dump(), target, ctx.seed,
-                         ctx.splits["calibration"].fingerprint() if cfg.mode == "static" else None),
         path=final, lineage=[*art.lineage, label], meta=meta,
     )
 
