@@ -12,6 +12,7 @@ import pytest
 
 from compress.errors import InputError, MissingDependency
 from compress.sources.text import (
+    check_tokenizer_fits,
     content_hash,
     encode,
     iter_batches,
@@ -21,12 +22,7 @@ from compress.sources.text import (
     padding_fraction,
     read_text_file,
 )
-
-pytest.importorskip("transformers", reason="the text tests need the 'transformers' extra")
-pytest.importorskip("tokenizers", reason="the text tests need the 'transformers' extra")
-
-from compress.sources.text import check_tokenizer_fits  # noqa: E402
-from compress.sources.wordpiece import train_wordpiece  # noqa: E402
+from compress.sources.wordpiece import train_wordpiece
 
 SHARED_DATA = Path(os.environ.get("COMPRESS_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 SENTENCES = [
@@ -52,8 +48,14 @@ def sst_like(tmp_path) -> Path:
     return write(tmp_path / "train.tsv", "sentence\tlabel\n" + rows)
 
 
+def needs_transformers():
+    for package in ("transformers", "tokenizers"):
+        pytest.importorskip(package, reason="tokenizer tests need the 'transformers' extra")
+
+
 @pytest.fixture(scope="module")
 def tokenizer(tmp_path_factory):
+    needs_transformers()
     return train_wordpiece(SENTENCES, tmp_path_factory.mktemp("tok"), vocab_size=200, min_frequency=1)
 
 
@@ -139,6 +141,15 @@ def test_content_hash_normalises_case_and_whitespace():
     assert content_hash("a", "b") != content_hash("a b")  # a pair is not the joined sentence
 
 
+def test_fingerprint_changes_with_any_text_or_label(tmp_path):
+    a = read_text_file(write(tmp_path / "a.tsv", "text\tlabel\nfine\t1\nbad\t0\n"))
+    same = read_text_file(write(tmp_path / "b.tsv", "text\tlabel\nfine\t1\nbad\t0\n"))
+    text = read_text_file(write(tmp_path / "c.tsv", "text\tlabel\nfine!\t1\nbad\t0\n"))
+    label = read_text_file(write(tmp_path / "d.tsv", "text\tlabel\nfine\t1\nbad\t1\n"))
+    assert a.fingerprint() == same.fingerprint()
+    assert len({a.fingerprint(), text.fingerprint(), label.fingerprint()}) == 3
+
+
 def test_sample_hashes_find_an_overlap(tmp_path, sst_like):
     train = read_text_file(sst_like, text_column="sentence")
     held = read_text_file(write(tmp_path / "h.tsv", "sentence\tlabel\nBAD\t0\nnew words here\t1\n"),
@@ -150,6 +161,7 @@ def test_sample_hashes_find_an_overlap(tmp_path, sst_like):
 
 
 def test_wordpiece_saves_a_loadable_hf_tokenizer(tmp_path):
+    needs_transformers()
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
     train_wordpiece(SENTENCES, tmp_path / "tok", vocab_size=200, min_frequency=1)
@@ -164,11 +176,13 @@ def test_wordpiece_saves_a_loadable_hf_tokenizer(tmp_path):
 
 
 def test_wordpiece_refuses_no_texts(tmp_path):
+    needs_transformers()
     with pytest.raises(InputError, match="train split is empty"):
         train_wordpiece([], tmp_path / "tok")
 
 
 def test_load_tokenizer_errors(tmp_path):
+    needs_transformers()
     with pytest.raises(InputError, match="does not exist"):
         load_tokenizer(tmp_path / "missing")
     (tmp_path / "empty").mkdir()

@@ -49,6 +49,14 @@ class TextSamples:
         pairs = self.text_pairs or [None] * len(self.texts)
         return [content_hash(t, p) for t, p in zip(self.texts, pairs, strict=True)]
 
+    def fingerprint(self) -> str:
+        """Identifies the exact samples, labels and label names (a cache key), like image splits'."""
+        h = hashlib.sha256()
+        for part in (self.texts, self.text_pairs or [], self.label_names):
+            h.update(json.dumps(part, ensure_ascii=False).encode("utf-8"))
+        h.update(self.labels.astype(np.int64).tobytes())
+        return h.hexdigest()[:16]
+
 
 def normalise_text(text: str) -> str:
     """Unicode NFKC, case-folded, whitespace collapsed: the same sentence typed twice hashes alike."""
