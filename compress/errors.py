@@ -1,9 +1,25 @@
 """One exception hierarchy. Every message says what went wrong and what to do about it.
 
-The CLI maps these to exit codes: ``RecipeError``/``InputError`` -> 2, ``StepError``/``RuntimeFailure`` -> 3.
+The CLI maps these to exit codes: ``RecipeError``/``InputError`` -> 2, ``StepError``/``RuntimeFailure`` -> 3,
+``Terminated`` -> 128 + the signal (143 for SIGTERM); anything else is a bug and exits 3 as well.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
+
+# The name on the package index. ``compress`` there is an unrelated project; the import and the
+# command stay ``compress``.
+DISTRIBUTION = "compress-models"
+
+
+def install_hint(extra: str) -> str:
+    """The pip command that adds ``extra`` to this installation: from the source checkout this
+    code runs from when there is one, else from the package index."""
+    checkout = Path(__file__).resolve().parent.parent
+    if (checkout / "pyproject.toml").is_file():
+        return f"pip install -e '{checkout}[{extra}]'"
+    return f"pip install '{DISTRIBUTION}[{extra}]'"
 
 
 class CompressError(Exception):
@@ -37,7 +53,7 @@ class MissingDependency(CompressError):
     def __init__(self, package: str, extra: str, purpose: str):
         super().__init__(
             f"{purpose} needs the '{package}' package, which is not installed. "
-            f"Install it with: pip install 'compress[{extra}]'"
+            f"Install it with: {install_hint(extra)}"
         )
         self.package = package
         self.extra = extra
@@ -53,3 +69,15 @@ class RuntimeFailure(CompressError):
     """A runtime could not load or run an artifact. Exit code 3."""
 
     exit_code = 3
+
+
+class Terminated(BaseException):
+    """The process was told to stop (SIGTERM). A BaseException like KeyboardInterrupt, so that no
+    ``except Exception`` on the way mistakes it for a failed step. Exit code 128 + the signal."""
+
+    def __init__(self, signum: int):
+        import signal
+
+        super().__init__(f"terminated by {signal.Signals(signum).name}")
+        self.signum = signum
+        self.exit_code = 128 + signum

@@ -131,7 +131,7 @@ def test_gate_writes_junit_and_step_summary(cli, tmp_path, run_dir):
 
 @pytest.mark.parametrize("args, message", [
     (["--max-accuracy-drop", "-1"], "gate.max_accuracy_drop"),
-    (["--mode", "sure"], "gate.mode"),
+    (["--mode", "sure"], "Invalid value for '--mode'"),  # a choice, checked by the CLI
     (["--rule", "no_such_rule=1"], "unknown gate rule(s) no_such_rule"),
     (["--rule", "max_worst_class_drop"], "is not NAME=VALUE"),
     (["--rule", "reference=int8"], "gate.reference cannot be changed after a run"),

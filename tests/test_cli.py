@@ -3,7 +3,21 @@ user's mistake."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
+import pytest
+
+import compress
 from compress.cli import app
+
+ROOT = Path(__file__).parents[1]
+
+
+def _project() -> dict:
+    """pyproject.toml's [project] table."""
+    tomllib = pytest.importorskip("tomllib", reason="tomllib is in Python 3.11+")
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 
 
 def _flat(text: str) -> str:
@@ -88,3 +102,60 @@ def test_run_invalid_recipe_exits_2(cli, write_recipe, recipe_dict, tmp_path):
     assert "bogus: unknown key" in _flat(result.stderr)
     assert "Traceback" not in result.output
     assert not (tmp_path / "runs").exists()
+
+
+def test_version_names_the_distribution(cli):
+    project = _project()
+    result = cli.invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert result.stdout.strip() == f"compress {compress.__version__} (distribution {project['name']})"
+    assert project["version"] == compress.__version__
+
+
+def test_the_distribution_is_not_the_unrelated_compress_on_the_package_index():
+    from compress.errors import DISTRIBUTION
+
+    project = _project()
+    assert project["name"] == DISTRIBUTION != "compress"
+    assert project["scripts"] == {"compress": "compress.cli:app"}  # the command stays `compress`
+
+
+def test_install_hints_never_fetch_the_unrelated_compress():
+    """`pip install 'compress[...]'` would install another project: no doc or message says it."""
+    root = ROOT
+    files = [root / "README.md", *(root / "docs").rglob("*.md"), *(root / "compress").rglob("*.py")]
+    bad = re.compile(r"pip install [^\n`]*?(?<![\w.-])compress(\[|\s|'|\"|$)")
+    offenders = [f"{f.relative_to(root)}: {m.group(0)}" for f in files for m in bad.finditer(f.read_text())]
+    assert offenders == []
+
+
+def test_missing_dependency_hint_installs_this_checkout():
+    from compress.errors import MissingDependency
+
+    checkout = Path(compress.__file__).resolve().parents[1]
+    err = MissingDependency("pynvml", "nvml", "Reading GPU energy")
+    assert f"pip install -e '{checkout}[nvml]'" in str(err)
+
+
+def test_shell_completion_completes_commands_and_choices(cli):
+    def complete(words: str) -> list[str]:
+        env = {"_COMPRESS_COMPLETE": "complete_bash", "COMP_WORDS": words,
+               "COMP_CWORD": str(len(words.split(" ")) - 1)}
+        result = cli.invoke(app, [], prog_name="compress", env=env)
+        assert result.exit_code == 0, result.output
+        return result.stdout.split()
+
+    assert complete("compress ga") == ["gate"]
+    assert complete("compress gate runs --mode ") == ["point", "confident"]
+    shown = cli.invoke(app, ["--show-completion", "bash"], prog_name="compress")
+    assert shown.exit_code == 0 and "_COMPRESS_COMPLETE=complete_bash" in shown.stdout
+
+
+def test_gate_mode_is_a_choice(cli):
+    from compress.results.gate import GATE_MODES
+
+    assert "<point|confident>" in _flat(cli.invoke(app, ["gate", "--help"]).stdout)
+    assert GATE_MODES == ("point", "confident")
+    result = cli.invoke(app, ["gate", "runs", "--mode", "fast"])
+    assert result.exit_code == 2
+    assert "'fast' is not one of 'point'," in _flat(result.output)

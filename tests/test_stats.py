@@ -1,5 +1,5 @@
-"""The promises of compress.measure.stats: intervals cover, tests match hand-worked values, bad input says
-what to fix."""
+"""The promises of compress.measure.stats and compress.measure.paired: intervals cover, tests match
+hand-worked and published values, bad input says what to fix."""
 
 from __future__ import annotations
 
@@ -7,7 +7,15 @@ import json
 
 import numpy as np
 import pytest
+from scipy import stats as sps
 
+from compress.measure.paired import (
+    paired_diff_in_diff,
+    paired_diff_interval,
+    paired_score_interval,
+    per_class_drop_upper,
+    samples_to_decide,
+)
 from compress.measure.stats import (
     Interval,
     McNemar,
@@ -16,11 +24,9 @@ from compress.measure.stats import (
     chi2_shift,
     ks_shift,
     mcnemar_exact,
-    paired_bootstrap_diff,
     psi,
     psi_categorical,
     ratio_interval,
-    required_sample_size,
     summarize_timings,
 )
 
@@ -41,61 +47,236 @@ CORRELATED = {"both": 0.72, "variant": 0.05, "baseline": 0.08, "none": 0.15}
 TRUE_DIFF_POINTS = -3.0
 
 
-# --- paired_bootstrap_diff ------------------------------------------------------------------------
+# --- paired_diff_interval: published values ------------------------------------------------------
 
 
-def test_bootstrap_interval_covers_true_difference_at_nominal_rate():
-    rng = np.random.default_rng(12345)
-    n_datasets = 200
-    covered = 0
-    for i in range(n_datasets):
-        variant, baseline = simulate_pairs(rng, 400, CORRELATED)
-        interval = paired_bootstrap_diff(variant, baseline, n_resamples=1000, seed=i)
-        covered += interval.low <= TRUE_DIFF_POINTS <= interval.high
-    # 95% nominal; 0.90-0.99 is about +-3 binomial standard errors for 200 datasets. An unpaired
-    # interval would be far too wide here and cover ~100% of the time.
-    assert 0.90 <= covered / n_datasets <= 0.99
+def test_score_interval_matches_published_worked_examples():
+    # Bentur et al. 2009 as in Fagerland, Lydersen & Laake 2014 (Stat Med 33:2850), table
+    # (a, b, c, d) = (1, 1, 7, 12): b = 1 pair right only under the first test, c = 7 only under
+    # the second. Tango's asymptotic score interval: -0.517 to -0.026 (their Table).
+    tango = paired_score_interval(1, 7, 21, continuity=0.0, corrected=False)
+    assert tango.estimate == pytest.approx(-100 * 6 / 21)
+    assert (round(tango.low / 100, 3), round(tango.high / 100, 3)) == (-0.517, -0.026)
+    # The same table with the bias and skewness corrections (SCAS, ratesci::pairbinci's worked
+    # example): -0.528113 to -0.018422; and Agresti & Min 2005, (53, 16, 8, 9): -0.020 to 0.207.
+    scas = paired_score_interval(1, 7, 21, continuity=0.0)
+    assert (round(scas.low / 100, 6), round(scas.high / 100, 6)) == (-0.528113, -0.018422)
+    agresti_min = paired_score_interval(16, 8, 86, continuity=0.0)
+    assert (round(agresti_min.low / 100, 3), round(agresti_min.high / 100, 3)) == (-0.020, 0.207)
 
 
-def test_bootstrap_estimate_is_plain_difference_in_points():
+def test_continuity_correction_widens_the_published_interval_by_about_half_a_pair():
+    published = paired_score_interval(16, 8, 86, continuity=0.0)
+    used = paired_score_interval(16, 8, 86)
+    assert used.method == "tango_scas_cc"
+    assert used.low < published.low and used.high > published.high
+    # Half a pair of 86 is 0.58 points; the limits move by about that much, not more than twice.
+    assert 0.3 < published.low - used.low < 1.2 and 0.3 < used.high - published.high < 1.2
+
+
+def test_estimate_is_plain_difference_in_points_and_deterministic():
     variant = np.array([1, 1, 1, 0, 0, 1, 0, 1, 1, 1])  # 7 / 10
     baseline = np.array([1, 1, 1, 1, 0, 1, 1, 1, 1, 1])  # 9 / 10
-    interval = paired_bootstrap_diff(variant, baseline)
+    interval = paired_diff_interval(variant, baseline)
     assert interval.estimate == pytest.approx(-20.0)
     assert interval.confidence == 0.95
-    assert interval.low <= interval.estimate <= interval.high
+    assert interval.low < interval.estimate < interval.high
+    assert paired_diff_interval(variant, baseline) == interval
+    assert paired_diff_interval(variant, baseline, confidence=0.99).low < interval.low
 
 
-def test_bootstrap_is_seeded():
-    rng = np.random.default_rng(0)
-    variant, baseline = simulate_pairs(rng, 500, CORRELATED)
-    first = paired_bootstrap_diff(variant, baseline, seed=7)
-    assert paired_bootstrap_diff(variant, baseline, seed=7) == first
-    assert paired_bootstrap_diff(variant, baseline, seed=8) != first
+def test_every_table_of_a_tiny_set_gives_an_interval_around_the_estimate():
+    # Per-class intervals see classes of one or two samples: every count must work.
+    for n in range(1, 13):
+        for b in range(n + 1):
+            for c in range(n + 1 - b):
+                interval = paired_score_interval(b, c, n)
+                assert -100.0 <= interval.low <= interval.estimate <= interval.high <= 100.0
+                assert interval.low < interval.high
 
 
-def test_bootstrap_is_paired_identical_predictions_give_zero_width():
-    correct = np.random.default_rng(1).random(300) < 0.7
-    interval = paired_bootstrap_diff(correct, correct.copy())
-    assert (interval.estimate, interval.low, interval.high) == (0.0, 0.0, 0.0)
+# --- no discordant pair: an honest bound, not [0, 0] ----------------------------------------------
 
 
-def test_bootstrap_width_matches_paired_standard_error():
+def test_zero_discordance_gives_a_nonzero_width_interval():
+    correct = np.random.default_rng(1).random(1000) < 0.92
+    interval = paired_diff_interval(correct, correct.copy())
+    assert interval.estimate == 0.0
+    assert interval.low < 0.0 < interval.high
+    # Any valid bound must reach the exact one-sided 97.5% Clopper-Pearson bound of "0 of 1000
+    # broken" (0.368 points), since a variant that only ever breaks predictions is possible.
+    assert 0.368 <= interval.high <= 0.45 and interval.low == pytest.approx(-interval.high)
+
+
+@pytest.mark.parametrize("n", [200, 539, 1000, 10_000])
+def test_drop_bound_with_no_fixed_prediction_is_at_least_the_exact_binomial_bound(n):
+    # When the variant fixes nothing, the drop is a binomial proportion; an upper bound below the
+    # Clopper-Pearson one would miss more than 2.5% of the time for some true drop.
+    for broken in range(12):
+        exact = 100 * sps.beta.ppf(0.975, broken + 1, n - broken)
+        assert -paired_score_interval(0, broken, n).low >= exact - 1e-9
+
+
+# --- coverage ----------------------------------------------------------------------------------------
+
+
+def one_sided_errors_exact(n: int, rate_broken: float) -> tuple[float, float]:
+    """Exact chance that the interval lies above / below the true change when the variant breaks
+    each sample with probability rate_broken and fixes none (the compression case)."""
+    broken = np.arange(0, int(n * rate_broken + 12 * np.sqrt(n * rate_broken) + 15))
+    weights = sps.binom.pmf(broken, n, rate_broken)
+    truth = -100 * rate_broken
+    above = below = 0.0
+    for k, w in zip(broken, weights, strict=True):
+        if w < 1e-12:
+            continue
+        interval = paired_score_interval(0, int(k), n)
+        above += w * (interval.low > truth)
+        below += w * (interval.high < truth)
+    return above, below
+
+
+@pytest.mark.parametrize("n", [200, 539, 1000, 5000])
+def test_exact_one_sided_errors_stay_at_nominal_when_few_pairs_disagree(n):
+    # Expected broken predictions from 0.1 to 40, densely around the few-pairs region where the
+    # bootstrap failed (13% at 2 expected pairs) and where a zero-count bound is tested hardest.
+    for expected in np.geomspace(0.1, 40, 24):
+        above, below = one_sided_errors_exact(n, expected / n)
+        assert above <= 0.025 and below <= 0.025, (n, expected, above, below)
+
+
+def simulate_counts(rng, n, rate_fixed, rate_broken, n_sets):
+    """Discordant-pair counts of n_sets simulated held-out sets of n paired samples."""
+    counts = rng.multinomial(n, [rate_fixed, rate_broken, 1 - rate_fixed - rate_broken], n_sets)
+    return counts[:, 0], counts[:, 1]
+
+
+def one_sided_errors_simulated(rng, n, rate_fixed, rate_broken, n_sets):
+    fixed, broken = simulate_counts(rng, n, rate_fixed, rate_broken, n_sets)
+    truth = 100 * (rate_fixed - rate_broken)
+    pairs, index = np.unique(np.stack([fixed, broken], axis=1), axis=0, return_inverse=True)
+    limits = np.array([
+        (lambda iv: (iv.low, iv.high))(paired_score_interval(int(b), int(c), n)) for b, c in pairs
+    ])
+    low, high = limits[index.ravel(), 0], limits[index.ravel(), 1]
+    return float(np.mean(low > truth)), float(np.mean(high < truth))
+
+
+@pytest.mark.slow
+def test_coverage_simulation_over_discordance_rates_and_sizes():
+    # 2.5% at each end; simulation error allowance 3 standard errors of a 2.5% rate over n_sets
+    # (1.05 points at 2,000 sets), so the test fails for a method that really under-covers.
+    n_sets = 2000
+    allowance = 0.025 + 3 * np.sqrt(0.025 * 0.975 / n_sets)
+    rng = np.random.default_rng(20261130)
+    for n in (200, 539, 1000, 2000, 5000, 10_000):
+        for discordance in (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05):
+            # the variant only breaks (the compression case), or breaks 3 for each 1 it fixes
+            for fixed_share in (0.0, 0.25):
+                above, below = one_sided_errors_simulated(
+                    rng, n, discordance * fixed_share, discordance * (1 - fixed_share), n_sets
+                )
+                assert above <= allowance and below <= allowance, (n, discordance, fixed_share,
+                                                                   above, below)
+
+
+def test_simulated_sets_through_the_arrays_match_the_counts():
+    # The coverage tests work on counts; the function the evaluator calls works on arrays.
+    rng = np.random.default_rng(5)
+    variant, baseline = simulate_pairs(rng, 700, CORRELATED)
+    b = int(np.count_nonzero(variant & ~baseline))
+    c = int(np.count_nonzero(~variant & baseline))
+    assert paired_diff_interval(variant, baseline) == paired_score_interval(b, c, 700)
+
+
+def test_width_matches_the_paired_standard_error_with_many_discordant_pairs():
     variant, baseline = simulate_pairs(np.random.default_rng(3), 10_000, CORRELATED)
-    interval = paired_bootstrap_diff(variant, baseline, n_resamples=2000)
+    interval = paired_diff_interval(variant, baseline)
     d = variant.astype(float) - baseline.astype(float)
     expected_half_width = 1.959964 * d.std() / np.sqrt(d.size) * 100
-    assert (interval.high - interval.low) / 2 == pytest.approx(expected_half_width, rel=0.1)
+    assert (interval.high - interval.low) / 2 == pytest.approx(expected_half_width, rel=0.03)
 
 
 def test_interval_is_frozen_and_json_ready():
-    interval = paired_bootstrap_diff([1, 0, 1, 1], [1, 1, 0, 1], n_resamples=100)
+    interval = paired_diff_interval([1, 0, 1, 1], [1, 1, 0, 1])
     with pytest.raises(AttributeError):
         interval.low = 0.0  # type: ignore[misc]
     as_dict = interval.to_dict()
-    assert set(as_dict) == {"estimate", "low", "high", "confidence"}
-    assert all(type(value) is float for value in as_dict.values())
+    assert set(as_dict) == {"estimate", "low", "high", "confidence", "method"}
+    assert as_dict["method"] == "tango_scas_cc"
     json.dumps(as_dict)
+    assert "method" not in ratio_interval([2.0, 2.1], [1.0, 1.1]).to_dict()
+
+
+# --- through the gate -------------------------------------------------------------------------------
+
+
+def test_confident_gate_does_not_pass_zero_changes_out_of_539_at_half_a_point():
+    from compress.measure.accuracy import EvalResult, compare
+    from compress.results.gate import gate_variant
+
+    labels = np.arange(539) % 10
+    predictions = labels.copy()
+    predictions[:40] = (labels[:40] + 1) % 10  # the baseline is wrong on 40
+    logits = np.eye(10, dtype=np.float32)[predictions]
+
+    def result(preds):
+        return EvalResult("heldout", 539, float(100 * np.mean(preds == labels)), None, preds,
+                          preds == labels, np.ones(539, np.float32), labels, logits)
+
+    accuracy = compare(result(predictions.copy()), result(predictions))
+    assert accuracy["mcnemar"]["n_variant_only"] == accuracy["mcnemar"]["n_baseline_only"] == 0
+    variant = {"status": "ok", "accuracy": {**accuracy, "heldout": {"n": 539}}}
+    gate = {"mode": "confident", "max_accuracy_drop": 0.5}
+    verdict = gate_variant("int8", variant, gate)
+    assert verdict["verdict"] == "fail"
+    check = verdict["checks"][0]
+    assert check["value"] > 0.5  # the upper bound of the drop: about 0.72 points, not 0
+    assert check["needed_heldout_n"] == samples_to_decide(0.0, 0.0, 0.5)
+    assert gate_variant("int8", variant, {**gate, "max_accuracy_drop": 1.0})["verdict"] == "pass"
+    assert gate_variant("int8", variant, {**gate, "mode": "point"})["verdict"] == "pass"
+
+
+# --- worst class ----------------------------------------------------------------------------------
+
+
+def test_per_class_drop_upper_is_the_paired_bound_on_each_class():
+    labels = np.repeat([0, 1, 2], 50)
+    baseline = np.ones(150, bool)
+    variant = baseline.copy()
+    variant[50:55] = False  # class 1: 5 of 50 broken
+    uppers = per_class_drop_upper(variant, baseline, labels, n_classes=4)
+    assert uppers[3] is None  # no samples
+    assert uppers[0] == uppers[2] == pytest.approx(-paired_score_interval(0, 0, 50).low)
+    assert uppers[1] == pytest.approx(-paired_score_interval(0, 5, 50).low)
+    assert uppers[1] > 10.0 > uppers[0] > 0.0
+
+
+def test_worst_class_confident_gate_uses_the_largest_upper_bound():
+    from compress.measure.accuracy import EvalResult, compare
+    from compress.results.gate import gate_variant
+
+    labels = np.repeat(np.arange(5), 100)
+    base_pred = labels.copy()
+    var_pred = labels.copy()
+    var_pred[200:203] = 0  # class 2: 3 of 100 broken
+
+    def result(preds):
+        logits = np.eye(5, dtype=np.float32)[preds]
+        return EvalResult("heldout", 500, float(100 * np.mean(preds == labels)), None, preds,
+                          preds == labels, np.ones(500, np.float32), labels, logits)
+
+    acc = compare(result(var_pred), result(base_pred))
+    pc = acc["per_class"]
+    assert (pc["worst_class"], pc["worst_class_drop_points"]) == (2, pytest.approx(3.0))
+    assert pc["worst_class_drop_high_class"] == 2
+    assert pc["worst_class_drop_high_points"] == pytest.approx(-paired_score_interval(0, 3, 100).low)
+    variant = {"status": "ok", "accuracy": acc}
+    rule = {"max_worst_class_drop": 5.0}
+    assert gate_variant("v", variant, {**rule, "mode": "point"})["verdict"] == "pass"
+    confident = gate_variant("v", variant, {**rule, "mode": "confident"})
+    assert confident["verdict"] == "fail"  # 3 of 100 broken: the class may have lost ~8 points
+    assert confident["checks"][0]["value"] == pytest.approx(pc["worst_class_drop_high_points"])
 
 
 # --- mcnemar_exact --------------------------------------------------------------------------------
@@ -129,33 +310,40 @@ def test_mcnemar_without_discordant_pairs_is_one():
     assert result.to_dict() == {"n_variant_only": 0, "n_baseline_only": 0, "p_value": 1.0}
 
 
-# --- required_sample_size -------------------------------------------------------------------------
+# --- samples_to_decide ----------------------------------------------------------------------------
 
 
-def test_required_sample_size_worked_example():
-    # z(0.975) = 1.959964; n = (z * 100 / margin)^2 * p_disc
-    # margin 1 point, p_disc 0.1: 1.959964^2 * 10000 * 0.1 = 3841.46 -> 3842
-    # margin 2 points:            3841.46 / 4             =  960.36 ->  961
-    assert required_sample_size(0.1, 1.0) == 3842
-    assert required_sample_size(0.1, 2.0) == 961
+def test_samples_to_decide_is_the_first_size_whose_interval_decides():
+    # At the returned n the score interval of the drop clears the tolerance; one sample fewer, not.
+    for fixed, broken, tolerance in ((0.0, 0.0, 0.5), (0.002, 0.005, 1.0), (0.01, 0.04, 1.0)):
+        n = samples_to_decide(fixed, broken, tolerance)
+        drop = 100 * (broken - fixed)
+
+        def clears(k, fixed=fixed, broken=broken, tolerance=tolerance, drop=drop):
+            interval = paired_score_interval(k * fixed, k * broken, k)
+            return -interval.low <= tolerance if drop < tolerance else -interval.high > tolerance
+
+        assert clears(n) and not clears(n - 1), (fixed, broken, tolerance, n)
 
 
-def test_required_sample_size_grows_as_margin_shrinks():
-    sizes = [required_sample_size(0.05, margin) for margin in (4.0, 2.0, 1.0, 0.5)]
-    assert sizes == sorted(sizes)
-    assert len(set(sizes)) == len(sizes)
-    assert required_sample_size(0.05, 1.0, confidence=0.99) > required_sample_size(0.05, 1.0)
+def test_samples_to_decide_matches_the_normal_approximation_with_many_discordant_pairs():
+    # margin 1 point at 10% discordance, no net change: (1.96 * 100 / 1)^2 * 0.1 = 3842 for the
+    # normal approximation; the continuity and skewness corrections ask a few percent more.
+    assert 3842 <= samples_to_decide(0.05, 0.05, 1.0) <= 3842 * 1.05
 
 
-def test_required_sample_size_makes_the_margin_hold():
-    # At the returned n the normal half-width is within the margin; one sample fewer it is not.
-    p_disc, margin = 0.08, 1.5
-    n = required_sample_size(p_disc, margin)
+def test_samples_to_decide_with_nothing_changed_is_about_four_over_the_tolerance():
+    # 0 of n changed bounds the drop by about 3.9 / n: 0.5 points needs about 780 samples.
+    n = samples_to_decide(0.0, 0.0, 0.5)
+    assert 740 <= n <= 800
+    assert samples_to_decide(0.0, 0.0, 1.0) == pytest.approx(n / 2, abs=2)
 
-    def half_width(k):
-        return 1.959964 * np.sqrt(p_disc / k) * 100
 
-    assert half_width(n) <= margin < half_width(n - 1)
+def test_samples_to_decide_grows_as_the_margin_shrinks_and_none_on_the_tolerance():
+    sizes = [samples_to_decide(0.01, 0.02, tol) for tol in (4.0, 3.0, 2.0, 1.5)]
+    assert sizes == sorted(sizes) and len(set(sizes)) == len(sizes)
+    assert samples_to_decide(0.01, 0.02, 1.0) is None  # the estimate is the tolerance
+    assert samples_to_decide(0.01, 0.05, 1.0) < samples_to_decide(0.01, 0.05, 1.0, confidence=0.99)
 
 
 # --- PSI ------------------------------------------------------------------------------------------
@@ -283,19 +471,20 @@ def test_ratio_interval_brackets_the_true_speedup():
 GOOD = np.array([1, 0, 1, 1, 0, 1])
 
 BAD_INPUTS = [
-    (paired_bootstrap_diff, ([], []), {}, "correct_variant is empty"),
-    (paired_bootstrap_diff, (GOOD, GOOD[:-1]), {}, "6 samples but correct_baseline has 5"),
-    (paired_bootstrap_diff, (GOOD, GOOD), {"confidence": 1.0}, "strictly between 0 and 1"),
-    (paired_bootstrap_diff, (GOOD, GOOD), {"confidence": 95}, "strictly between 0 and 1"),
-    (paired_bootstrap_diff, (GOOD, GOOD), {"n_resamples": 50}, "at least 100"),
-    (paired_bootstrap_diff, ([0, 2, 1], [0, 1, 1]), {}, "booleans or 0/1"),
-    (paired_bootstrap_diff, (GOOD.reshape(2, 3), GOOD.reshape(2, 3)), {}, "must be a 1-D array"),
+    (paired_diff_interval, ([], []), {}, "correct_variant is empty"),
+    (paired_diff_interval, (GOOD, GOOD[:-1]), {}, "6 samples but correct_baseline has 5"),
+    (paired_diff_interval, (GOOD, GOOD), {"confidence": 1.0}, "strictly between 0 and 1"),
+    (paired_diff_interval, (GOOD, GOOD), {"confidence": 95}, "strictly between 0 and 1"),
+    (paired_diff_interval, ([0, 2, 1], [0, 1, 1]), {}, "booleans or 0/1"),
+    (paired_diff_interval, (GOOD.reshape(2, 3), GOOD.reshape(2, 3)), {}, "must be a 1-D array"),
+    (paired_score_interval, (3, 4, 5), {}, "exceed the 5 samples"),
+    (paired_score_interval, (-1, 0, 5), {}, "counts >= 0"),
+    (per_class_drop_upper, (GOOD, GOOD, [0, 1, 2]), {"n_classes": 3}, "labels has 3 entries"),
     (mcnemar_exact, (GOOD, GOOD[:3]), {}, "same held-out samples"),
-    (required_sample_size, (0.1, 0.0), {}, "margin_points must be a positive"),
-    (required_sample_size, (0.1, -1.0), {}, "margin_points must be a positive"),
-    (required_sample_size, (0.0, 1.0), {}, "rule of three"),
-    (required_sample_size, (1.5, 1.0), {}, r"must lie in \(0, 1\]"),
-    (required_sample_size, (0.1, 1.0), {"confidence": 0.0}, "strictly between 0 and 1"),
+    (samples_to_decide, (0.1, 0.1, -1.0), {}, "tolerance_points must be"),
+    (samples_to_decide, (1.5, 0.0, 1.0), {}, r"must lie in \[0, 1\]"),
+    (samples_to_decide, (0.6, 0.6, 1.0), {}, "exceeds 1"),
+    (samples_to_decide, (0.1, 0.1, 1.0), {"confidence": 0.0}, "strictly between 0 and 1"),
     (psi, ([], [1.0]), {}, "reference is empty"),
     (psi, ([1.0, np.nan], [1.0]), {}, "NaN or infinity"),
     (psi, ([1.0, 2.0], [1.0]), {"bins": 1}, "at least 2"),
@@ -326,23 +515,62 @@ def test_bad_input_raises_helpful_value_error(function, args, kwargs, message):
 
 
 def test_diff_in_diff_covers_the_true_difference_at_nominal_rate():
-    from compress.measure.stats import paired_diff_in_diff
-
     # Set A: variant 3 points worse than baseline; set B: variant as good. True value: -3 points.
     same = {"both": 0.75, "variant": 0.05, "baseline": 0.05, "none": 0.15}
     rng = np.random.default_rng(2024)
     covered = 0
-    for i in range(200):
+    for _ in range(200):
         va, ba = simulate_pairs(rng, 300, CORRELATED)
         vb, bb = simulate_pairs(rng, 300, same)
-        interval = paired_diff_in_diff(va, ba, vb, bb, n_resamples=1000, seed=i)
+        interval = paired_diff_in_diff(va, ba, vb, bb)
         covered += interval.low <= TRUE_DIFF_POINTS <= interval.high
-    assert 0.90 <= covered / 200 <= 0.99
+    assert 0.90 <= covered / 200 <= 0.995
+
+
+@pytest.mark.slow
+def test_diff_in_diff_one_sided_errors_with_few_discordant_pairs():
+    # Growth of a gap: set A (e.g. drift) where the variant breaks `rate_a` of the samples, set B
+    # (held-out) where it breaks `rate_b`; truth -100 * (rate_a - rate_b) points. Each end <= 2.5%
+    # within 3 simulation standard errors.
+    n_sets = 2000
+    allowance = 0.025 + 3 * np.sqrt(0.025 * 0.975 / n_sets)
+    rng = np.random.default_rng(7)
+    cache: dict = {}
+
+    def limits(b, c, n):
+        key = (b, c, n)
+        if key not in cache:
+            cache[key] = paired_score_interval(b, c, n)
+        return cache[key]
+
+    from compress.measure.paired import _mover_difference
+
+    for n_a, n_b in ((500, 1000), (2000, 2000), (10_000, 1000)):
+        for rate_a, rate_b in ((0.002, 0.0), (0.005, 0.001), (0.02, 0.005), (0.001, 0.001)):
+            fixed_a, broken_a = simulate_counts(rng, n_a, 0.0, rate_a, n_sets)
+            fixed_b, broken_b = simulate_counts(rng, n_b, 0.0, rate_b, n_sets)
+            truth = -100 * (rate_a - rate_b)
+            above = below = 0
+            for fa, ca, fb, cb in zip(fixed_a, broken_a, fixed_b, broken_b, strict=True):
+                iv = _mover_difference(limits(int(fa), int(ca), n_a), limits(int(fb), int(cb), n_b),
+                                       "mover")
+                above += iv.low > truth
+                below += iv.high < truth
+            assert above / n_sets <= allowance and below / n_sets <= allowance, (
+                n_a, n_b, rate_a, rate_b, above / n_sets, below / n_sets)
+
+
+def test_diff_in_diff_with_no_discordant_pair_is_not_zero_width():
+    correct = np.random.default_rng(0).random(1000) < 0.9
+    interval = paired_diff_in_diff(correct, correct.copy(), correct[:500], correct[:500].copy())
+    assert interval.estimate == 0.0 and interval.low < 0.0 < interval.high
+    assert interval.method == "mover_tango_scas_cc"
+    # square-and-add of the two zero-count half-widths (n=1000 and n=500)
+    expected = np.hypot(paired_score_interval(0, 0, 1000).high, paired_score_interval(0, 0, 500).high)
+    assert interval.high == pytest.approx(expected)
 
 
 def test_diff_in_diff_estimate_is_the_difference_of_paired_changes():
-    from compress.measure.stats import paired_diff_in_diff
-
     va, ba = pairs_with_discordance(1, 9, n_both=10)  # change -40 points on 20 pairs
     vb, bb = pairs_with_discordance(2, 2, n_both=16)  # change 0
     assert paired_diff_in_diff(va, ba, vb, bb).estimate == pytest.approx(-40.0)

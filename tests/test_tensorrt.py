@@ -8,13 +8,14 @@ everywhere. Building and running engines needs TensorRT 10 and an NVIDIA GPU: th
 from __future__ import annotations
 
 import importlib.util
+import re
 
 import numpy as np
 import pytest
 from pydantic import ValidationError
 
 from compress.engine.tensorrt import check_fingerprint, compare_fingerprints
-from compress.errors import MissingDependency, RecipeError, RuntimeFailure, StepError
+from compress.errors import MissingDependency, RecipeError, RuntimeFailure, StepError, install_hint
 from compress.steps.engine import EngineConfig
 from compress.steps.engine import apply as build
 
@@ -27,7 +28,7 @@ FP = {"tensorrt": "10.3.0", "cuda": "12.4", "cuda_major": "12", "driver": "550.5
 
 def requires_tensorrt():
     if not HAS_TENSORRT:
-        pytest.skip("needs the tensorrt package (pip install 'compress[tensorrt]'), not installed here")
+        pytest.skip("needs the tensorrt package (the tensorrt extra), not installed here")
     import torch
 
     if not torch.cuda.is_available():
@@ -77,7 +78,7 @@ def test_int8_qdq_needs_a_quantized_model(tiny_onnx_artifact, tiny_step_ctx):
 
 @pytest.mark.skipif(HAS_TENSORRT, reason="tensorrt is installed here")
 def test_missing_tensorrt_names_the_extra(tiny_onnx_artifact, tiny_step_ctx):
-    with pytest.raises(MissingDependency, match=r"pip install 'compress\[tensorrt\]'"):
+    with pytest.raises(MissingDependency, match=re.escape(install_hint("tensorrt"))):
         build(tiny_onnx_artifact, EngineConfig(precision="fp16"), tiny_step_ctx)
     assert tiny_step_ctx.consumed == set()  # nothing read before the dependency check
 

@@ -2,7 +2,7 @@
 
 The evaluator only sees a ``Session`` and a split: it never knows which steps made the model.
 Per-sample predictions (and logits) are kept so that the comparison with the baseline is paired
-(same samples, same order): the change in top-1 gets a bootstrap interval and McNemar's test, and
+(same samples, same order): the change in top-1 gets a paired score interval and McNemar's test, and
 the outputs get a fidelity measure (cosine similarity and KL divergence of the softmax).
 """
 
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from compress.errors import InputError
-from compress.measure import stats
+from compress.measure import paired, stats
 from compress.run.progress import track
 
 
@@ -156,14 +156,11 @@ def _check_same_samples(variant: EvalResult, baseline: EvalResult) -> None:
         raise ValueError("variant and baseline were evaluated on different samples")
 
 
-def compare(variant: EvalResult, baseline: EvalResult, *, n_resamples: int = 2000, seed: int = 0,
-            confidence: float = 0.95) -> dict:
-    """Paired comparison on the same samples: change in points with a bootstrap interval,
+def compare(variant: EvalResult, baseline: EvalResult, *, confidence: float = 0.95) -> dict:
+    """Paired comparison on the same samples: change in points with the paired score interval,
     McNemar's exact test, agreement of predictions, top-5, per-class accuracy and fidelity."""
     _check_same_samples(variant, baseline)
-    interval = stats.paired_bootstrap_diff(
-        variant.correct, baseline.correct, n_resamples=n_resamples, seed=seed, confidence=confidence
-    )
+    interval = paired.paired_diff_interval(variant.correct, baseline.correct, confidence=confidence)
     mc = stats.mcnemar_exact(variant.correct, baseline.correct)
     out = {
         "change_points": variant.top1 - baseline.top1,
@@ -176,9 +173,8 @@ def compare(variant: EvalResult, baseline: EvalResult, *, n_resamples: int = 200
     }
     if variant.top5_correct is not None and baseline.top5_correct is not None:
         out["top5_change_points"] = variant.top5 - baseline.top5
-        out["top5_change_interval"] = stats.paired_bootstrap_diff(
-            variant.top5_correct, baseline.top5_correct, n_resamples=n_resamples, seed=seed,
-            confidence=confidence,
+        out["top5_change_interval"] = paired.paired_diff_interval(
+            variant.top5_correct, baseline.top5_correct, confidence=confidence
         ).to_dict()
     n_classes = variant.n_classes or baseline.n_classes
     if n_classes and variant.labels is not None and baseline.labels is not None:
@@ -186,10 +182,15 @@ def compare(variant: EvalResult, baseline: EvalResult, *, n_resamples: int = 200
         b_acc, _ = per_class_accuracy(baseline, n_classes)
         drops = [(b - v, c) for c, (v, b) in enumerate(zip(v_acc, b_acc, strict=True)) if v is not None]
         worst_drop, worst = max(drops)
+        uppers = paired.per_class_drop_upper(variant.correct, baseline.correct, variant.labels,
+                                            n_classes, confidence=confidence)
+        high, high_class = max((u, c) for c, u in enumerate(uppers) if u is not None)
         out["per_class"] = {
             "variant_top1": v_acc, "baseline_top1": b_acc, "n": counts,
             "worst_class": int(worst), "worst_class_drop_points": float(worst_drop),
             "worst_class_n": int(counts[worst]),
+            # Upper limit of the largest true per-class drop (the largest per-class upper limit).
+            "worst_class_drop_high_points": float(high), "worst_class_drop_high_class": int(high_class),
         }
     if variant.logits is not None and baseline.logits is not None:
         out["fidelity"] = fidelity(variant.logits, baseline.logits)
@@ -201,14 +202,15 @@ def compare(variant: EvalResult, baseline: EvalResult, *, n_resamples: int = 200
 
 def drop_decision(acc: dict, tolerance_points: float) -> dict:
     """Whether the held-out interval of the drop lies wholly within, wholly beyond, or across the
-    tolerance; across it, about how many held-out samples would decide (same discordance rate)."""
+    tolerance; across it, about how many held-out samples would decide with the same interval
+    (``paired.samples_to_decide``, at the observed rates of each kind of discordant pair)."""
     if tolerance_points is None or tolerance_points < 0:
         raise ValueError(
             f"the accuracy tolerance must be a number of points >= 0, got {tolerance_points!r}"
         )
     iv = acc["change_interval"]
     drop, drop_low, drop_high = -acc["change_points"], -iv["high"], -iv["low"]
-    n = acc.get("change_n")
+    n = acc.get("change_n") or (acc.get("heldout") or {}).get("n")
     out = {"tolerance_points": tolerance_points, "drop_points": drop, "drop_low": drop_low,
            "drop_high": drop_high, "confidence": iv["confidence"], "n": n, "needed_n": None}
     if drop_high <= tolerance_points + 1e-9:
@@ -217,10 +219,16 @@ def drop_decision(acc: dict, tolerance_points: float) -> dict:
         out["state"] = "beyond"
     else:
         out["state"] = "undecided"
-        margin = abs(tolerance_points - drop)
-        rate = acc.get("discordance_rate") or (3.0 / n if n else None)
-        if margin > 1e-9 and rate:
-            out["needed_n"] = stats.required_sample_size(min(rate, 1.0), margin, iv["confidence"])
+        # Rates of each kind of discordant pair, from the change and the discordance rate.
+        rate, change = acc.get("discordance_rate"), acc["change_points"] / 100.0
+        mc = acc.get("mcnemar")
+        if rate is None and n and mc:
+            rate = (mc["n_variant_only"] + mc["n_baseline_only"]) / n
+        if rate is not None:
+            out["needed_n"] = paired.samples_to_decide(
+                max((rate + change) / 2.0, 0.0), max((rate - change) / 2.0, 0.0),
+                tolerance_points, iv["confidence"],
+            )
     return out
 
 
@@ -228,9 +236,10 @@ def drop_decision(acc: dict, tolerance_points: float) -> dict:
 
 
 def overfit_gap(variant: dict[str, EvalResult], baseline: dict[str, EvalResult], fit_role: str, *,
-                n_resamples: int = 2000, seed: int = 0, confidence: float = 0.95) -> dict:
+                confidence: float = 0.95) -> dict:
     """Accuracy on the data a model was fitted on minus held-out accuracy, for the variant and the
-    baseline, and the growth of the variant's gap over the baseline's with a bootstrap interval.
+    baseline, and the growth of the variant's gap over the baseline's with an interval
+    (``paired.paired_diff_in_diff``).
 
     A variant fine-tuned until it memorises its (small) train split shows a gap far larger than
     the baseline's; one that generalises shows about the same gap.
@@ -241,10 +250,9 @@ def overfit_gap(variant: dict[str, EvalResult], baseline: dict[str, EvalResult],
             raise ValueError(f"overfit_gap needs the {who}'s {sorted(missing)} results")
     v_gap = variant[fit_role].top1 - variant["heldout"].top1
     b_gap = baseline[fit_role].top1 - baseline["heldout"].top1
-    interval = stats.paired_diff_in_diff(
+    interval = paired.paired_diff_in_diff(
         variant[fit_role].correct, baseline[fit_role].correct,
-        variant["heldout"].correct, baseline["heldout"].correct,
-        n_resamples=n_resamples, seed=seed, confidence=confidence,
+        variant["heldout"].correct, baseline["heldout"].correct, confidence=confidence,
     )
     return {
         "fit_split": fit_role, "fit_n": variant[fit_role].n, "heldout_n": variant["heldout"].n,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from compress.measure import stats
+from compress.measure.paired import paired_diff_in_diff, paired_diff_interval
 
 # The conventional reading of a population stability index.
 PSI_READING = ((0.1, "none"), (0.25, "moderate"), (float("inf"), "major"))
@@ -47,8 +48,7 @@ def labelled_shift(correct_heldout, correct_drift, *, paired: bool, alpha: float
     held = np.asarray(correct_heldout, dtype=bool)
     drift = np.asarray(correct_drift, dtype=bool)
     if paired:
-        interval = stats.paired_bootstrap_diff(drift, held, n_resamples=n_resamples, seed=seed,
-                                               confidence=1 - alpha)
+        interval = paired_diff_interval(drift, held, confidence=1 - alpha)
         p_value, test = stats.mcnemar_exact(drift, held).p_value, "mcnemar"
     else:
         interval, p_value = stats.two_sample_accuracy_shift(
@@ -64,12 +64,11 @@ def labelled_shift(correct_heldout, correct_drift, *, paired: bool, alpha: float
 
 
 def drift_degradation(variant_heldout, baseline_heldout, variant_drift, baseline_drift, *,
-                      n_resamples: int = 2000, seed: int = 0, confidence: float = 0.95) -> dict:
+                      confidence: float = 0.95) -> dict:
     """How many more points the variant loses than the baseline when moving from held-out to the
     drift set: (variant - baseline on held-out) - (variant - baseline on drift). Positive = worse."""
-    interval = stats.paired_diff_in_diff(
-        variant_heldout, baseline_heldout, variant_drift, baseline_drift,
-        n_resamples=n_resamples, seed=seed, confidence=confidence,
+    interval = paired_diff_in_diff(
+        variant_heldout, baseline_heldout, variant_drift, baseline_drift, confidence=confidence,
     )
     return {"drop_increase_points": interval.estimate, "drop_increase_interval": interval.to_dict()}
 

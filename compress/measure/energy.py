@@ -13,7 +13,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-NVML_INSTALL_HINT = "pip install 'compress[nvml]'"
+from compress.errors import install_hint
+
+NVML_INSTALL_HINT = install_hint("nvml")
 
 # Top-level RAPL zones only: "intel-rapl:0", not the sub-domain "intel-rapl:0:0" (core, uncore, dram),
 # whose energy is already inside its package, nor "intel-rapl-mmio:0", a second view of package 0.

@@ -1,13 +1,13 @@
 """Honest statistics behind the evaluator's gate and the profiler.
 
-Pure functions on numpy arrays: paired accuracy differences with bootstrap intervals, McNemar's
-exact test, sample-size planning, distribution shift (PSI, KS, chi-square) and timing summaries.
+Pure functions on numpy arrays: McNemar's exact test, the accuracy change between different
+samples, distribution shift (PSI, KS, chi-square) and timing summaries with bootstrap intervals.
+The paired accuracy intervals (two models on the same samples) are in ``compress.measure.paired``.
 Bad input raises ``ValueError`` with a message that names the problem and the fix.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -21,13 +21,10 @@ __all__ = [
     "chi2_shift",
     "ks_shift",
     "mcnemar_exact",
-    "paired_bootstrap_diff",
-    "paired_diff_in_diff",
     "two_sample_accuracy_shift",
     "psi",
     "psi_categorical",
     "ratio_interval",
-    "required_sample_size",
     "summarize_timings",
 ]
 
@@ -45,12 +42,21 @@ class _JsonReady:
 
 @dataclass(frozen=True)
 class Interval(_JsonReady):
-    """A point estimate with a two-sided interval at ``confidence`` (e.g. 0.95)."""
+    """A point estimate with a two-sided interval at ``confidence`` (e.g. 0.95); ``method`` names
+    how the interval was computed where more than one method exists (omitted from ``to_dict`` when
+    None)."""
 
     estimate: float
     low: float
     high: float
     confidence: float
+    method: str | None = None
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        if out["method"] is None:
+            del out["method"]
+        return out
 
 
 @dataclass(frozen=True)
@@ -185,76 +191,7 @@ def _bootstrap_medians(
     return medians
 
 
-# --- accuracy: paired comparison of two models on the same samples -------------------------------
-
-
-def paired_bootstrap_diff(
-    correct_variant,
-    correct_baseline,
-    *,
-    n_resamples: int = 2000,
-    confidence: float = 0.95,
-    seed: int = 0,
-) -> Interval:
-    """Accuracy of variant minus baseline in percentage points (-0.8 = 0.8 points worse), with a
-    paired percentile bootstrap interval, so agreement between the models narrows it."""
-    variant, baseline = _as_paired(correct_variant, correct_baseline)
-    _check_confidence(confidence)
-    _check_n_resamples(n_resamples)
-    n = variant.size
-    n_variant_only = int(np.count_nonzero(variant & ~baseline))
-    n_baseline_only = int(np.count_nonzero(~variant & baseline))
-    estimate = 100.0 * (n_variant_only - n_baseline_only) / n
-    # Resampling the n pairs jointly only matters through how many of each kind of pair (d = +1, 0,
-    # -1) are drawn, and those counts are exactly multinomial: this is the same bootstrap as
-    # drawing index matrices, at O(n_resamples) cost and memory instead of O(n * n_resamples).
-    n_agree = n - n_variant_only - n_baseline_only
-    rng = np.random.default_rng(seed)
-    counts = rng.multinomial(
-        n, np.array([n_variant_only, n_baseline_only, n_agree]) / n, n_resamples
-    )
-    replicates = 100.0 * (counts[:, 0] - counts[:, 1]) / n
-    return _percentile_interval(estimate, replicates, confidence)
-
-
-def _paired_replicates(
-    variant: np.ndarray, baseline: np.ndarray, n_resamples: int, rng: np.random.Generator
-) -> tuple[float, np.ndarray]:
-    """Point estimate and bootstrap replicates of the paired accuracy change, in points."""
-    n = variant.size
-    n_variant_only = int(np.count_nonzero(variant & ~baseline))
-    n_baseline_only = int(np.count_nonzero(~variant & baseline))
-    n_agree = n - n_variant_only - n_baseline_only
-    counts = rng.multinomial(
-        n, np.array([n_variant_only, n_baseline_only, n_agree]) / n, n_resamples
-    )
-    return 100.0 * (n_variant_only - n_baseline_only) / n, 100.0 * (counts[:, 0] - counts[:, 1]) / n
-
-
-def paired_diff_in_diff(
-    correct_variant_a,
-    correct_baseline_a,
-    correct_variant_b,
-    correct_baseline_b,
-    *,
-    n_resamples: int = 2000,
-    confidence: float = 0.95,
-    seed: int = 0,
-) -> Interval:
-    """(variant - baseline on set A) - (variant - baseline on set B), in points, with a bootstrap
-    interval: pairs are resampled within each set, the two sets independently.
-
-    With A = train and B = held-out this is the growth of the variant's overfitting gap over the
-    baseline's; with A = held-out and B = drift, how much more the variant loses under the shift.
-    """
-    variant_a, baseline_a = _as_paired(correct_variant_a, correct_baseline_a)
-    variant_b, baseline_b = _as_paired(correct_variant_b, correct_baseline_b)
-    _check_confidence(confidence)
-    _check_n_resamples(n_resamples)
-    rng = np.random.default_rng(seed)
-    estimate_a, replicates_a = _paired_replicates(variant_a, baseline_a, n_resamples, rng)
-    estimate_b, replicates_b = _paired_replicates(variant_b, baseline_b, n_resamples, rng)
-    return _percentile_interval(estimate_a - estimate_b, replicates_a - replicates_b, confidence)
+# --- accuracy of two models on different samples ------------------------------------------------
 
 
 def two_sample_accuracy_shift(
@@ -299,36 +236,6 @@ def mcnemar_exact(correct_variant, correct_baseline) -> McNemar:
         return McNemar(n_variant_only, n_baseline_only, 1.0)
     p_value = sps.binomtest(n_variant_only, n_discordant, p=0.5, alternative="two-sided").pvalue
     return McNemar(n_variant_only, n_baseline_only, float(p_value))
-
-
-def required_sample_size(
-    discordance_rate: float, margin_points: float, confidence: float = 0.95
-) -> int:
-    """Paired samples needed for the normal-approximation interval of the accuracy difference to
-    have a half-width of at most ``margin_points`` percentage points.
-
-    The per-pair difference d in {-1, 0, 1} has variance p_disc - (p_b - p_c)^2 <= p_disc, so the
-    discordance rate alone serves as a conservative variance: n = (z * 100 / margin)^2 * p_disc.
-    """
-    if not 0.0 < discordance_rate <= 1.0:
-        if discordance_rate == 0.0:
-            raise ValueError(
-                "discordance_rate is 0: with no disagreeing pairs the variance estimate is 0 and "
-                "no sample size follows; pass an upper bound instead, e.g. 3 / n_samples "
-                "(rule of three)."
-            )
-        raise ValueError(
-            f"discordance_rate is the fraction of pairs where exactly one model is right and must "
-            f"lie in (0, 1], got {discordance_rate!r}."
-        )
-    if not margin_points > 0.0:
-        raise ValueError(
-            f"margin_points must be a positive number of percentage points (e.g. 1.0), "
-            f"got {margin_points!r}."
-        )
-    _check_confidence(confidence)
-    z = sps.norm.ppf(0.5 + confidence / 2.0)
-    return math.ceil((z * 100.0 / margin_points) ** 2 * discordance_rate)
 
 
 # --- distribution shift between a reference and a current sample ---------------------------------

@@ -391,7 +391,10 @@ class RobustnessConfig(Strict):
 class EvaluateConfig(Strict):
     metrics: list[Literal["top1", "top5"]] = Field(default_factory=lambda: ["top1"])
     batch_size: int = Field(256, ge=1)
-    bootstrap_resamples: int = Field(2000, ge=100, description="Resamples of the paired bootstrap")
+    bootstrap_resamples: int = Field(
+        2000, ge=100,
+        description="Resamples of the bootstrap of an unpaired drift change (paired intervals do not resample)",
+    )
     confidence: float = Field(0.95, gt=0.5, lt=1, description="Level of every interval and test")
     robustness: RobustnessConfig = Field(default_factory=RobustnessConfig)
 

@@ -45,6 +45,9 @@ def accuracy_lines(v: dict, results: dict) -> list[str]:
         parts.append(
             f"worst class `{_class_name(results, pc['worst_class'])}` "
             f"{-pc['worst_class_drop_points'] + 0.0:+.2f} points (n={pc['worst_class_n']})"
+            + (f", largest per-class drop bound {pc['worst_class_drop_high_points'] + 0.0:.2f} "
+               f"(class `{_class_name(results, pc['worst_class_drop_high_class'])}`)"
+               if pc.get("worst_class_drop_high_points") is not None else "")
         )
     fid = acc.get("fidelity")
     if fid:

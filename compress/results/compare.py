@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from compress.measure import stats
+from compress.measure import paired, stats
 
 Z95 = 1.959963984540054
 
@@ -105,7 +105,7 @@ def _same_heldout(a: dict, b: dict) -> bool:
     return la is not None and la == lb
 
 
-def _accuracy_change(name: str, va: dict, vb: dict, a: dict, b: dict, seed: int) -> AccuracyChange | None:
+def _accuracy_change(name: str, va: dict, vb: dict, a: dict, b: dict) -> AccuracyChange | None:
     ha = (va.get("accuracy") or {}).get("heldout")
     hb = (vb.get("accuracy") or {}).get("heldout")
     if not ha or not hb:
@@ -115,7 +115,7 @@ def _accuracy_change(name: str, va: dict, vb: dict, a: dict, b: dict, seed: int)
     if _same_heldout(a, b) and pa is not None and pb is not None and len(pa) == len(pb):
         labels = np.asarray(a["data"]["heldout_labels"])
         ca, cb = np.asarray(pa) == labels, np.asarray(pb) == labels
-        iv = stats.paired_bootstrap_diff(cb, ca, seed=seed)
+        iv = paired.paired_diff_interval(cb, ca)
         mc = stats.mcnemar_exact(cb, ca)
         return AccuracyChange(name, ha["top1"], hb["top1"], iv.estimate, iv.low, iv.high, "paired",
                               ha["n"], hb["n"], mc.p_value)
@@ -221,7 +221,7 @@ def compare_runs(a: dict, b: dict, *, a_label: str = "A", b_label: str = "B",
         if ga == "pass" and gb == "fail":
             failed = [c["detail"] for c in vb["gate"].get("checks", []) if not c["passed"]]
             cmp.regressions.append(f"`{name}`: gate verdict pass → fail ({'; '.join(failed)})")
-        acc = _accuracy_change(name, va, vb, a, b, seed)
+        acc = _accuracy_change(name, va, vb, a, b)
         if acc is not None:
             acc.regression = _judge_accuracy(acc, tol)
             cmp.accuracy.append(acc)

@@ -139,14 +139,27 @@ def _discipline_checks(v: dict, gate: dict) -> list[Check]:
             checks.append(Check("max_worst_class_drop", None, limit, False,
                                 "no per-class accuracy was measured"))
         else:
-            drop = pc["worst_class_drop_points"]
-            ok = drop <= limit + 1e-9
-            checks.append(Check(
-                "max_worst_class_drop", drop, limit, ok,
-                f"worst class ({pc['worst_class']}) drop {drop:+.2f} points "
-                f"{'<=' if ok else '>'} {limit:g} (point estimate, held-out n={pc['worst_class_n']})",
-                mode="point",
-            ))
+            drop = pc["worst_class_drop_points"] + 0.0
+            high = pc.get("worst_class_drop_high_points")
+            if mode == "confident" and high is not None:
+                # The largest per-class upper limit bounds the largest true per-class drop.
+                ok = high <= limit + 1e-9
+                checks.append(Check(
+                    "max_worst_class_drop", high + 0.0, limit, ok,
+                    f"worst class ({pc['worst_class']}) drop {drop:+.2f} points, largest per-class "
+                    f"upper bound {high + 0.0:+.2f} (class {pc['worst_class_drop_high_class']}) "
+                    f"(confident mode: upper bound {'<=' if ok else '>'} {limit:g}; "
+                    f"held-out n={pc['worst_class_n']} in the worst class)",
+                    mode=mode,
+                ))
+            else:
+                ok = drop <= limit + 1e-9
+                checks.append(Check(
+                    "max_worst_class_drop", drop, limit, ok,
+                    f"worst class ({pc['worst_class']}) drop {drop:+.2f} points "
+                    f"{'<=' if ok else '>'} {limit:g} (point estimate, held-out n={pc['worst_class_n']})",
+                    mode="point",
+                ))
     limit = _tolerance(gate, "max_overfit_gap_increase")
     if limit is not None:
         of = v.get("overfit") or {}

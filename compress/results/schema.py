@@ -50,7 +50,9 @@ def _per_target_per_batch(item: dict, description: str) -> dict:
 
 
 INTERVAL = _obj(
-    {"estimate": _NUM, "low": _NUM, "high": _NUM, "confidence": {"type": "number", "exclusiveMinimum": 0, "maximum": 1}},
+    {"estimate": _NUM, "low": _NUM, "high": _NUM, "confidence": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+     "method": {**_STR, "description": "how the interval was computed: tango_scas_cc (paired score "
+                "interval) or mover_tango_scas_cc (difference of two of them); absent for bootstraps"}},
     ["estimate", "low", "high", "confidence"],
     "A point estimate with a two-sided interval at `confidence`.",
 )
@@ -87,7 +89,11 @@ ACCURACY = _obj(
         "top5_change_interval": INTERVAL,
         "per_class": _obj({"variant_top1": {"type": "array"}, "baseline_top1": {"type": "array"},
                            "n": {"type": "array", "items": _INT}, "worst_class": _INT,
-                           "worst_class_drop_points": _NUM, "worst_class_n": _INT}),
+                           "worst_class_drop_points": _NUM, "worst_class_n": _INT,
+                           "worst_class_drop_high_points": {
+                               **_NUM, "description": "upper limit of the largest per-class drop: "
+                               "the largest per-class paired upper limit"},
+                           "worst_class_drop_high_class": _INT}),
         "fidelity": _obj({"cosine_mean": _NUM, "cosine_min": _NUM, "kl_mean_nats": _NUM,
                           "kl_max_nats": _NUM}),
     },

@@ -70,7 +70,7 @@ def _drift_entry(recipe, model: dict, base: dict | None, splits) -> dict:
             lab["degradation"] = drift_degradation(
                 ev["heldout"].correct, base["evals"]["heldout"].correct,
                 ev["drift"].correct, base["evals"]["drift"].correct,
-                confidence=recipe.evaluate.confidence, **kw,
+                confidence=recipe.evaluate.confidence,
             )
         out["labelled"] = lab
     if model["production"] is not None:
@@ -89,9 +89,7 @@ def _drift_entry(recipe, model: dict, base: dict | None, splits) -> dict:
 
 def _overfit_entry(recipe, model: dict, base: dict, roles: list[str]) -> dict:
     by_split = {
-        role: overfit_gap(model["evals"], base["evals"], role,
-                          n_resamples=recipe.evaluate.bootstrap_resamples, seed=recipe.seed,
-                          confidence=recipe.evaluate.confidence)
+        role: overfit_gap(model["evals"], base["evals"], role, confidence=recipe.evaluate.confidence)
         for role in roles if role in model["evals"]
     }
     if not by_split:
@@ -159,8 +157,7 @@ def evaluate_all(recipe, splits, baseline, baseline_info: dict, built: dict, var
             variants[name].update(status="failed", error=f"evaluation on {target} failed: {err}")
             continue
         acc = _accuracy(model["evals"])
-        acc.update(compare(model["evals"]["heldout"], base["evals"]["heldout"], seed=recipe.seed,
-                           n_resamples=recipe.evaluate.bootstrap_resamples,
+        acc.update(compare(model["evals"]["heldout"], base["evals"]["heldout"],
                            confidence=recipe.evaluate.confidence))
         if "drift" in model["evals"]:
             acc["drift_change_points"] = model["evals"]["drift"].top1 - base["evals"]["drift"].top1

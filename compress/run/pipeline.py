@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ from compress.results.schema import SCHEMA_VERSION, validate_results
 from compress.run.build import build_baseline, build_variants
 from compress.run.environment import environment
 from compress.run.evaluate import evaluate_all
+from compress.run.rundir import claim_run_dir, finish_run_dir, sigterm_raises, sweep_stale_partials
 from compress.runtimes.base import RUNTIMES
 from compress.sources.data import make_splits
 
@@ -67,30 +67,27 @@ def _artifact_summary(art: Artifact) -> dict:
 
 def run_recipe(recipe, recipe_path: Path, *, out_dir: Path | None = None, use_cache: bool = True,
                progress=None, log=print) -> RunOutcome:
+    """Run ``recipe`` into a new run directory under ``out_dir`` (default: the recipe's report.dir).
+
+    The directory appears complete or not at all: on any exception, Ctrl-C or SIGTERM its partial
+    directory is removed; partial directories of runs that died are swept first."""
     started = dt.datetime.now(dt.timezone.utc)
     base_dir = recipe_path.parent
     root = Path(out_dir) if out_dir is not None else Path(recipe.report.dir)
     splits = make_splits(recipe.data, base_dir, recipe.seed)  # InputError -> exit 2, nothing written
-    stamp = started.strftime("%Y%m%d-%H%M%S")
-    final_dir = root / stamp
-    n = 1
-    while final_dir.exists():
-        n += 1
-        final_dir = root / f"{stamp}-{n}"
-    root.mkdir(parents=True, exist_ok=True)
-    tmp_dir = root / f".{final_dir.name}.partial"
-    shutil.rmtree(tmp_dir, ignore_errors=True)
-    tmp_dir.mkdir()
-    try:
-        cache = Cache(root / ".cache" if use_cache else None)
-        results = _run(recipe, recipe_path, splits, cache, tmp_dir, started, progress, log)
-        results["run"]["run_dir"] = str(final_dir)
-        _write(tmp_dir, recipe, results)
-        shutil.rmtree(tmp_dir / "work", ignore_errors=True)
-        os.replace(tmp_dir, final_dir)
-    except BaseException:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        raise
+    with sigterm_raises():
+        sweep_stale_partials(root, log)
+        final_dir, tmp_dir = claim_run_dir(root, started.strftime("%Y%m%d-%H%M%S"))
+        try:
+            cache = Cache(root / ".cache" if use_cache else None)
+            results = _run(recipe, recipe_path, splits, cache, tmp_dir, started, progress, log)
+            results["run"]["run_dir"] = str(final_dir)
+            _write(tmp_dir, recipe, results)
+            shutil.rmtree(tmp_dir / "work", ignore_errors=True)
+            finish_run_dir(tmp_dir, final_dir)
+        except BaseException:
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+            raise
     return RunOutcome(final_dir, results, results["verdict"]["exit_code"])
 
 

@@ -1,7 +1,7 @@
 """TensorRT: run an engine built by the ``engine`` step, after checking its fingerprint.
 
-Needs ``pip install 'compress[tensorrt]'`` and an NVIDIA GPU. Not run anywhere yet: see
-docs/tensorrt.md for exactly what was and was not tested.
+Needs the ``tensorrt`` extra (``pip install -e '.[tensorrt]'`` in a checkout) and an NVIDIA GPU.
+Not run anywhere yet: see docs/tensorrt.md for exactly what was and was not tested.
 """
 
 from __future__ import annotations

@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from compress.measure.stats import mcnemar_exact, paired_bootstrap_diff, summarize_timings
+from compress.measure.paired import paired_diff_interval
+from compress.measure.stats import mcnemar_exact, summarize_timings
 from compress.measure.timing import speedup
 from compress.results.gate import apply_gate
 
@@ -47,7 +48,7 @@ def _accuracy(pred: np.ndarray, labels: np.ndarray, base_pred: np.ndarray) -> di
         "heldout": {"split": "heldout", "n": N, "top1": float(100 * correct.mean()), "top5": None,
                     "predictions": pred.tolist()},
         "change_points": float(100 * (correct.mean() - base_correct.mean())),
-        "change_interval": paired_bootstrap_diff(correct, base_correct, seed=SEED).to_dict(),
+        "change_interval": paired_diff_interval(correct, base_correct).to_dict(),
         "mcnemar": mcnemar_exact(correct, base_correct).to_dict(),
         "agreement": float(100 * (pred == base_pred).mean()),
     }
