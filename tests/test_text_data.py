@@ -198,9 +198,10 @@ def test_tokenizer_must_fit_the_embedding(tokenizer):
 
 def test_missing_transformers_names_the_extra(monkeypatch, tmp_path, sst_like):
     monkeypatch.setitem(sys.modules, "transformers", None)  # import transformers -> ImportError
-    with pytest.raises(MissingDependency, match=r"pip install 'compress\[transformers\]'"):
+    with pytest.raises(MissingDependency, match=r"Tokenizing text needs the 'transformers' package.*pip install .*\[transformers\]") as err:
         load_tokenizer(tmp_path)
-    with pytest.raises(MissingDependency, match=r"compress\[transformers\]"):
+    assert err.value.extra == "transformers" and err.value.exit_code == 2
+    with pytest.raises(MissingDependency, match=r"\[transformers\]"):
         train_wordpiece(["a b"], tmp_path / "tok")
 
 
