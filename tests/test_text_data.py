@@ -111,6 +111,7 @@ BAD_FILES = [
     ("header.csv", "text,label\n", {}, r"has no samples"),
     ("empty.jsonl", "\n", {}, r"has no samples"),
     ("bad.jsonl", '{"text": "a", "label": 1}\nnot json\n', {}, r"bad\.jsonl:2: not a JSON object"),
+    ("short.tsv", "text\tlabel\nfine\t1\nonly text\n", {}, r"sample 1 has no value in column 'label'"),
     ("neg.csv", "text,label\na,-1\n", {}, r"negative integer label -1"),
     ("data.txt", "text,label\na,1\n", {}, r"use one of \.csv, \.jsonl, \.tsv"),
 ]
@@ -228,7 +229,9 @@ def test_length_batches_cover_every_sample_once_and_are_seeded():
     lengths = np.random.default_rng(1).integers(2, 60, size=1000)
     batches = length_batches(lengths, 32, seed=3, bucket_batches=4)
     assert sorted(np.concatenate(batches).tolist()) == list(range(1000))
-    assert all(len(b) == 32 for b in batches[:-1] if len(b) != 1000 % 32)
+    # Buckets of 4 x 32 = 128 samples: the last bucket's 1000 - 7 * 128 = 104 make 32, 32, 32, 8.
+    assert sorted(len(b) for b in batches) == [8] + [32] * 31
+    assert all(np.all(np.diff(lengths[b]) >= 0) for b in batches)  # cut from length-sorted buckets
     again = length_batches(lengths, 32, seed=3, bucket_batches=4)
     assert all(np.array_equal(a, b) for a, b in zip(batches, again, strict=True))
     other = length_batches(lengths, 32, seed=4, bucket_batches=4)
