@@ -24,7 +24,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from compress.sources.text import encode, iter_batches, read_text_file
+from compress.sources.text import (
+    encode,
+    iter_batches,
+    length_batches,
+    padding_fraction,
+    read_text_file,
+)
 from compress.sources.wordpiece import train_wordpiece
 
 SST2 = "text-classification/sst2"
@@ -60,6 +66,21 @@ def accuracy(model, encoded, labels, batch_size: int = 128) -> float:
     return correct / len(labels)
 
 
+def length_report(enc_train, enc_dev, batch_size: int) -> dict:
+    """Token lengths, and the share of padded slots in dev batches: by length vs in file order."""
+    n = len(enc_dev.lengths)
+    in_order = [np.arange(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
+    return {
+        "train_tokens_mean": round(float(enc_train.lengths.mean()), 1),
+        "dev_tokens_mean": round(float(enc_dev.lengths.mean()), 1),
+        "dev_tokens_max": int(enc_dev.lengths.max()),
+        "dev_padding_by_length": round(padding_fraction(enc_dev, length_batches(enc_dev.lengths, batch_size, shuffle=False)), 3),
+        "dev_padding_bucketed": round(padding_fraction(enc_dev, length_batches(enc_dev.lengths, batch_size)), 3),
+        "dev_padding_file_order": round(padding_fraction(enc_dev, in_order), 3),
+        "dev_padding_to_max_length": round(1 - float(enc_dev.lengths.mean()) / int(enc_dev.lengths.max()), 3),
+    }
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path, default=Path(os.environ.get("COMPRESS_SHARED_DATA", "../shared/data")))
@@ -78,6 +99,7 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--eval-every", type=int, default=500)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lengths-only", action="store_true", help="print token lengths and padding, no training")
     args = p.parse_args(argv)
 
     train_path, dev_path = args.data / SST2 / "train.tsv", args.data / SST2 / "dev.tsv"
@@ -99,6 +121,10 @@ def main(argv=None) -> int:
     tokenizer_s = time.perf_counter() - started
     enc_train = encode(train, tokenizer, args.max_length)
     enc_dev = encode(dev, tokenizer, args.max_length)
+    lengths = length_report(enc_train, enc_dev, args.batch_size)
+    print(json.dumps(lengths), flush=True)
+    if args.lengths_only:
+        return 0
     model = build_model(len(tokenizer), len(train.label_names), args)
     params = sum(p.numel() for p in model.parameters())
     steps_per_epoch = math.ceil(len(train) / args.batch_size)
@@ -146,6 +172,7 @@ def main(argv=None) -> int:
         "train_s": round(train_s, 1),
         "tokenizer_s": round(tokenizer_s, 1),
         "params": params,
+        "lengths": lengths,
         "settings": vars(args) | {"data": str(args.data), "out": str(args.out)},
         "curve": curve,
         "torch": torch.__version__,
