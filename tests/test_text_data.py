@@ -131,6 +131,13 @@ def test_error_names_the_recipe_key(tmp_path):
         read_text_file(path, where="data.heldout")
 
 
+def test_a_file_that_is_not_utf8(tmp_path):
+    path = tmp_path / "latin.csv"
+    path.write_bytes("text,label\ncaf\u00e9,1\n".encode("latin-1"))
+    with pytest.raises(InputError, match=r"cannot read .*latin\.csv as UTF-8 csv"):
+        read_text_file(path)
+
+
 def test_missing_file(tmp_path):
     with pytest.raises(InputError, match="does not exist"):
         read_text_file(tmp_path / "nope.tsv")

@@ -80,7 +80,8 @@ def read_text_file(
 
     ``text_column`` is one name or a pair of names. ``label_names`` fixes the class order (pass
     the train split's ``label_names`` when reading held-out data so ids agree); without it,
-    integer labels are their own ids and names are sorted. ``where`` is the recipe key prefix that
+    integer labels are their own ids (1-based labels leave class 0 empty: pass ``label_names``)
+    and names are sorted. ``where`` is the recipe key prefix that
     error messages tell the user to set.
     """
     path = Path(path)
@@ -94,7 +95,10 @@ def read_text_file(
     columns = [text_column] if isinstance(text_column, str) else list(text_column)
     if not 1 <= len(columns) <= 2:
         raise InputError(f"{where}.text_column: give one column or a pair, got {len(columns)}")
-    header, rows = _read_rows(path)
+    try:
+        header, rows = _read_rows(path)
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise InputError(f"{where}: cannot read {path} as UTF-8 {path.suffix[1:]}: {err}") from err
     if not rows:
         raise InputError(f"{where}: {path} has no samples (it is empty or has only a header)")
     for key, name in [("text_column", c) for c in columns] + [("label_column", label_column)]:
