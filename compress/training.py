@@ -14,6 +14,7 @@ import numpy as np
 
 from compress.errors import StepError
 from compress.run.progress import track
+from compress.sources.inputs import PIXEL_VALUES, call_module, to_torch
 
 
 def kd_loss(student_logits, teacher_logits, labels, *, temperature: float, alpha: float):
@@ -154,15 +155,16 @@ def train(
                     advance()
                     continue
                 batch = split.inputs(idx)
-                if augment:
-                    batch = augment_batch(batch, rng, **augment)
-                x = torch.from_numpy(np.ascontiguousarray(batch))
                 y = torch.from_numpy(split.labels[idx])
-                out = module(x)
+                if augment:
+                    batch = {k: augment_batch(v, rng, **augment) if k == PIXEL_VALUES else v
+                             for k, v in batch.items()}
+                x = to_torch(batch)
+                out = call_module(module, x)
                 t_out = None
                 if teacher is not None and (alpha > 0 or features is not None):
                     with torch.no_grad():
-                        t_out = teacher(x)
+                        t_out = call_module(teacher, x)
                 loss = kd_loss(out, t_out, y, temperature=temperature, alpha=alpha)
                 if features is not None:
                     loss = loss + feature_weight * features.loss()
@@ -194,8 +196,6 @@ def train(
 def carve_validation(split, fraction: float, seed: int = 0):
     """(rest, validation): a stratified, seeded slice of a train split for early stopping, so
     fine-tuning never looks at held-out data. Both are new Split objects; ``split`` is unchanged."""
-    from dataclasses import replace
-
     from compress.sources.data import stratified_fractions
 
     parts = stratified_fractions(split.labels, {"validation": fraction, "rest": 1 - fraction}, seed)
@@ -206,8 +206,7 @@ def carve_validation(split, fraction: float, seed: int = 0):
         )
 
     def sub(idx, role):
-        return replace(split, role=role, images=split.images[idx], labels=split.labels[idx],
-                       source=f"{split.source} ({role} slice of train)", _hashes=None)
+        return split.subset(idx, role=role, source=f"{split.source} ({role} slice of train)")
 
     return sub(parts["rest"], "train"), sub(parts["validation"], "validation")
 
@@ -220,5 +219,5 @@ def accuracy(module, split, batch_size: int = 256) -> float:
     correct = 0
     with torch.inference_mode():
         for x, y in split.batches(batch_size):
-            correct += int((module(torch.from_numpy(x)).argmax(1).numpy() == y).sum())
+            correct += int((call_module(module, to_torch(x)).argmax(1).numpy() == y).sum())
     return 100.0 * correct / max(1, len(split))

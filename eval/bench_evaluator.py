@@ -48,7 +48,7 @@ def _split(role: str, images_nhwc: np.ndarray, labels: np.ndarray, source: str):
     from compress.sources.data import Split
 
     x = np.ascontiguousarray(images_nhwc.transpose(0, 3, 1, 2).astype(np.float32) / 255.0)
-    return Split(role, x, labels.astype(np.int64), MEAN_RGB.reshape(1, 3, 1, 1),
+    return Split.from_arrays(role, x, labels.astype(np.int64), MEAN_RGB.reshape(1, 3, 1, 1),
                  STD_RGB.reshape(1, 3, 1, 1), source)
 
 

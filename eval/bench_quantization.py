@@ -65,7 +65,7 @@ def make_splits(data_dir: Path, calibration_n: int, tuning_n: int, seed: int):
 
     def split(role, images, labels, source):
         x = np.ascontiguousarray(images.transpose(0, 3, 1, 2)).astype(np.float32) / 255
-        return Split(role, x, labels, mean, std, source)
+        return Split.from_arrays(role, x, labels, mean, std, source)
 
     splits = Splits()
     splits["calibration"] = split("calibration", jpeg[cal_rows], jpeg_labels[cal_rows], "jpeg non-twins")
@@ -77,28 +77,24 @@ def make_splits(data_dir: Path, calibration_n: int, tuning_n: int, seed: int):
     return splits
 
 
-def ort_defaults(src: Path, out: Path, batches: list[np.ndarray]) -> Path:
+def ort_defaults(src: Path, out: Path, batches: list[dict[str, np.ndarray]]) -> Path:
     """What a user gets from ORT's documented entry point with no arguments changed."""
     import warnings
 
     from onnxruntime.quantization import quantize_static
 
-    from compress.quantization.ort import BatchReader, input_name
+    from compress.quantization.ort import BatchReader, input_names
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        quantize_static(str(src), str(out), BatchReader(batches, input_name(src)))
+        quantize_static(str(src), str(out), BatchReader(batches, input_names(src)))
     return out
 
 
-class Timed:
-    def __init__(self, path: Path, threads: int):
-        from compress.quantization.ort import OrtRunner
+def Timed(path: Path, threads: int):  # noqa: N802 (an OrtRunner runs named-input batches)
+    from compress.quantization.ort import OrtRunner
 
-        self.runner = OrtRunner(path, threads)
-
-    def run(self, batch):
-        return self.runner.sess.run(None, {self.runner.name: batch})
+    return OrtRunner(path, threads)
 
 
 def main_variants(args) -> dict:
@@ -317,7 +313,7 @@ def op_profile(depth: int, splits, work: Path, args) -> str:
         sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
         name = sess.get_inputs()[0].name
         for _ in range(warmup + runs):
-            sess.run(None, {name: batch})
+            sess.run(None, {name: batch["pixel_values"]})
         events = _json.loads(Path(sess.end_profiling()).read_text())
         starts = sorted(e["ts"] for e in events if e.get("name") == "model_run")
         t, by_op = Counter(), Counter()

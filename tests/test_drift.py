@@ -9,6 +9,7 @@ import pytest
 from conftest import learnable_images
 
 from compress.errors import InputError
+from compress.measure.corruptions import corrupt
 from compress.measure.drift import (
     corrupted_splits,
     drift_degradation,
@@ -103,10 +104,12 @@ def test_robustness_profile_over_corruptions_and_severities():
     from compress.sources.data import Split
 
     ones = np.ones((1, 3, 1, 1), np.float32)
-    held = Split("heldout", images.astype(np.float32) / 255, labels, 0 * ones, ones, "t")
+    held = Split.from_arrays("heldout", images.astype(np.float32) / 255, labels, 0 * ones, ones, "t")
     corrupted = corrupted_splits(held, ["gaussian_noise", "brightness"], [1, 5])
     assert sorted(corrupted) == ["brightness@1", "brightness@5", "gaussian_noise@1", "gaussian_noise@5"]
-    assert not np.array_equal(corrupted["gaussian_noise@5"].images, held.images)
+    assert not np.array_equal(corrupted["gaussian_noise@5"].pixels(), held.pixels())
+    np.testing.assert_array_equal(corrupted["brightness@1"].pixels(),
+                                  corrupt(held.pixels(), "brightness", 1))
     profile = robustness_profile({"a@1": np.array([1, 1, 0, 0])}, {"a@1": np.array([1, 1, 1, 0])})
     assert profile["cells"]["a@1"] == {"top1": 50.0, "n": 4, "change_points": -25.0}
     assert profile["mean_change_points"] == -25.0

@@ -161,6 +161,7 @@ def fake_pynvml(*, init_error: bool = False, count: int = 1, supported: bool = T
     module.nvmlInit = nvml_init
     module.nvmlDeviceGetCount = lambda: count
     module.nvmlDeviceGetHandleByIndex = lambda index: f"gpu{index}"
+    module.nvmlDeviceGetHandleByUUID = lambda uuid: f"gpu-{uuid}"
     module.nvmlDeviceGetTotalEnergyConsumption = total_energy
     return module
 
@@ -194,7 +195,8 @@ def test_nvml_reads_millijoules_as_joules(monkeypatch: pytest.MonkeyPatch):
     assert meter.read_j() - first_j == pytest.approx(1.5)  # 1_500 mJ per read
 
 
-def test_default_meter_picks_by_device():
+def test_default_meter_picks_by_device(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     assert isinstance(default_meter("cpu"), RaplMeter)
     cuda = default_meter("cuda:1")
     assert isinstance(cuda, NvmlMeter) and cuda.device_index == 1
@@ -258,3 +260,32 @@ def test_energy_reading_rejects_impossible_values(kwargs, message):
 def test_measure_energy_rejects_bad_repeats():
     with pytest.raises(ValueError, match="repeats must be >= 1"):
         measure_energy(CountingMeter(), lambda: None, repeats=0)
+
+
+def test_cuda_visible_devices_maps_cuda_numbering_to_nvml(monkeypatch: pytest.MonkeyPatch):
+    from compress.measure.energy import nvml_device_for_cuda
+
+    assert nvml_device_for_cuda(1, None) == 1
+    assert nvml_device_for_cuda(1, "3,5") == 5
+    assert nvml_device_for_cuda(0, "GPU-8f2e") == "GPU-8f2e"
+    with pytest.raises(ValueError, match="CUDA device 2 does not exist: CUDA_VISIBLE_DEVICES='0,1'"):
+        nvml_device_for_cuda(2, "0,1")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    assert default_meter("cuda:1").device_index == 3
+    missing = default_meter("cuda:2")
+    assert not missing.available() and "CUDA device 2 does not exist" in missing.reason
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-8f2e")
+    monkeypatch.setitem(sys.modules, "pynvml", fake_pynvml())
+    meter = default_meter("cuda")
+    assert meter.available(), meter.reason
+    assert meter._handle == "gpu-GPU-8f2e"
+
+
+def test_a_targets_device_id_chooses_the_metered_gpu():
+    from compress.measure.energy import meter_device
+    from compress.recipe import TargetConfig
+
+    gpu1 = TargetConfig(name="g", runtime="torch", device="cuda", options={"device_id": 1})
+    assert meter_device(gpu1) == "cuda:1"
+    assert meter_device(TargetConfig(name="g", runtime="tensorrt", device="cuda")) == "cuda:0"
+    assert meter_device(TargetConfig(name="c", runtime="onnxruntime", device="cpu")) == "cpu"

@@ -27,7 +27,7 @@ from compress.sources.data import Split, Splits
 def make_split(role: str, images: np.ndarray, labels: np.ndarray) -> Split:
     x = images.astype(np.float32) / 255.0
     ones = np.ones((1, x.shape[1], 1, 1), np.float32)
-    return Split(role, x, labels.astype(np.int64), 0 * ones, ones, f"test:{role}")
+    return Split.from_arrays(role, x, labels.astype(np.int64), 0 * ones, ones, f"test:{role}")
 
 
 def result_from(predictions, labels, logits=None, split="heldout") -> EvalResult:
@@ -42,10 +42,11 @@ class CentroidSession:
     """A healthy model: nearest class template (generalises to new samples of the same classes)."""
 
     def __init__(self, split: Split):
-        x = split.inputs().reshape(len(split), -1)
+        x = split.inputs()["pixel_values"].reshape(len(split), -1)
         self.centroids = np.stack([x[split.labels == c].mean(axis=0) for c in range(NUM_CLASSES)])
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
+    def run(self, inputs) -> np.ndarray:
+        batch = inputs["pixel_values"]
         d = ((batch.reshape(len(batch), 1, -1) - self.centroids[None]) ** 2).sum(axis=2)
         return (-d).astype(np.float32)
 
@@ -59,9 +60,10 @@ class MemorisingSession:
 
     def __init__(self, split: Split):
         self.table = {hashlib.sha1(x.tobytes()).hexdigest(): int(y)
-                      for x, y in zip(split.inputs(), split.labels, strict=True)}
+                      for x, y in zip(split.inputs()["pixel_values"], split.labels, strict=True)}
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
+    def run(self, inputs) -> np.ndarray:
+        batch = inputs["pixel_values"]
         out = np.zeros((len(batch), NUM_CLASSES), np.float32)
         for i, x in enumerate(batch):
             out[i, self.table.get(hashlib.sha1(x.tobytes()).hexdigest(), 0)] = 5.0
@@ -174,9 +176,9 @@ def test_overlap_check_catches_a_single_shared_sample(toy_splits):
     train = toy_splits["train"]
     leaked = Splits(toy_splits)
     leaked.classes = toy_splits.classes
-    images = train.images.copy()
-    images[7] = held.images[42]  # one held-out sample slipped into train
-    leaked["train"] = Split("train", images, train.labels, train.mean, train.std, "test:train")
+    images = train.pixels()
+    images[7] = held.pixels([42])[0]  # one held-out sample slipped into train
+    leaked["train"] = Split.from_arrays("train", images, train.labels, train.mean, train.std, "test:train")
     overlap = heldout_overlap(leaked, ["train", "calibration"])
     assert overlap == {"train": 1}
     gate = gate_variant("v", {"status": "ok", "heldout_overlap": overlap,
@@ -198,8 +200,8 @@ def test_overfit_gate_fires_on_a_memorised_model_and_not_on_a_healthy_one(toy_sp
     baseline = _evals(CentroidSession(toy_splits["train"]), toy_splits)
     memorised = _evals(MemorisingSession(toy_splits["train"]), toy_splits)
     jittered = toy_splits["train"]
-    healthy_fit = Split("train", np.clip(jittered.images + 0.01, 0, 1), jittered.labels,
-                        jittered.mean, jittered.std, "jittered")
+    healthy_fit = Split.from_arrays("train", np.clip(jittered.pixels() + 0.01, 0, 1), jittered.labels,
+                                    jittered.mean, jittered.std, "jittered")
     healthy = _evals(CentroidSession(healthy_fit), toy_splits)
     gate = {"max_overfit_gap_increase": 5.0, "mode": "confident"}
 
@@ -227,14 +229,14 @@ def test_overfit_gate_fires_on_a_memorised_model_and_not_on_a_healthy_one(toy_sp
 
 def test_evaluate_refuses_an_empty_split(toy_splits):
     train = toy_splits["train"]
-    empty = Split("heldout", train.images[:0], train.labels[:0], train.mean, train.std, "empty")
+    empty = train.subset(np.arange(0), role="heldout")
     with pytest.raises(InputError, match="heldout split is empty"):
         evaluate(CentroidSession(train), empty)
 
 
 def test_evaluate_refuses_labels_outside_the_models_classes(toy_splits):
     train = toy_splits["train"]
-    drift = Split("drift", train.images, train.labels + 5, train.mean, train.std, "drift")
+    drift = Split.from_arrays("drift", train.pixels(), train.labels + 5, train.mean, train.std, "drift")
     with pytest.raises(InputError, match=r"drift split has labels up to 14, but the model outputs 10"):
         evaluate(CentroidSession(train), drift)
 

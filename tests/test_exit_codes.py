@@ -72,7 +72,7 @@ def test_unexpected_exception_exits_3_with_one_line(command, cli, monkeypatch, w
 
 
 def test_the_line_names_where_in_compress_it_failed(cli, monkeypatch, write_recipe, recipe_dict):
-    monkeypatch.setattr("compress.recipe.schema.yaml.safe_load", _boom)
+    monkeypatch.setattr("compress.recipe.load.yaml.safe_load", _boom)
     result = cli.invoke(app, ["validate", str(write_recipe(recipe_dict))])
     _assert_unexpected_one_line(result, "validate")
     assert "(at compress/recipe/" in result.stderr
@@ -156,7 +156,8 @@ def _inject_timing(mp: pytest.MonkeyPatch) -> None:
 
     real_run = OrtSession.run
     # evaluation runs batches of 16 (the recipe below); only timing runs a batch of 1
-    mp.setattr(OrtSession, "run", lambda self, batch: _boom() if len(batch) == 1 else real_run(self, batch))
+    mp.setattr(OrtSession, "run", lambda self, inputs: _boom() if len(inputs["pixel_values"]) == 1
+               else real_run(self, inputs))
 
 
 def _inject_report(mp: pytest.MonkeyPatch) -> None:

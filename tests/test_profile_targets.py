@@ -48,7 +48,8 @@ QUICK = {"rounds": 1, "min_round_s": 0.005, "warmup": 1, "warmup_max_s": 0.0, "m
 def test_target_spec_sets_keys_and_runtime_options():
     t = parse_target("onnxruntime:cpu,threads=2,graph_optimization=basic,name=fast")
     assert (t.name, t.runtime, t.device, t.threads) == ("fast", "onnxruntime", "cpu", 2)
-    assert t.options == {"graph_optimization": "basic"}
+    assert t.options.graph_optimization == "basic"  # the runtime's typed options
+    assert t.model_dump()["options"] == {"graph_optimization": "basic"}  # recorded as given
 
 
 def test_instance_sets_the_price_from_the_table_and_usd_per_hour_overrides_it():
@@ -68,8 +69,8 @@ def test_instance_sets_the_price_from_the_table_and_usd_per_hour_overrides_it():
         ("onnxruntime:cpu,instance=c9z.huge", r"no built-in price for instance 'c9z.huge'; valid names: .*c7i.large"),
         ("onnxruntime:cpu,graph_optimizaton=all", r"unknown option\(s\) \['graph_optimizaton'\]"),
         ("onnxruntime:cpu,device_id=1", r"device_id is for GPUs"),
-        ("torch:cpu,dtype=int4", r"dtype must be one of fp32, fp16, bf16"),
-        ("torch:cpu,channels_last=maybe", r"channels_last must be true or false"),
+        ("torch:cpu,dtype=int4", r"options.dtype: unknown dtype 'int4'; valid: fp32, fp16, bf16"),
+        ("torch:cpu,channels_last=maybe", r"options.channels_last: Input should be a valid boolean"),
         ("onnxruntime:tpu", r"device"),
         ("onnxruntime:cpu,threads", r"'threads' must look like KEY=VALUE"),
     ],

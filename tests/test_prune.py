@@ -45,8 +45,8 @@ def _splits(n: int = 120, shape=IMAGE_SHAPE) -> Splits:
     mean = np.full((1, shape[0], 1, 1), 0.5, np.float32)
     std = np.full((1, shape[0], 1, 1), 0.25, np.float32)
     splits = Splits()
-    splits["train"] = Split("train", x[:80], labels[:80], mean, std, "test")
-    splits["calibration"] = Split("calibration", x[80:], labels[80:], mean, std, "test")
+    splits["train"] = Split.from_arrays("train", x[:80], labels[:80], mean, std, "test")
+    splits["calibration"] = Split.from_arrays("calibration", x[80:], labels[80:], mean, std, "test")
     splits.classes = [str(i) for i in range(NUM_CLASSES)]
     return splits
 

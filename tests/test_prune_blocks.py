@@ -208,7 +208,7 @@ def _stage_gap(student, teacher, x) -> float:
 
 
 def test_feature_distillation_pulls_the_stage_outputs_toward_the_teacher(tmp_path, resnet):
-    x = torch.from_numpy(_ctx(tmp_path, resnet).splits["train"].inputs(list(range(32))))
+    x = torch.from_numpy(_ctx(tmp_path, resnet).splits["train"].inputs(list(range(32)))["pixel_values"])
     gaps = {}
     for weight in (None, 10.0):
         distill = {"alpha": 0.5}

@@ -23,11 +23,11 @@ def _split(n: int = 120, seed: int = 0) -> Split:
     images, labels = learnable_images(n, seed)
     mean = np.full((1, 3, 1, 1), 0.5, np.float32)
     std = np.full((1, 3, 1, 1), 0.25, np.float32)
-    return Split("train", images.astype(np.float32) / 255.0, labels, mean, std, "test")
+    return Split.from_arrays("train", images.astype(np.float32) / 255.0, labels, mean, std, "test")
 
 
 def _kl_to_teacher(student, teacher, split: Split, t: float = 4.0) -> float:
-    x = torch.from_numpy(split.inputs())
+    x = torch.from_numpy(split.inputs()["pixel_values"])
     with torch.no_grad():
         s, te = student(x), teacher(x)
     return float(kd_loss(s, te, torch.from_numpy(split.labels), temperature=t, alpha=1.0))
@@ -55,8 +55,8 @@ def test_validation_slice_is_carved_out_of_train_disjoint_and_stratified():
     split = _split(200)
     rest, val = carve_validation(split, 0.2, seed=0)
     assert len(rest) + len(val) == len(split) and len(val) == 40
-    rows = {img.tobytes() for img in rest.images}
-    assert not any(img.tobytes() in rows for img in val.images)
+    rows = {img.tobytes() for img in rest.pixels()}
+    assert not any(img.tobytes() in rows for img in val.pixels())
     assert np.bincount(val.labels, minlength=NUM_CLASSES).tolist() == [4] * NUM_CLASSES
 
 
@@ -209,7 +209,7 @@ def test_finetune_with_augmentation_records_it(tmp_path):
     def unchanged(augment) -> int:  # fed images (one batch of the whole split) equal to an original
         seen.clear()
         hist = train(Recorder(), split, epochs=1, lr=0.0, batch_size=len(split), augment=augment)
-        originals = {o.tobytes() for o in split.inputs()}
+        originals = {o.tobytes() for o in split.inputs()["pixel_values"]}
         return hist, sum(f.tobytes() in originals for f in seen[0])
 
     hist, kept = unchanged(cfg.augment.model_dump())

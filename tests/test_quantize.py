@@ -57,7 +57,7 @@ def _inits(graph) -> dict:
 def _input_quantizer(graph):
     """The QuantizeLinear of the model's input (of the padded input when the stem was padded)."""
     return next(n for n in graph.graph.node
-                if n.op_type == "QuantizeLinear" and n.input[0] in ("input", "input_padded"))
+                if n.op_type == "QuantizeLinear" and n.input[0] in ("pixel_values", "pixel_values_padded"))
 
 
 def _input_zero_point(graph) -> np.ndarray:
@@ -340,7 +340,7 @@ def test_pad_channels_pads_the_rgb_stem_before_quantizing_and_changes_no_output(
     assert plain.meta["quantization"]["padded_channels"] == []
     # the Pad stays float and reads the raw input; the QuantizeLinear comes after it
     pad = next(n for n in g.graph.node if n.op_type == "Pad")
-    assert pad.name == pads[0]["pad_node"] and pad.input[0] == "input"
+    assert pad.name == pads[0]["pad_node"] and pad.input[0] == "pixel_values"
     assert any(n.op_type == "QuantizeLinear" and n.input[0] == pad.output[0] for n in g.graph.node)
     w, _, _, _ = _conv_weight_dq(g)
     assert w.shape[1] == 4 and not w[:, 3].any()  # the added channel's weights are zero

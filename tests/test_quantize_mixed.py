@@ -187,7 +187,8 @@ def test_recipe_with_mixed_precision_needs_a_tuning_split(recipe_dict):
     from compress.recipe import parse_recipe
 
     recipe_dict["variants"]["int8"]["steps"] = [{"quantize": {"mixed_precision": {}}}]
-    with pytest.raises(RecipeError, match=r"variants.int8.steps\[0\].quantize.mixed_precision: needs a tuning"):
+    with pytest.raises(RecipeError, match=r"variants.int8.steps\[0\].quantize.mixed_precision: .* on the tuning split, and "
+                       r"the data has none; set data.split.tuning"):
         parse_recipe(recipe_dict)
     recipe_dict["data"]["split"] = {"train": 0.5, "calibration": 0.1, "tuning": 0.1, "heldout": 0.3}
     parse_recipe(recipe_dict)

@@ -148,7 +148,7 @@ def test_quantize_step_runs_the_shortcut_in_int8(tmp_path, tiny_step_ctx):
     assert {"Pad", "Slice"} & set(optimized_op_counts(kept.path))  # the float shortcut, before
     ops = optimized_op_counts(out.path)
     assert not {"Pad", "Slice"} & set(ops) and ops["QLinearConv"] == 3
-    x = tiny_step_ctx.data("calibration").inputs()
+    x = tiny_step_ctx.data("calibration").inputs()["pixel_values"]
     np.testing.assert_allclose(_run(out.path, x), _run(kept.path, x), atol=0.1)
     # without quant_pre_process the exported pads are not constants: nothing to rewrite, and a note says why
     (tiny_step_ctx.workdir / "raw").mkdir()

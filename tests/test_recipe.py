@@ -57,6 +57,31 @@ def _duplicate_target(recipe: dict) -> None:
     recipe["targets"].append(dict(recipe["targets"][0]))
 
 
+def _no_split(*roles: str) -> Callable[[dict], None]:
+    """The data has no split of these roles (their fractions are 0)."""
+
+    def mutate(recipe: dict) -> None:
+        for role in roles:
+            recipe["data"]["split"][role] = 0
+
+    return mutate
+
+
+def _both(*mutations: Callable[[dict], None]) -> Callable[[dict], None]:
+    def mutate(recipe: dict) -> None:
+        for m in mutations:
+            m(recipe)
+
+    return mutate
+
+
+def _add_target(**target) -> Callable[[dict], None]:
+    def mutate(recipe: dict) -> None:
+        recipe["targets"].append(target)
+
+    return mutate
+
+
 def _from_cycle(recipe: dict) -> None:
     recipe["variants"]["a"] = {"from": "b", "steps": []}
     recipe["variants"]["b"] = {"from": "a", "steps": []}
@@ -143,6 +168,103 @@ BAD_RECIPES = [
         r"\(targets: cpu=onnxruntime\)",
         id="no-target-runs-variant",
     ),
+    pytest.param(
+        _both(_add_target(name="torch", runtime="torch"), _set("gate.reference_target", "torch")),
+        re.escape("gate.reference_target: torch (torch) cannot run the reference 'onnx-fp32', an ONNX "
+                  "model, so no speed-up could be measured"),
+        id="reference-target-cannot-run-the-reference",
+    ),
+    pytest.param(
+        _both(_add_target(name="torch", runtime="torch"), _set("variants.int8.targets", ["torch"])),
+        re.escape("variants.int8.targets: none of torch=torch runs an ONNX model, so the variant would "
+                  "never be timed"),
+        id="variant-targets-cannot-run-it",
+    ),
+    # the three recipes that passed validation and then failed at build time with a KeyError
+    pytest.param(
+        _both(_no_split("train"), _variant("p", [{"prune": {"importance": "taylor"}}, {"export": {}}])),
+        re.escape("variants.p.steps[0].prune: importance taylor scores channels on the train split, "
+                  "and the data has none; set data.split.train"),
+        id="taylor-without-train",
+    ),
+    pytest.param(
+        _both(_no_split("calibration"), _variant("half", [{"fp16": {}}], **{"from": "onnx-fp32"})),
+        re.escape("variants.half.steps[0].fp16.verify: compares float16 with float32 (or set verify: "
+                  "false) on the calibration split, and the data has none; set data.split.calibration"),
+        id="fp16-without-calibration",
+    ),
+    pytest.param(
+        _both(
+            _no_split("calibration"), _add_target(name="gpu", runtime="tensorrt", device="cuda"),
+            _variant("trt", [{"engine": {"precision": "int8-calibrate"}}], **{"from": "onnx-fp32"}),
+        ),
+        re.escape("variants.trt.steps[0].engine.precision: int8-calibrate calibrates on the calibration "
+                  "split, and the data has none; set data.split.calibration"),
+        id="engine-int8-calibrate-without-calibration",
+    ),
+    pytest.param(
+        _no_split("calibration"),
+        re.escape("variants.int8.steps[0].quantize: static quantization calibrates on the calibration "
+                  "split, and the data has none; set data.split.calibration (e.g. 0.1)"),
+        id="static-quantize-without-calibration",
+    ),
+    pytest.param(
+        _both(_no_split("train"), _variant("ft", [{"finetune": {}}, {"export": {}}])),
+        re.escape("variants.ft.steps[0].finetune: fine-tuning trains on the train split"),
+        id="finetune-without-train",
+    ),
+    pytest.param(
+        _no_split("train"),
+        re.escape("baseline.train: training the baseline needs a train split"),
+        id="baseline-train-without-train",
+    ),
+    pytest.param(
+        _both(_no_split("train", "calibration"), _set("baseline.train", None)),
+        re.escape("variants.onnx-fp32.steps[0].export: verify compares ONNX Runtime with torch on "
+                  "calibration (or train) inputs, and the data has neither"),
+        id="export-verify-without-data",
+    ),
+    pytest.param(
+        _set("baseline.train", None),
+        re.escape("model.checkpoint: the model has no checkpoint and baseline.train is not set"),
+        id="no-checkpoint-no-training",
+    ),
+    pytest.param(
+        _variant("p", [{"prune": {"latency_budget": {"target": "gpu", "max_fraction": 0.5}}}, {"export": {}}]),
+        re.escape("variants.p.steps[0].prune.latency_budget.target: unknown target 'gpu'; valid: cpu"),
+        id="latency-budget-unknown-target",
+    ),
+    # what `run` used to reject only after building
+    pytest.param(
+        _set("model.source", "torchvision:resnet1000"),
+        r"model.source: no torchvision model 'resnet1000'; e\.g\. .*resnet18",
+        id="unknown-torchvision-model",
+    ),
+    pytest.param(
+        _add_target(name="ov", runtime="openvino", options={"hint": "FASTEST"}),
+        re.escape("targets[1].options.hint: unknown hint 'FASTEST'; valid: LATENCY, THROUGHPUT"),
+        id="unknown-openvino-hint",
+    ),
+    pytest.param(
+        _add_target(name="ov", runtime="openvino", options={"streams": 0, "threads_per_stream": 2}),
+        re.escape("targets[1].options: unknown option(s) ['threads_per_stream'] for runtime 'openvino'"),
+        id="unknown-openvino-option",
+    ),
+    pytest.param(
+        _add_target(name="gpu", runtime="onnxruntime", device="cpu", options={"execution_provider": "tensorrt"}),
+        re.escape("targets[1].options: execution_provider 'tensorrt' runs on cuda, but the target's "
+                  "device is cpu; set device: cuda"),
+        id="execution-provider-on-the-wrong-device",
+    ),
+    pytest.param(
+        _both(
+            _set("data", {"sources": {"heldout": "npz:tiny.npz"}}), _set("baseline.train", None),
+            _set("model.checkpoint", "w.pt"),
+        ),
+        re.escape("variants.int8.steps[0].quantize: static quantization calibrates on the calibration "
+                  "split, and the data has none; set data.sources.calibration"),
+        id="missing-role-with-sources",
+    ),
 ]
 
 
@@ -153,6 +275,53 @@ def test_bad_recipe_fails_with_key_path(recipe_dict, mutate, message):
         parse_recipe(recipe_dict)
     # the problems are also available one by one, for the CLI to list
     assert any(re.search(message, p) for p in info.value.problems)
+
+
+KEYERROR_RECIPES = {  # each used to pass `compress validate` and fail at build time with a KeyError
+    "taylor": (_both(_no_split("train"), _variant("p", [{"prune": {"importance": "taylor"}}, {"export": {}}])),
+               "variants.p.steps[0].prune: importance taylor"),
+    "fp16": (_both(_no_split("calibration"), _variant("half", [{"fp16": {}}], **{"from": "onnx-fp32"})),
+             "variants.half.steps[0].fp16.verify:"),
+    "engine": (_both(_no_split("calibration"), _add_target(name="gpu", runtime="tensorrt", device="cuda"),
+                     _variant("trt", [{"engine": {"precision": "int8-calibrate"}}], **{"from": "onnx-fp32"})),
+               "variants.trt.steps[0].engine.precision: int8-calibrate"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(KEYERROR_RECIPES))
+def test_validate_exits_2_naming_the_key_instead_of_a_build_time_keyerror(case, cli, write_recipe, recipe_dict):
+    mutate, key = KEYERROR_RECIPES[case]
+    mutate(recipe_dict)
+    result = cli.invoke(app, ["validate", str(write_recipe(recipe_dict))])
+    assert result.exit_code == 2, result.output
+    assert key in " ".join(result.stderr.split())
+    assert "KeyError" not in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (_set("data.source", "npz:nope.npz"), r"data.source: file '.*nope.npz' does not exist"),
+        (_set("model.source", "python:nope.py:tiny_cnn"), r"model.source: python file '.*nope.py' does not exist"),
+        (_set("model.checkpoint", "weights.pt"), r"model.checkpoint: checkpoint '.*weights.pt' does not exist"),
+        (_set("model.source", "onnx:model.onnx"), r"model.source: ONNX file '.*model.onnx' does not exist"),
+        (_set("data.sources", {"heldout": "imagefolder:photos"}), r"data.sources.heldout: folder '.*photos' does not exist"),
+        (_set("model.source", "python:no_such_pkg_xyz.models:build"),
+         r"model.source: no module 'no_such_pkg_xyz' on the Python path"),
+    ],
+    ids=["data-file", "model-file", "checkpoint", "onnx-file", "image-folder", "python-module"],
+)
+def test_validate_finds_missing_files_relative_to_the_recipe(cli, write_recipe, recipe_dict, mutate, message):
+    mutate(recipe_dict)
+    if "sources" in recipe_dict["data"]:
+        del recipe_dict["data"]["source"]
+    if recipe_dict["model"]["source"].startswith("onnx:"):
+        del recipe_dict["baseline"]
+    result = cli.invoke(app, ["validate", str(write_recipe(recipe_dict))])
+    assert result.exit_code == 2, result.output
+    assert re.search(message, " ".join(result.stderr.split()))
+    if "module" not in message:
+        assert "paths are relative to the recipe's folder" in " ".join(result.stderr.split())
 
 
 def test_every_problem_is_reported_at_once(recipe_dict):

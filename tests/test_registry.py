@@ -118,3 +118,39 @@ def test_missing_extra_names_the_install_command(name, monkeypatch, tiny_module,
     target = TargetConfig(name="t", runtime=name, device=device)
     with pytest.raises(MissingDependency, match=re.escape(install_hint(spec.extra))):
         spec.load(Artifact(kind="onnx", digest="x", path=path), target)
+
+
+@pytest.mark.parametrize(
+    ("plugin", "spec"),
+    [*((f"step {n}", s) for n, s in STEPS.items()), *((f"runtime {n}", s) for n, s in RUNTIMES.items())],
+    ids=lambda v: v if isinstance(v, str) else "",
+)
+def test_every_plugin_declares_a_valid_example(plugin, spec):
+    """The conformance tests run each plug-in with its example: it must be what its config accepts."""
+    model = spec.config if plugin.startswith("step") else spec.options
+    if plugin.startswith("step"):
+        assert spec.example, f"{plugin} declares no example config"
+    assert model.model_validate(spec.example) is not None
+    assert set(spec.example) <= set(model.model_fields), f"{plugin}'s example has keys its config lacks"
+
+
+def test_a_plugin_registered_after_the_recipe_schema_is_usable_in_a_recipe(monkeypatch, recipe_dict):
+    """The recipe validates steps against the registry as it is when a recipe loads."""
+    from compress.recipe import parse_recipe
+    from compress.steps import StepConfig, register_step
+
+    monkeypatch.setattr(STEPS, "_items", dict(STEPS._items))
+
+    class NoopConfig(StepConfig):
+        pass
+
+    @register_step("noop", config=NoopConfig, accepts={"onnx"}, example={})
+    def noop(art, cfg, ctx):
+        """Return the input unchanged (a test plug-in)."""
+        return art
+
+    recipe_dict["variants"]["n"] = {"from": "onnx-fp32", "steps": ["noop"]}
+    assert [s for s, _ in parse_recipe(recipe_dict).variants["n"].step_list()] == ["noop"]
+    recipe_dict["variants"]["n"]["steps"] = [{"noop": {"x": 1}}]
+    with pytest.raises(RecipeError, match=r"variants.n.steps\[0\].noop.x: unknown key"):
+        parse_recipe(recipe_dict)

@@ -58,7 +58,7 @@ def test_runtime_matches_torch(name, artifacts, tiny_module):
             x = rng.standard_normal((batch, 3, 8, 8)).astype(np.float32)
             with torch.inference_mode():
                 want = tiny_module(torch.from_numpy(x)).numpy()
-            got = session.run(x)
+            got = session.run({"pixel_values": x})
             assert got.shape == (batch, 10) and got.dtype == np.float32
             # loose enough for a runtime that picks bf16 on its own (OpenVINO on AMX CPUs)
             tol = 5e-2 if session.info.get("precision") in ("bf16", "f16") else 1e-4
@@ -114,8 +114,68 @@ def test_runtime_on_cuda_matches_torch(name, artifacts, tiny_module):
     x = np.random.default_rng(0).standard_normal((3, 3, 8, 8)).astype(np.float32)
     with torch.inference_mode():
         want = tiny_module(torch.from_numpy(x)).numpy()
-    np.testing.assert_allclose(session.run(x), want, rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(session.run({"pixel_values": x}), want, rtol=1e-3, atol=1e-3)
     session.close()
+
+
+class TwoInputs(torch.nn.Module):
+    """A text-model-shaped toy: token ids and an attention mask in, logits out (keywords)."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = torch.nn.Embedding(20, 4)
+        self.head = torch.nn.Linear(4, 3)
+
+    def forward(self, input_ids, attention_mask):
+        mask = attention_mask.unsqueeze(-1).float()
+        return self.head((self.embed(input_ids) * mask).sum(1) / mask.sum(1).clamp(min=1))
+
+
+def _two_input_batch(n: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(n)
+    mask = np.ones((n, 5), np.int64)
+    mask[:, 3:] = 0
+    return {"input_ids": rng.integers(0, 20, (n, 5)), "attention_mask": mask}
+
+
+@pytest.mark.parametrize("name", RUNTIMES.names())
+def test_runtime_feeds_several_named_inputs_by_name(name, tmp_path):
+    torch.manual_seed(0)
+    module = TwoInputs().eval()
+    path = tmp_path / "two.onnx"
+    export_onnx(module, _two_input_batch(2), path, opset=17, dynamic_batch=True)
+    artifacts = {"torch": Artifact(kind="torch", digest="two", module=module),
+                 "onnx": Artifact(kind="onnx", digest="two-onnx", path=path)}
+    session = _load(name, _artifact_for(name, artifacts), TargetConfig(name="t", runtime=name, device="cpu"))
+    try:
+        for n in (1, 4):
+            x = _two_input_batch(n)
+            with torch.inference_mode():
+                want = module(**{k: torch.from_numpy(v) for k, v in x.items()}).numpy()
+            # the mapping's order is not the model's: inputs are matched by name
+            got = session.run({"attention_mask": x["attention_mask"], "input_ids": x["input_ids"]})
+            tol = 5e-2 if session.info.get("precision") in ("bf16", "f16") else 1e-4
+            np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
+        if name != "torch":  # torch passes keywords: a wrong name is torch's own TypeError
+            with pytest.raises(ValueError, match=r"inputs \['attention_mask', 'input_ids'\] but the data "
+                                                 r"gives \['input_ids', 'mask'\]"):
+                session.run({"input_ids": x["input_ids"], "mask": x["attention_mask"]})
+    finally:
+        session.close()
+
+
+def test_a_single_input_model_is_fed_whatever_its_input_is_called(tiny_module, tmp_path):
+    """An onnx: file exported elsewhere (input named ``input``) takes the data's ``pixel_values``."""
+    path = tmp_path / "elsewhere.onnx"
+    x = np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32)
+    export_onnx(tiny_module, {"input": x}, path, opset=17, dynamic_batch=True)
+    target = TargetConfig(name="t", runtime="onnxruntime", device="cpu", threads=1)
+    session = RUNTIMES.get("onnxruntime").load(Artifact(kind="onnx", digest="e", path=path), target)
+    with torch.inference_mode():
+        want = tiny_module(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(session.run({"pixel_values": x}), want, rtol=1e-4, atol=1e-4)
+    with pytest.raises(TypeError, match="takes a mapping of named input arrays, got ndarray"):
+        session.run(x)
 
 
 def test_every_runtime_declares_what_it_runs():
@@ -123,3 +183,60 @@ def test_every_runtime_declares_what_it_runs():
         assert spec.accepts, f"{name} accepts no artifact kind"
         assert spec.devices, f"{name} runs on no device"
         assert spec.summary, f"{name} has no summary"
+
+
+# --------------------------------------------------------------------------- declarations
+
+
+def _literal_fields(model) -> list[str]:
+    import typing
+
+    def has_literal(tp) -> bool:
+        return typing.get_origin(tp) is typing.Literal or any(has_literal(a) for a in typing.get_args(tp))
+
+    return [name for name, f in model.model_fields.items() if has_literal(f.annotation)]
+
+
+@pytest.mark.parametrize("name", RUNTIMES.names())
+def test_runtime_declarations_are_what_the_recipe_checks(name, recipe_dict):
+    """Every runtime's typed options refuse unknown keys and values outside their choices when the
+    recipe loads, with the key path; its example options are valid; its devices are target devices."""
+    import importlib.util
+
+    from compress.runtimes.base import RuntimeOptions
+
+    spec = RUNTIMES.get(name)
+    assert issubclass(spec.options, RuntimeOptions)
+    assert spec.options.model_config.get("extra") == "forbid"
+    assert spec.devices and all(isinstance(d, str) and d.islower() for d in spec.devices)
+    for module in spec.imports:  # what the memory probe imports first: real modules (or the extra's)
+        assert spec.extra or importlib.util.find_spec(module) is not None, module
+    device = "cpu" if "cpu" in spec.devices else min(spec.devices)
+    target = {"name": "t", "runtime": name, "device": device, "options": dict(spec.example)}
+    recipe_dict["targets"].append(target)
+    recipe = parse_recipe(recipe_dict)
+    assert isinstance(recipe.targets[1].options, spec.options)
+    assert recipe.targets[1].model_dump()["options"] == spec.example  # recorded as given
+    for field in _literal_fields(spec.options):
+        target["options"] = {field: "no-such-choice"}
+        with pytest.raises(RecipeError) as info:
+            parse_recipe(recipe_dict)
+        key = f"targets[1].options.{field}: unknown {field.replace('_', ' ')} 'no-such-choice'; valid: "
+        # (openvino's hint is case-insensitive, so its message quotes the value upper-cased)
+        assert any(p.lower().startswith(key.lower()) for p in info.value.problems), info.value.problems
+
+
+def test_memory_probe_imports_what_the_runtime_declares(monkeypatch):
+    """The probe's child imports the declared modules before it measures (none of its own list)."""
+    import importlib
+
+    from compress.measure import memory
+
+    imported = []
+    real = importlib.import_module
+    monkeypatch.setattr(importlib, "import_module", lambda m, *a: imported.append(m) or real(m, *a))
+    with pytest.raises(RuntimeFailure, match="could not load"):  # stops after the imports: no file
+        memory._child({"target": {"name": "t", "runtime": "onnxruntime"}, "kind": "onnx",
+                       "path": "/nonexistent.onnx", "input_shape": [3, 8, 8], "batch_sizes": [1],
+                       "repeats": 1})
+    assert imported[: len(RUNTIMES.get("onnxruntime").imports)] == list(RUNTIMES.get("onnxruntime").imports)

@@ -26,18 +26,20 @@ from compress.sources.models import (
 
 def test_sklearn_digits_loads_offline():
     ds = load_source("sklearn:digits", Path("."))
-    assert ds.images.shape == (1797, 1, 8, 8)
-    assert ds.images.dtype == np.float32
-    assert ds.images.min() >= 0.0 and ds.images.max() <= 1.0
+    images = ds.read()
+    assert images.shape == (1797, 1, 8, 8)
+    assert images.dtype == np.float32
+    assert images.min() >= 0.0 and images.max() <= 1.0
     assert ds.classes == [str(i) for i in range(10)]
     assert sorted(np.unique(ds.labels)) == list(range(10))
 
 
 def test_transform_resizes_and_converts_channels():
     ds = load_source("sklearn:digits", Path("."), TransformConfig(resize=16, channels=3))
-    assert ds.images.shape == (1797, 3, 16, 16)
+    images = ds.read()
+    assert images.shape == (1797, 3, 16, 16)
     # gray -> RGB repeats the channel
-    np.testing.assert_array_equal(ds.images[:, 0], ds.images[:, 2])
+    np.testing.assert_array_equal(images[:, 0], images[:, 2])
 
 
 @pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
@@ -47,8 +49,8 @@ def test_npz_uint8_layouts(tmp_path, layout):
     images = nchw.transpose(0, 2, 3, 1) if layout == "NHWC" else nchw
     np.savez(tmp_path / "d.npz", images=images, labels=np.arange(12) % 3)
     ds = load_source("npz:d.npz", tmp_path)
-    assert ds.images.shape == (12, 3, 5, 7)
-    np.testing.assert_allclose(ds.images, nchw / 255.0, atol=1e-7)
+    assert ds.sample_shape == (3, 5, 7)
+    np.testing.assert_allclose(ds.read(), nchw / 255.0, atol=1e-7)
     assert ds.labels.dtype == np.int64
     assert ds.classes == ["0", "1", "2"]
 
@@ -72,18 +74,18 @@ def test_imagefolder_without_images_names_the_folder(empty_image_folder):
 def test_imagefolder_classes_in_sorted_order(image_folder):
     ds = load_source(f"imagefolder:{image_folder.name}", image_folder.parent)
     assert ds.classes == ["ant", "moose", "zebra"]
-    assert ds.images.shape == (9, 3, 8, 8)  # notes.txt is not an image
+    assert len(ds) == 9 and ds.sample_shape == (3, 8, 8)  # notes.txt is not an image
     assert Counter(ds.labels.tolist()) == {0: 3, 1: 3, 2: 3}
     # the first class's images are the ones in ant/
     from PIL import Image
 
     first = np.asarray(Image.open(image_folder / "ant" / "0.png"), dtype=np.float32) / 255.0
-    np.testing.assert_allclose(ds.images[0], first.transpose(2, 0, 1), atol=1e-6)
+    np.testing.assert_allclose(ds.read([0])[0], first.transpose(2, 0, 1), atol=1e-6)
 
 
-def test_imagefolder_resize_happens_at_load(image_folder):
+def test_imagefolder_resize_happens_when_read(image_folder):
     ds = load_source(f"imagefolder:{image_folder}", Path("."), TransformConfig(resize=4))
-    assert ds.images.shape == (9, 3, 4, 4)
+    assert ds.read().shape == (9, 3, 4, 4)
 
 
 SPLIT = {"train": 0.6, "calibration": 0.1, "heldout": 0.3}

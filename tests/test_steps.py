@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import re
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +17,11 @@ from pydantic import ValidationError
 import compress.steps.export as export_step
 from compress.artifacts import FILENAMES, Artifact, load_torch, save_torch
 from compress.errors import MissingDependency, StepError
-from compress.recipe import DataConfig
+from compress.recipe import DataConfig, TargetConfig
 from compress.sources.data import make_splits
 from compress.sources.models import ModelSpec
 from compress.steps import STEPS, StepContext
+from compress.steps.base import STEP_ROLES
 from compress.steps.export import ExportConfig
 from compress.steps.prune import PruneConfig
 from compress.steps.quantize import QuantizeConfig
@@ -51,6 +53,7 @@ def make_ctx(splits, tmp_path, tiny_model_file):
             workdir=workdir,
             baseline=baseline,
             log=lambda _msg: None,
+            targets=[TargetConfig(name="cpu", runtime="onnxruntime", threads=1)],  # the tiny recipe's
         )
 
     return make
@@ -86,12 +89,17 @@ def _same(a, b) -> bool:
     return a == b
 
 
-def _ort_logits(path: Path, x: np.ndarray) -> np.ndarray:
+def _ort_logits(path: Path, x: dict[str, np.ndarray]) -> np.ndarray:
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    return sess.run(None, x)[0]  # the export step names the file's input after the data's
 
 
 # --------------------------------------------------------------------------- the contract
+
+
+def _config(spec):
+    """The step's example config (every plug-in declares one), else its defaults."""
+    return spec.config(**spec.example)
 
 
 @pytest.mark.parametrize("name", STEPS.names())
@@ -106,11 +114,14 @@ def test_step_conformance(name, torch_artifact, onnx_artifact, make_ctx):
         spec.config(no_such_key=1)
     assert spec.summary and spec.summary != name, "the step's docstring is its one-line summary"
     assert spec.accepts and spec.accepts <= KINDS
-    required = [f for f, info in spec.config.model_fields.items() if info.is_required()]
-    if required:
-        pytest.skip(f"{name}'s config has required fields {required}: no default to apply")
+    assert spec.example, f"{name} declares no example config"
+    cfg = _config(spec)  # the example is valid, also where the config has required fields
+    for c in (cfg, *([spec.config()] if not _required(spec) else [])):
+        assert set(spec.roles(c)) <= set(STEP_ROLES), f"{name} declares a role a step may not use"
+        named = spec.targets(c)
+        assert all(isinstance(t, str) for t in (named.values() if isinstance(named, dict) else named))
+        assert spec.produces(c, min(spec.accepts)) in KINDS
 
-    cfg = spec.config()
     inputs = {"torch": torch_artifact, "onnx": onnx_artifact}
     kind = next((k for k in sorted(spec.accepts) if k in inputs), None)
     if kind is None:
@@ -130,10 +141,72 @@ def test_step_conformance(name, torch_artifact, onnx_artifact, make_ctx):
     )
     assert _same(_snapshot(art), before), f"{name} modified its input artifact"
     assert "heldout" not in ctx.consumed
+    assert set(spec.roles(cfg)) <= ctx.consumed, f"{name} declares roles it did not read"
     if out.kind == "torch":
         assert out.module is not None
     else:
         assert out.path is not None and out.path.is_file()
+
+
+def _required(spec) -> list[str]:
+    return [f for f, info in spec.config.model_fields.items() if info.is_required()]
+
+
+def _recipe_with(name: str, recipe: dict) -> dict:
+    """The tiny recipe with a variant ``x`` that runs step ``name`` with its example config."""
+    spec = STEPS.get(name)
+    cfg = _config(spec)
+    step = {name: copy.deepcopy(spec.example)}
+    if "torch" in spec.accepts:
+        steps = [step] + ([{"export": {}}] if spec.produces(cfg, "torch") == "torch" else [])
+        recipe["variants"]["x"] = {"steps": steps}
+    elif "onnx" in spec.accepts:
+        recipe["variants"]["x"] = {"from": "onnx-fp32", "steps": [step]}
+    else:
+        pytest.skip(f"{name} accepts {sorted(spec.accepts)}; the tiny recipe cannot make that kind")
+    produced = spec.produces(cfg, "torch" if "torch" in spec.accepts else "onnx")
+    if produced not in ("torch", "onnx"):  # a target that runs what the step makes
+        from compress.runtimes import RUNTIMES
+
+        runtime, rspec = next((n, r) for n, r in RUNTIMES.items() if produced in r.accepts)
+        recipe["targets"].append({"name": "extra", "runtime": runtime, "device": min(rspec.devices)})
+    return recipe
+
+
+@pytest.mark.parametrize("name", STEPS.names())
+def test_step_declarations_are_what_the_recipe_checks(name, recipe_dict):
+    """Each declared role is required by `compress validate` at the step's key path; each declared
+    target exists in the example recipe and an unknown one is refused."""
+    from compress.errors import RecipeError
+    from compress.recipe import parse_recipe
+
+    spec = STEPS.get(name)
+    recipe = _recipe_with(name, copy.deepcopy(recipe_dict))
+    recipe["data"]["split"] = {"train": 0.5, "calibration": 0.1, "tuning": 0.1, "heldout": 0.3}
+    parse_recipe(copy.deepcopy(recipe))  # the example is valid in a recipe that has every role
+    cfg = _config(spec)
+    where = re.escape("variants.x.steps[0]." + name)
+    for role in spec.roles(cfg):
+        without = copy.deepcopy(recipe)
+        without["data"]["split"][role] = 0
+        with pytest.raises(RecipeError) as info:
+            parse_recipe(without)
+        assert any(re.match(rf"{where}\S*: .* the {role} split, and the data has none; set data.split.{role}", p)
+                   for p in info.value.problems), info.value.problems
+    named = spec.targets(cfg)
+    assert isinstance(named, dict) or not named, f"{name}: declare targets as config key -> name"
+    for key, target in named.items() if named else []:
+        assert target in {t["name"] for t in recipe["targets"]}  # the example names a real target
+        unknown = copy.deepcopy(recipe)
+        node = unknown["variants"]["x"]["steps"][0][name]
+        *parents, last = key.split(".")
+        for part in parents:
+            node = node[part]
+        node[last] = "no-such-target"
+        with pytest.raises(RecipeError) as info:
+            parse_recipe(unknown)
+        assert any(p.startswith(f"variants.x.steps[0].{name}.{key}: unknown target 'no-such-target'")
+                   for p in info.value.problems), info.value.problems
 
 
 def test_steps_never_see_heldout(make_ctx):
@@ -142,6 +215,14 @@ def test_steps_never_see_heldout(make_ctx):
         with pytest.raises(ValueError, match=f"never .{role}."):
             ctx.data(role)
     assert ctx.data("train") is ctx.splits["train"] and ctx.consumed == {"train"}
+
+
+def test_a_split_the_data_lacks_is_a_step_error_not_a_keyerror(make_ctx):
+    ctx = make_ctx()
+    assert "tuning" not in ctx.splits
+    with pytest.raises(StepError, match="needs the tuning split, and the data has none; set data.split.tuning"):
+        ctx.data("tuning")
+    assert "tuning" not in ctx.consumed
 
 
 # --------------------------------------------------------------------------- export
@@ -156,7 +237,8 @@ def test_export_matches_torch_at_any_batch_size(onnx_artifact, tiny_module):
         x = rng.standard_normal((batch, 3, 8, 8)).astype(np.float32)
         with torch.inference_mode():
             want = tiny_module(torch.from_numpy(x)).numpy()
-        np.testing.assert_allclose(_ort_logits(onnx_artifact.path, x), want, rtol=1e-4, atol=1e-5)
+        got = _ort_logits(onnx_artifact.path, {"pixel_values": x})  # the file's input has the data's name
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
 
 
 def test_export_verification_catches_a_wrong_file(torch_artifact, make_ctx, monkeypatch):

@@ -1,100 +1,151 @@
-"""TensorRT 10: build an engine from ONNX, load it, and fingerprint what it was built for.
+"""TensorRT 10 and 11: build an engine from ONNX and fingerprint what it was built for.
 
 Shared by the ``engine`` step (compress/steps/engine.py) and the ``tensorrt`` runtime
-(compress/runtimes/tensorrt.py). Written against the TensorRT 10 Python API: ``Builder`` ->
-``create_network(0)`` (explicit batch is the only mode in 10) -> ``OnnxParser`` -> builder config
-(memory pool limit, FP16/INT8 flags, optimisation profile, entropy calibrator) ->
-``build_serialized_network``; at run time ``Runtime.deserialize_cuda_engine``, named I/O tensors,
-``set_input_shape``/``set_tensor_address``/``execute_async_v3``. Device buffers are torch CUDA
-tensors (torch is already a dependency), so neither pycuda nor cuda-python is needed.
+(compress/runtimes/tensorrt.py). The two majors differ in how precision is chosen
+(``build_plan``): TensorRT 10 has precision builder flags (``BuilderFlag.FP16``/``INT8``) and the
+implicit-quantization entropy calibrator (deprecated since 10.1); TensorRT 11 removed both, every
+network is strongly typed and types come from the ONNX model (TensorRT's "10.x to 11.x" migration
+guide). So int8 is explicit quantization (a QDQ model, strongly typed network) on both; fp16 on
+TensorRT 11 converts the model to float16 first; the calibrator is refused where it does not exist.
 
-An engine only runs on the TensorRT version and GPU model it was built with. The fingerprint
-(TensorRT, CUDA, driver, GPU name, compute capability) is stored with the engine and compared at
-load; a mismatch is refused with a message that says to rebuild.
-
-NOTHING IN THIS MODULE HAS RUN: TensorRT cannot be installed on the machines this project is
-developed on. The pure parts (fingerprint comparison, option checks) are unit-tested; the rest is
-covered by tests marked ``tensorrt`` that skip where TensorRT or a GPU is missing.
+NOTHING IN THIS MODULE HAS RUN AGAINST A REAL TensorRT: the machines this project is developed on
+have no GPU. tests/test_tensorrt.py runs it against tests/fake_tensorrt.py, a stand-in that
+records the API calls; the real-GPU tests are marked ``tensorrt`` (docs/tensorrt.md).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from compress.errors import MissingDependency, RuntimeFailure, StepError
+from compress.errors import MissingDependency, RuntimeFailure, StepError, install_hint
 
-#: fields that make an engine unusable when they differ (TensorRT refuses or misbehaves)
-STRICT_FIELDS = ("tensorrt", "gpu", "compute_capability", "cuda_major")
-#: fields recorded for the report; a difference is a warning, not an error
-SOFT_FIELDS = ("cuda", "driver")
+SUPPORTED_MAJORS = (10, 11)
+#: fields that make an engine unusable when they differ; they are also the engine step's cache key
+STRICT_FIELDS = ("tensorrt", "tensorrt_cuda", "gpu", "compute_capability")
+#: recorded for the report; a difference is a warning, not an error
+SOFT_FIELDS = ("driver",)
+FINGERPRINT_SUFFIX = ".fingerprint.json"
+
+
+def tensorrt_major(trt) -> int:
+    return int(str(trt.__version__).split(".")[0])
 
 
 def import_tensorrt(purpose: str):
+    """The tensorrt module, if its major version is one compress supports."""
     try:
         import tensorrt as trt
     except ImportError:
         raise MissingDependency("tensorrt", "tensorrt", purpose) from None
+    if tensorrt_major(trt) not in SUPPORTED_MAJORS:
+        raise RuntimeFailure(
+            f"{purpose}: TensorRT {trt.__version__} is installed, compress supports TensorRT "
+            f"{' and '.join(map(str, SUPPORTED_MAJORS))}: {install_hint('tensorrt')}"
+        )
     return trt
 
 
-def _torch_cuda(purpose: str):
-    import torch
-
-    if not torch.cuda.is_available():
-        raise RuntimeFailure(
-            f"{purpose} needs an NVIDIA GPU with CUDA, and torch sees none "
-            f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'no'}); run it on a GPU machine"
-        )
-    return torch
+# --------------------------------------------------------------------------- version dispatch
 
 
-def _driver_version() -> str | None:
+@dataclass(frozen=True)
+class BuildPlan:
+    """How one precision is built on one TensorRT major."""
+
+    network_flags: int  # for Builder.create_network
+    set_flags: tuple[str, ...]  # BuilderFlag names to set
+    clear_flags: tuple[str, ...]  # BuilderFlag names to clear (TF32 unless asked)
+    calibrate: bool  # attach the entropy calibrator
+    convert_fp16: bool  # convert the ONNX model to float16 before parsing (TensorRT 11 fp16)
+    strongly_typed: bool
+
+
+def build_plan(trt, precision: str, *, tf32: bool = False) -> BuildPlan:
+    """Network flags, builder flags and model conversion for ``precision`` on the installed TensorRT.
+    A StepError names the fix when the installed version cannot build it."""
+    major = tensorrt_major(trt)
+    clear = () if tf32 or not hasattr(trt.BuilderFlag, "TF32") else ("TF32",)  # TF32 is on by default
+    if major >= 11:  # strongly typed always (the creation flag is ignored): types come from the model
+        if precision == "int8-calibrate":
+            raise StepError(
+                f"precision int8-calibrate needs TensorRT's implicit-quantization calibrator, which "
+                f"TensorRT {trt.__version__} removed (11.x): use precision: int8-qdq after "
+                "`- quantize: {target: tensorrt}` (explicit quantization), or install TensorRT 10 "
+                "(pip install 'tensorrt>=10.1,<11')"
+            )
+        return BuildPlan(0, (), clear, False, precision == "fp16", True)
+    strongly = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    if precision == "fp32":
+        return BuildPlan(0, (), clear, False, False, False)
+    if precision == "fp16":
+        return BuildPlan(0, ("FP16",), clear, False, False, False)
+    if precision == "int8-qdq":  # explicit quantization: precision flags are not allowed, types are the model's
+        return BuildPlan(strongly, (), clear, False, False, True)
+    if not hasattr(trt, "IInt8EntropyCalibrator2"):
+        raise StepError(f"precision int8-calibrate: TensorRT {trt.__version__} has no "
+                        "IInt8EntropyCalibrator2; use precision: int8-qdq")
+    return BuildPlan(0, ("FP16", "INT8"), clear, True, False, False)
+
+
+# --------------------------------------------------------------------------- fingerprint
+
+
+def tensorrt_cuda_major() -> str | None:
+    """The CUDA major TensorRT's wheel was built for, from its package name (tensorrt-cu12 -> '12')."""
+    from importlib import metadata
+
+    for dist in metadata.distributions():
+        name = (dist.metadata.get("Name") or "").lower().replace("_", "-")
+        if name.startswith("tensorrt-cu") and name[len("tensorrt-cu"):].split("-")[0].isdigit():
+            return name[len("tensorrt-cu"):].split("-")[0]
+    return None
+
+
+def gpu_identity(device: int = 0) -> dict:
+    """Name and compute capability of CUDA device ``device`` (CUDA_VISIBLE_DEVICES applies)."""
+    torch = torch_cuda("TensorRT")
+    major, minor = torch.cuda.get_device_capability(device)
+    return {"gpu": torch.cuda.get_device_name(device), "compute_capability": f"{major}.{minor}"}
+
+
+def driver_version() -> str | None:
     try:
         import pynvml
-    except ImportError:
-        pynvml = None
-    if pynvml is not None:
-        try:
-            pynvml.nvmlInit()
-            v = pynvml.nvmlSystemGetDriverVersion()
-            return v.decode() if isinstance(v, bytes) else str(v)
-        except Exception:  # NVML missing or no permission: fall back to nvidia-smi
-            pass
-    import subprocess
 
-    try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=10, check=True)
-        return out.stdout.strip().splitlines()[0]
-    except (OSError, subprocess.SubprocessError, IndexError):
+        pynvml.nvmlInit()
+        v = pynvml.nvmlSystemGetDriverVersion()
+        return v.decode() if isinstance(v, bytes) else str(v)
+    except Exception:  # pynvml missing, or NVML without permission: the driver is a soft field
         return None
 
 
-def current_fingerprint(device: int = 0) -> dict:
-    """What an engine built here would be tied to."""
-    trt = import_tensorrt("the TensorRT fingerprint")
-    torch = _torch_cuda("TensorRT")
-    major, minor = torch.cuda.get_device_capability(device)
-    cuda = torch.version.cuda
-    return {
-        "tensorrt": trt.__version__,
-        "cuda": cuda,
-        "cuda_major": cuda.split(".")[0] if cuda else None,
-        "driver": _driver_version(),
-        "gpu": torch.cuda.get_device_name(device),
-        "compute_capability": f"{major}.{minor}",
-    }
+def current_fingerprint(device: int = 0, trt=None) -> dict:
+    """What an engine built here, on CUDA device ``device``, is tied to."""
+    trt = trt or import_tensorrt("the TensorRT fingerprint")
+    return {"tensorrt": str(trt.__version__), "tensorrt_cuda": tensorrt_cuda_major(),
+            **gpu_identity(device), "driver": driver_version()}
+
+
+def cache_key_fingerprint(device: int = 0) -> dict:
+    """The strict fields of this machine's fingerprint, or why there is none (the engine step's
+    cache key: an engine cached for another GPU or TensorRT is never reused)."""
+    try:
+        fp = current_fingerprint(device)
+    except (MissingDependency, RuntimeFailure) as err:
+        return {"unavailable": str(err)}
+    return {k: fp[k] for k in STRICT_FIELDS}
 
 
 def compare_fingerprints(stored: dict | None, current: dict) -> tuple[list[str], list[str]]:
     """(errors, warnings): errors make the engine stale, warnings are worth reporting."""
     if not stored:
         return (["the engine has no fingerprint (it was not built by compress, or its "
-                 "fingerprint file was lost); rebuild it with the engine step"], [])
+                 f"{FINGERPRINT_SUFFIX} file was lost); rebuild it with the engine step"], [])
     errors = [f"{k}: built with {stored.get(k)!r}, this machine has {current.get(k)!r}"
               for k in STRICT_FIELDS if stored.get(k) != current.get(k)]
     warnings = [f"{k}: built with {stored.get(k)!r}, this machine has {current.get(k)!r}"
@@ -115,16 +166,32 @@ def check_fingerprint(stored: dict | None, current: dict, engine: str) -> list[s
 
 
 def fingerprint_path(engine_path: Path) -> Path:
-    return engine_path.with_name(engine_path.name + ".fingerprint.json")
+    return engine_path.with_name(engine_path.name + FINGERPRINT_SUFFIX)
 
 
-def write_fingerprint(engine_path: Path, fp: dict) -> None:
-    fingerprint_path(engine_path).write_text(json.dumps(fp, indent=2, sort_keys=True))
+def write_fingerprint(engine_path: Path, fp: dict) -> Path:
+    path = fingerprint_path(engine_path)
+    path.write_text(json.dumps(fp, indent=2, sort_keys=True))
+    return path
 
 
 def read_fingerprint(engine_path: Path) -> dict | None:
-    p = fingerprint_path(engine_path)
+    p = fingerprint_path(Path(engine_path))
     return json.loads(p.read_text()) if p.is_file() else None
+
+
+# --------------------------------------------------------------------------- build
+
+
+def torch_cuda(purpose: str):
+    import torch
+
+    if not torch.cuda.is_available():
+        raise RuntimeFailure(
+            f"{purpose} needs an NVIDIA GPU with CUDA, and torch sees none "
+            f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'no'}); run it on a GPU machine"
+        )
+    return torch
 
 
 def onnx_has_qdq(path: Path) -> bool:
@@ -134,16 +201,25 @@ def onnx_has_qdq(path: Path) -> bool:
     return any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node)
 
 
-def _entropy_calibrator(trt, batches: Sequence[np.ndarray], cache_path: Path):
-    """IInt8EntropyCalibrator2 over host batches, copied to one torch CUDA buffer per batch."""
-    torch = _torch_cuda("int8 calibration")
+def to_float16_onnx(src: Path, dst: Path) -> Path:
+    """The model in float16 with float32 inputs and outputs (what TensorRT 11 builds in fp16)."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    onnx.save(convert_float_to_float16(onnx.load(str(src)), keep_io_types=True), str(dst))
+    return dst
+
+
+def entropy_calibrator(trt, batches: Sequence[np.ndarray], cache_path: Path, device: int = 0):
+    """IInt8EntropyCalibrator2 (TensorRT 10) over host batches of the profile's opt shape."""
+    torch = torch_cuda("int8 calibration")
 
     class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
         def __init__(self):
             trt.IInt8EntropyCalibrator2.__init__(self)
             self.batches = [np.ascontiguousarray(b, dtype=np.float32) for b in batches]
             self.index = 0
-            self.device = torch.empty(self.batches[0].shape, dtype=torch.float32, device="cuda")
+            self.device = torch.empty(self.batches[0].shape, dtype=torch.float32, device=f"cuda:{device}")
 
         def get_batch_size(self):
             return int(self.batches[0].shape[0])
@@ -152,6 +228,7 @@ def _entropy_calibrator(trt, batches: Sequence[np.ndarray], cache_path: Path):
             if self.index >= len(self.batches):
                 return None
             self.device.copy_(torch.from_numpy(self.batches[self.index]))
+            torch.cuda.synchronize(self.device.device)
             self.index += 1
             return [int(self.device.data_ptr())] * len(names)
 
@@ -165,83 +242,83 @@ def _entropy_calibrator(trt, batches: Sequence[np.ndarray], cache_path: Path):
 
 
 def build_engine(onnx_path: Path, engine_path: Path, *, precision: str, input_shape: tuple[int, ...],
-                 batch_min: int, batch_opt: int, batch_max: int, workspace_bytes: int,
-                 calibration_batches: Sequence[np.ndarray] | None = None, log=print) -> dict:
+                 batch_min: int, batch_opt: int, batch_max: int, workspace_bytes: int, tf32: bool = False,
+                 device: int = 0, calibration_batches: Sequence[np.ndarray] | None = None,
+                 log=print, trt=None, calibrator=None) -> dict:
     """Build and serialise an engine; return its fingerprint (also written beside the engine)."""
-    trt = import_tensorrt("the engine step")
-    fp = current_fingerprint()
+    trt = trt or import_tensorrt("the engine step")
+    plan = build_plan(trt, precision, tf32=tf32)
+    fp = current_fingerprint(device, trt)
+    if plan.convert_fp16:
+        onnx_path = to_float16_onnx(onnx_path, engine_path.with_name("model.fp16.onnx"))
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    network = builder.create_network(0)
+    network = builder.create_network(plan.network_flags)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise StepError(f"TensorRT could not parse {onnx_path}: {errors}")
+        hint = (" (int32-bias DequantizeLinear nodes: quantize with target: tensorrt, which leaves "
+                "biases in float)" if "DequantizeLinear" in errors else "")
+        raise StepError(f"TensorRT could not parse {onnx_path}: {errors}{hint}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_bytes)
-    if precision in ("fp16", "int8-qdq", "int8-calibrate"):
-        config.set_flag(trt.BuilderFlag.FP16)  # layers left in float may run in fp16
-    if precision in ("int8-qdq", "int8-calibrate"):
-        config.set_flag(trt.BuilderFlag.INT8)
+    for flag in plan.set_flags:
+        config.set_flag(getattr(trt.BuilderFlag, flag))
+    for flag in plan.clear_flags:
+        config.clear_flag(getattr(trt.BuilderFlag, flag))
     profile = builder.create_optimization_profile()
     for i in range(network.num_inputs):
         tensor = network.get_input(i)
-        profile.set_shape(tensor.name, (batch_min, *input_shape), (batch_opt, *input_shape),
-                          (batch_max, *input_shape))
-    config.add_optimization_profile(profile)
-    if precision == "int8-calibrate":
+        if profile.set_shape(tensor.name, (batch_min, *input_shape), (batch_opt, *input_shape),
+                             (batch_max, *input_shape)) is False:
+            raise StepError(f"TensorRT rejected the profile shapes of input {tensor.name!r}: batch "
+                            f"{batch_min}/{batch_opt}/{batch_max} x {list(input_shape)}")
+    if config.add_optimization_profile(profile) < 0:
+        raise StepError(f"TensorRT rejected the optimisation profile (batch {batch_min}/{batch_opt}/"
+                        f"{batch_max}, input {list(input_shape)}): check model.input_shape")
+    if plan.calibrate:
         if not calibration_batches:
             raise StepError("int8-calibrate needs calibration batches from the calibration split")
-        config.int8_calibrator = _entropy_calibrator(
-            trt, calibration_batches, engine_path.with_name("calibration.cache"))
-        config.set_calibration_profile(profile)
+        wrong = {len(b) for b in calibration_batches} - {batch_opt}
+        if wrong:  # TensorRT calibrates at the calibration profile's opt shape
+            raise StepError(f"calibration batches of {sorted(wrong)} images; TensorRT calibrates at "
+                            f"the profile's opt batch ({batch_opt})")
+        config.int8_calibrator = (calibrator or entropy_calibrator)(
+            trt, calibration_batches, engine_path.with_name("calibration.cache"), device)
+        if config.set_calibration_profile(profile) is False:
+            raise StepError("TensorRT rejected the calibration profile")
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise StepError("TensorRT failed to build the engine (see the TensorRT log above); try a "
                         "larger workspace_mb or precision: fp16")
     engine_path.write_bytes(bytes(serialized))
     write_fingerprint(engine_path, fp)
-    log(f"TensorRT engine built: {engine_path.stat().st_size} bytes, {precision}, {fp['gpu']}")
+    log(f"TensorRT {trt.__version__} engine built: {engine_path.stat().st_size} bytes, {precision}, "
+        f"{fp['gpu']}")
     return fp
 
 
-class EngineSession:
-    """A deserialised engine with torch CUDA buffers; ``run`` takes and returns numpy arrays."""
+# --------------------------------------------------------------------------- batches vs the profile
 
-    def __init__(self, engine_path: Path, stored_fingerprint: dict | None):
-        trt = import_tensorrt("the tensorrt runtime")
-        self.torch = _torch_cuda("the tensorrt runtime")
-        current = current_fingerprint()
-        self.warnings = check_fingerprint(stored_fingerprint, current, str(engine_path))
-        self.logger = trt.Logger(trt.Logger.WARNING)
-        self.runtime = trt.Runtime(self.logger)
-        self.engine = self.runtime.deserialize_cuda_engine(Path(engine_path).read_bytes())
-        if self.engine is None:
-            raise RuntimeFailure(f"TensorRT could not deserialise {engine_path}; rebuild it")
-        self.context = self.engine.create_execution_context()
-        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
-        self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-        self.outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
-        if len(self.inputs) != 1:
-            raise RuntimeFailure(f"the tensorrt runtime runs single-input engines; this one has {self.inputs}")
-        self.dtypes = {n: trt.nptype(self.engine.get_tensor_dtype(n)) for n in names}
-        self.stream = self.torch.cuda.Stream()
-        self.fingerprint = current
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        torch = self.torch
-        name = self.inputs[0]
-        with torch.cuda.stream(self.stream):  # copies and execution ordered on one stream
-            x = torch.from_numpy(np.ascontiguousarray(batch, dtype=self.dtypes[name])).cuda()
-            self.context.set_input_shape(name, tuple(x.shape))
-            self.context.set_tensor_address(name, x.data_ptr())
-            outs = {}
-            for out in self.outputs:
-                shape = tuple(self.context.get_tensor_shape(out))
-                dtype = torch.from_numpy(np.zeros(0, self.dtypes[out])).dtype
-                outs[out] = torch.empty(shape, dtype=dtype, device="cuda")
-                self.context.set_tensor_address(out, outs[out].data_ptr())
-            if not self.context.execute_async_v3(self.stream.cuda_stream):
-                raise RuntimeFailure("TensorRT execute_async_v3 failed")
-            result = outs[self.outputs[0]].float().cpu()  # .cpu() waits for the stream
-        return result.numpy()
+def split_batch(n: int, batch_min: int, batch_max: int) -> list[tuple[int, int, int]]:
+    """``(start, stop, run_size)`` chunks that cover ``n`` rows with run sizes inside the profile:
+    at most ``batch_max`` rows each; a chunk under ``batch_min`` is padded to it (run_size > stop-start)."""
+    if n < 1:
+        raise ValueError(f"a batch needs at least one row, got {n}")
+    chunks = []
+    for start in range(0, n, batch_max):
+        stop = min(start + batch_max, n)
+        chunks.append((start, stop, max(stop - start, batch_min)))
+    return chunks
+
+
+def profile_problems(batch_sizes: Sequence[int], batch_min: int, batch_max: int, where: str) -> list[str]:
+    """Messages for batch sizes outside the profile (they would be timed split or padded)."""
+    outside = sorted({b for b in batch_sizes if not batch_min <= b <= batch_max})
+    if not outside:
+        return []
+    return [f"{where} {outside} outside the engine's profile batch_min..batch_max "
+            f"({batch_min}..{batch_max}): the runtime would split or pad them, so their latency is "
+            f"not the engine's; set batch_min: {min(min(outside), batch_min)} and batch_max: "
+            f"{max(max(outside), batch_max)}, or drop those batch sizes"]

@@ -2,6 +2,10 @@
 
 Severities 1..5 follow the parameter ladders of ImageNet-C (Hendrycks & Dietterich, ICLR 2019,
 ``make_imagenet_c.py``). Images are float32 NCHW in [0, 1], before normalisation.
+
+Every corruption acts on each sample alone, so a split is corrupted batch by batch as it is read:
+the noise of sample ``i`` comes from its own generator, seeded by ``(seed, i)``, and is the same
+whichever batch the sample is read in.
 """
 
 from __future__ import annotations
@@ -29,8 +33,8 @@ SEVERITIES = (1, 2, 3, 4, 5)
 _BLUR_REFERENCE_PX = 224
 
 
-def corrupt(images: np.ndarray, name: str, severity: int, *, seed: int = 0) -> np.ndarray:
-    """A corrupted copy of ``images`` (float32 NCHW in [0, 1]); the input is left untouched."""
+def check_corruption(name: str, severity: int, channels: int | None = None) -> None:
+    """ValueError naming the fix for an unknown corruption or severity (or jpeg on 2/4 channels)."""
     if name not in CORRUPTIONS:
         raise ValueError(
             f"unknown corruption {name!r}: choose one of {', '.join(sorted(CORRUPTIONS))}"
@@ -38,11 +42,29 @@ def corrupt(images: np.ndarray, name: str, severity: int, *, seed: int = 0) -> n
     is_int = isinstance(severity, (int, np.integer)) and not isinstance(severity, bool)
     if not is_int or severity not in SEVERITIES:
         raise ValueError(f"severity must be one of {list(SEVERITIES)}, got {severity!r}")
+    if name == "jpeg" and channels is not None and channels not in (1, 3):
+        raise ValueError(
+            f"jpeg needs 1- or 3-channel images, got {channels} channels: "
+            "choose another corruption for this data"
+        )
+
+
+def corrupt(images: np.ndarray, name: str, severity: int, *, seed: int = 0,
+            sample_ids=None) -> np.ndarray:
+    """A corrupted copy of ``images`` (float32 NCHW in [0, 1]); the input is left untouched.
+
+    ``sample_ids`` (default 0..n-1) name the samples, so that a batch read later gets the same
+    noise as the whole array would."""
+    check_corruption(name, severity)
     _check_images(images)
     param = SEVERITY_PARAMS[name][severity - 1]
     if name == "gaussian_noise":
-        rng = np.random.default_rng(seed)
-        out = images + rng.normal(0.0, param, size=images.shape).astype(np.float32)
+        ids = range(len(images)) if sample_ids is None else sample_ids
+        if len(ids) != len(images):
+            raise ValueError(f"sample_ids has {len(ids)} entries for {len(images)} images")
+        noise = np.stack([np.random.default_rng([seed, int(i)]).normal(0.0, param, size=images.shape[1:])
+                          for i in ids]) if len(images) else np.zeros(images.shape)
+        out = images + noise.astype(np.float32)
     elif name == "gaussian_blur":
         out = _blur(images, param * min(images.shape[2:]) / _BLUR_REFERENCE_PX)
     elif name == "jpeg":

@@ -102,19 +102,13 @@ def prediction_shift(reference_predictions, reference_confidence, current_predic
 
 
 def corrupted_splits(heldout, corruptions, severities, *, seed: int = 0) -> dict[str, object]:
-    """Corrupted copies of the held-out split, keyed ``"<corruption>@<severity>"``."""
-    from compress.measure.corruptions import corrupt
-    from compress.sources.data import Split
-
-    out = {}
-    for name in corruptions:
-        for severity in severities:
-            images = corrupt(heldout.images, name, severity, seed=seed)
-            out[f"{name}@{severity}"] = Split(
-                "heldout", images, heldout.labels, heldout.mean, heldout.std,
-                f"heldout + {name} (severity {severity})",
-            )
-    return out
+    """Corrupted views of the held-out split, keyed ``"<corruption>@<severity>"``: each corrupts
+    its batches as they are read, so no corrupted copy of the data is held."""
+    return {
+        f"{name}@{severity}": heldout.corrupted(name, severity, seed=seed, role="heldout",
+                                                source=f"heldout + {name} (severity {severity})")
+        for name in corruptions for severity in severities
+    }
 
 
 def robustness_profile(correct_by_key: dict[str, np.ndarray],

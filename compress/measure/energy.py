@@ -147,13 +147,14 @@ class RaplMeter:
 class NvmlMeter:
     """Total GPU board energy from NVML (``nvmlDeviceGetTotalEnergyConsumption``, Volta or newer).
 
-    ``device_index`` is NVML's numbering, which ignores ``CUDA_VISIBLE_DEVICES``.
+    ``device_index`` is NVML's numbering (an int), which ignores ``CUDA_VISIBLE_DEVICES``, or a GPU
+    UUID; ``default_meter("cuda:N")`` maps CUDA device N to it (``nvml_device_for_cuda``).
     """
 
     name = "nvml"
 
-    def __init__(self, device_index: int = 0):
-        if device_index < 0:
+    def __init__(self, device_index: int | str = 0):
+        if isinstance(device_index, int) and device_index < 0:
             raise ValueError(
                 f"device_index must be >= 0, got {device_index}: use 0 for the first GPU"
             )
@@ -192,11 +193,14 @@ class NvmlMeter:
             self._reason = f"NVML could not start (no NVIDIA driver?): {exc}"
             return
         try:
-            count = pynvml.nvmlDeviceGetCount()
-            if self.device_index >= count:
-                self._reason = f"no GPU at NVML index {self.device_index}: NVML sees {count} GPU(s)"
-                return
-            handle = pynvml.nvmlDeviceGetHandleByIndex(self.device_index)
+            if isinstance(self.device_index, str):
+                handle = pynvml.nvmlDeviceGetHandleByUUID(self.device_index)
+            else:
+                count = pynvml.nvmlDeviceGetCount()
+                if self.device_index >= count:
+                    self._reason = f"no GPU at NVML index {self.device_index}: NVML sees {count} GPU(s)"
+                    return
+                handle = pynvml.nvmlDeviceGetHandleByIndex(self.device_index)
             pynvml.nvmlDeviceGetTotalEnergyConsumption(handle)
         except pynvml.NVMLError as exc:
             self._reason = (
@@ -208,14 +212,45 @@ class NvmlMeter:
         self._handle = handle
 
 
+def nvml_device_for_cuda(cuda_index: int, visible: str | None = None) -> int | str:
+    """The NVML device (index or UUID) of CUDA device ``cuda_index`` under ``CUDA_VISIBLE_DEVICES``
+    (``visible``; unset: every GPU, same numbering). NVML numbers GPUs by PCI bus; CUDA does too for
+    GPUs of one model, and always with ``CUDA_DEVICE_ORDER=PCI_BUS_ID``."""
+    if visible is None:
+        return cuda_index
+    entries = [e.strip() for e in visible.split(",") if e.strip()]
+    if cuda_index >= len(entries):
+        raise ValueError(
+            f"CUDA device {cuda_index} does not exist: CUDA_VISIBLE_DEVICES={visible!r} makes "
+            f"{len(entries)} GPU(s) visible, numbered from 0"
+        )
+    entry = entries[cuda_index]
+    return int(entry) if entry.isdigit() else entry  # "GPU-<uuid>" / "MIG-<uuid>"
+
+
 def default_meter(device: str) -> EnergyMeter:
-    """The meter for a target device: ``"cpu"`` -> RAPL, ``"cuda"`` or ``"cuda:N"`` -> NVML."""
+    """The meter for a target device: ``"cpu"`` -> RAPL, ``"cuda"`` or ``"cuda:N"`` (CUDA's
+    numbering, after ``CUDA_VISIBLE_DEVICES``) -> NVML on that GPU."""
+    import os
+
     if device == "cpu":
         return RaplMeter()
     match = re.fullmatch(r"cuda(?::(\d+))?", device)
     if match:
-        return NvmlMeter(int(match.group(1) or 0))
+        try:
+            return NvmlMeter(nvml_device_for_cuda(int(match.group(1) or 0), os.environ.get("CUDA_VISIBLE_DEVICES")))
+        except ValueError as err:  # no such GPU: no energy number, and the reason says why
+            meter = NvmlMeter()
+            meter._reason = str(err)
+            return meter
     raise ValueError(f"no energy meter for device {device!r}: use 'cpu', 'cuda' or 'cuda:N'")
+
+
+def meter_device(target) -> str:
+    """The device string a target's energy is metered on: ``cuda:<device_id>`` for GPUs."""
+    if target.device == "cpu":
+        return "cpu"
+    return f"{target.device}:{int(getattr(target.options, 'device_id', 0))}"
 
 
 @dataclass(frozen=True)

@@ -24,9 +24,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-RUNTIME_IMPORTS = {"onnxruntime": ("onnxruntime",), "torch": ("torch",), "openvino": ("openvino",),
-                   "tensorrt": ("tensorrt",)}
-
 
 def _status_bytes(field: str) -> int | None:
     try:
@@ -71,14 +68,16 @@ def _child(spec: dict) -> dict:
 
     import numpy as np
 
-    for module in RUNTIME_IMPORTS.get(spec["target"]["runtime"], ()):
+    import compress.runtimes  # noqa: F401  (registers the runtimes; their libraries load lazily)
+    from compress.runtimes.base import RUNTIMES
+
+    for module in RUNTIMES.get(spec["target"]["runtime"]).imports:  # declared at registration
         importlib.import_module(module)
     if spec.get("model_spec") and spec["model_spec"]["source"].startswith("torchvision:"):
         importlib.import_module("torchvision")
-    import compress.runtimes  # noqa: F401
     from compress.artifacts import Artifact
-    from compress.recipe import TargetConfig
-    from compress.runtimes.base import RUNTIMES
+    from compress.runtimes.target import TargetConfig
+    from compress.sources.inputs import PIXEL_VALUES
     from compress.sources.models import ModelSpec
 
     target = TargetConfig.model_validate(spec["target"])
@@ -88,17 +87,20 @@ def _child(spec: dict) -> dict:
         model_spec = ModelSpec(ms["source"], ms["kwargs"], Path(ms["base_dir"]))
     art = Artifact(kind=spec["kind"], digest="memory", path=Path(spec["path"]), model_spec=model_spec)
     rng = np.random.default_rng(0)
-    batches = {bs: rng.standard_normal((bs, *spec["input_shape"])).astype(np.float32)
+    batches = {bs: {PIXEL_VALUES: rng.standard_normal((bs, *spec["input_shape"])).astype(np.float32)}
                for bs in spec["batch_sizes"]}
     rss_before = _rss_bytes()
     reset_ok = _reset_peak()
     session = RUNTIMES.get(target.runtime).load(art, target)
     rss_loaded = _rss_bytes()
-    gpu_torch = target.runtime == "torch" and target.device == "cuda"
+    # torch's counters see what torch allocates: the torch runtime's model and activations, the
+    # tensorrt runtime's I/O buffers (TensorRT's own activation memory is reported beside them)
+    gpu_torch = target.runtime in ("torch", "tensorrt") and target.device == "cuda"
+    device = f"cuda:{int(getattr(target.options, 'device_id', 0))}"  # CUDA's numbering (CUDA_VISIBLE_DEVICES applies)
     if gpu_torch:
         import torch
 
-        torch.cuda.reset_peak_memory_stats()
+        torch.cuda.reset_peak_memory_stats(device)
     for bs in spec["batch_sizes"]:
         for _ in range(spec["repeats"]):
             session.run(batches[bs])
@@ -115,8 +117,11 @@ def _child(spec: dict) -> dict:
     if gpu_torch:
         import torch
 
-        out["device_peak_bytes"] = int(torch.cuda.max_memory_allocated())
-        out["device_method"] = "torch.cuda.max_memory_allocated"
+        out["device_peak_bytes"] = int(torch.cuda.max_memory_allocated(device))
+        out["device_method"] = f"torch.cuda.max_memory_allocated({device!r})"
+        if target.runtime == "tensorrt":
+            out["device_method"] += " (I/O buffers only)"
+            out["engine_device_memory_bytes"] = session.info.get("engine_device_memory_bytes")
     elif target.device != "cpu":
         out["device_peak_bytes"] = None
         out["device_method"] = f"not measured: no peak device-memory counter for {target.runtime}"

@@ -31,6 +31,7 @@ from torch import nn
 
 from compress.errors import StepError
 from compress.pruning.importance import BLOCK_CRITERIA
+from compress.sources.inputs import call_module, example_inputs, to_torch
 
 MARKER = "compress_removed_block"
 
@@ -82,7 +83,7 @@ def find_candidates(module, patterns: list[str], input_shape) -> BlockPlan:
     was_training = module.training
     try:
         with torch.no_grad():
-            module.eval()(torch.zeros((1, *input_shape)))
+            call_module(module.eval(), to_torch(example_inputs(input_shape)))
     finally:
         for h in hooks:
             h.remove()
@@ -150,7 +151,7 @@ def score_blocks(module, names: list[str], criterion: str, *, batches=None, seed
         for x, y in batches:
             current.update(dict.fromkeys(names, 0.0))
             module.zero_grad(set_to_none=True)
-            F.cross_entropy(module(torch.from_numpy(x)), torch.from_numpy(y)).backward()
+            F.cross_entropy(call_module(module, to_torch(x)), torch.from_numpy(y)).backward()
             for n in names:
                 totals[n] += abs(current[n])
             count += 1

@@ -11,6 +11,7 @@ import fnmatch
 from dataclasses import dataclass, field
 
 from compress.errors import StepError
+from compress.sources.inputs import torch_example
 
 
 @dataclass
@@ -56,11 +57,10 @@ def kept_layers(module, num_classes: int, patterns: list[str]) -> list:
 
 def count_macs_params(module, input_shape) -> tuple[int, int]:
     """Multiply-accumulates of one sample's forward pass, and the parameter count."""
-    import torch
     import torch_pruning as tp
 
     was_training = module.training
-    example = torch.zeros((1, *input_shape))
+    example = torch_example(input_shape)
     macs, params = tp.utils.count_ops_and_params(module.eval(), example)
     module.train(was_training)
     return int(macs), int(params)
@@ -102,7 +102,6 @@ def make_pruner(module, plan: ChannelPlan, input_shape, num_classes: int, ratio:
                 iterative_steps: int | None = None):
     """A Torch-Pruning ``BasePruner`` for ``module`` following ``plan`` (``ratio`` and
     ``iterative_steps`` override the plan's)."""
-    import torch
     import torch_pruning as tp
 
     from compress.pruning.importance import make_importance
@@ -114,7 +113,7 @@ def make_pruner(module, plan: ChannelPlan, input_shape, num_classes: int, ratio:
         for pattern, r in plan.layer_ratios.items():
             if name and fnmatch.fnmatchcase(name, pattern) and m not in ignored and _is_root(m):
                 per_layer[m] = r
-    example = torch.zeros((1, *input_shape))
+    example = torch_example(input_shape)
     try:
         return tp.pruner.BasePruner(
             module, example, importance=make_importance(plan.importance),

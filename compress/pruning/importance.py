@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 CRITERIA = ("l1", "l2", "bn", "lamp", "taylor", "random")
 BLOCK_CRITERIA = ("l1", "l2", "taylor", "random")  # what compress.pruning.blocks can rank blocks by
 
@@ -34,9 +36,10 @@ def accumulate_gradients(module, split, batches: int, batch_size: int = 32) -> N
     import torch
     import torch.nn.functional as F
 
+    from compress.sources.inputs import call_module, to_torch
+
     module.eval()
     module.zero_grad()
-    for i, (x, y) in enumerate(split.batches(batch_size)):
-        if i >= batches:
-            break
-        F.cross_entropy(module(torch.from_numpy(x)), torch.from_numpy(y)).backward()
+    rows = np.arange(min(len(split), batches * batch_size))  # read only the batches used
+    for x, y in split.batches(batch_size, rows):
+        F.cross_entropy(call_module(module, to_torch(x)), torch.from_numpy(y)).backward()

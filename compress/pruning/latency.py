@@ -6,9 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from compress.errors import StepError
+from compress.sources.inputs import example_inputs
 
 
 class LatencyProbe:
@@ -35,8 +34,7 @@ class LatencyProbe:
         self.batch_size = batch_size
         self.rounds = rounds
         self.min_round_s = min_round_s
-        rng = np.random.default_rng(seed)
-        self.batch = rng.standard_normal((batch_size, *self.input_shape)).astype(np.float32)
+        self.batch = example_inputs(self.input_shape, batch_size, fill="normal", seed=seed)
         self.n = 0
         self.reference = self._session(reference, "unpruned")
 
@@ -47,7 +45,8 @@ class LatencyProbe:
             from compress.steps.export import DEFAULT_OPSET, export_onnx
 
             path = self.workdir / f"{label}.onnx"
-            export_onnx(module, self.input_shape, path, opset=DEFAULT_OPSET, dynamic_batch=True)
+            export_onnx(module, example_inputs(self.input_shape, 2), path, opset=DEFAULT_OPSET,
+                        dynamic_batch=True)
             art = Artifact(kind="onnx", digest=label, path=path)
         else:
             art = Artifact(kind="torch", digest=label, module=module)

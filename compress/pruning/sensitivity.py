@@ -160,10 +160,8 @@ def run_for_recipe(recipe, recipe_path: Path, out_dir: Path, *, variant: str | N
         raise InputError("the sensitivity scan needs a calibration or train split (never held-out)")
     split = splits[role]
     if len(split) > samples:
-        from dataclasses import replace
-
         idx = np.sort(np.random.default_rng(recipe.seed).choice(len(split), samples, replace=False))
-        split = replace(split, images=split.images[idx], labels=split.labels[idx], _hashes=None)
+        split = split.subset(idx)
     baseline, _ = build_baseline(recipe, recipe_path.parent, splits, Cache(None), log=log)
     vname, cfg = prune_config_of(recipe, variant)
     module = baseline.load_module().eval()

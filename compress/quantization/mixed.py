@@ -15,13 +15,14 @@ The tuning split is neither the calibration split nor held-out: held-out confirm
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from compress.quantization.ort import OrtRunner
+from compress.sources.inputs import take
 
 
 @dataclass
@@ -53,7 +54,7 @@ def search(
     float_model: Path,
     quantize: Callable[[tuple[str, ...]], Path],
     candidates: Sequence[tuple[str, str]],
-    x_tuning: np.ndarray,
+    x_tuning: Mapping[str, np.ndarray],
     y_tuning: np.ndarray,
     *,
     tolerance_points: float,
@@ -74,8 +75,8 @@ def search(
             f"{tolerance_points} points, no layer kept in float")
         return path_all, result
 
-    n_sens = len(x_tuning) if sensitivity_samples is None else min(sensitivity_samples, len(x_tuning))
-    xs, refs = x_tuning[:n_sens], ref[:n_sens]
+    n_sens = len(y_tuning) if sensitivity_samples is None else min(sensitivity_samples, len(y_tuning))
+    xs, refs = take(x_tuning, slice(0, n_sens)), ref[:n_sens]
     err_all = logit_error(OrtRunner(path_all).logits(xs), refs)
     scores = []
     for name, op_type in candidates:
@@ -102,21 +103,13 @@ def search(
     return best_path, result
 
 
-class _Timed:
-    def __init__(self, path: Path, threads: int | None):
-        self._r = OrtRunner(path, threads)
-
-    def run(self, batch):
-        return self._r.sess.run(None, {self._r.name: batch})
-
-
-def latency_cost(all_int8: Path, mixed: Path, batch: np.ndarray, threads: int | None = None,
+def latency_cost(all_int8: Path, mixed: Path, batch: Mapping[str, np.ndarray], threads: int | None = None,
                  rounds: int = 5, min_round_s: float = 0.1) -> dict:
     """Median latency of the all-int8 and the mixed model, interleaved, on the build machine."""
     from compress.measure.timing import time_sessions
 
-    bs = len(batch)
-    timing = time_sessions({"all_int8": _Timed(all_int8, threads), "mixed": _Timed(mixed, threads)},
+    bs = len(next(iter(batch.values())))
+    timing = time_sessions({"all_int8": OrtRunner(all_int8, threads), "mixed": OrtRunner(mixed, threads)},
                            lambda _bs: batch, [bs], warmup=2, rounds=rounds, min_round_s=min_round_s)
     a, m = timing["all_int8"][bs]["p50_ms"], timing["mixed"][bs]["p50_ms"]
     return {"batch_size": bs, "threads": threads, "all_int8_p50_ms": a, "mixed_p50_ms": m,

@@ -14,6 +14,7 @@ import numpy as np
 from pydantic import Field
 
 from compress.errors import MissingDependency, StepError
+from compress.sources.inputs import bind
 from compress.steps.base import StepConfig, StepContext
 
 
@@ -56,7 +57,7 @@ def quantize_nncf(src_path, kind: str, cfg: NNCFConfig, ctx: StepContext, seed: 
     rng = np.random.default_rng(seed)
     n = min(cfg.subset_size, len(calib))
     idx = np.sort(rng.choice(len(calib), size=n, replace=False))
-    items = [calib.inputs(idx[i : i + 1]) for i in range(n)]
+    items = calib.stream(1, idx)  # one sample per item, read when NNCF iterates
     scope = cfg.ignored_scope
     ignored = None
     if scope.names or scope.types or scope.patterns:
@@ -72,11 +73,12 @@ def quantize_nncf(src_path, kind: str, cfg: NNCFConfig, ctx: StepContext, seed: 
         import onnx
 
         model = onnx.load(str(src_path))
-        input_name = model.graph.input[0].name
-        dataset = nncf.Dataset(items, lambda x: {input_name: x})
+        inits = {i.name for i in model.graph.initializer}
+        names = [i.name for i in model.graph.input if i.name not in inits]
     else:
         model = ov.Core().read_model(str(src_path))
-        dataset = nncf.Dataset(items)
+        names = [i.get_any_name() for i in model.inputs]
+    dataset = nncf.Dataset(items, lambda x: bind(x, names, "the model being quantized"))
     meta: dict = {"nncf": nncf.__version__, "preset": cfg.preset, "calibration_samples": n}
     try:
         if cfg.accuracy_control is None:
@@ -89,13 +91,13 @@ def quantize_nncf(src_path, kind: str, cfg: NNCFConfig, ctx: StepContext, seed: 
                     "nncf accuracy_control validates on the tuning split, and the data has none; "
                     "set data.split.tuning (e.g. 0.1)"
                 )
-            val_items = [(tuning.inputs(slice(i, i + 32)), tuning.labels[i : i + 32])
-                         for i in range(0, len(tuning), 32)]
+            val_items = tuning.stream(32, labels=True)
 
             def validate(compiled, data) -> float:
                 correct = total = 0
+                compiled_names = [i.get_any_name() for i in compiled.inputs]
                 for x, y in data:
-                    pred = np.asarray(compiled(x)[0]).argmax(axis=1)
+                    pred = np.asarray(compiled(bind(x, compiled_names, "the quantized model"))[0]).argmax(axis=1)
                     correct += int((pred == y).sum())
                     total += len(y)
                 return correct / max(1, total)

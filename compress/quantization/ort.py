@@ -6,13 +6,15 @@ and every later re-quantization (mixed precision tries many) reuses them.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from compress.errors import StepError
+from compress.sources.inputs import batch_size as batch_size_of
+from compress.sources.inputs import bind, take
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 QUANTIZABLE_COMPUTE = ("Conv", "MatMul", "Gemm")
@@ -59,12 +61,14 @@ def calibration_method(name: str):
 
 
 class BatchReader:
-    """Feeds calibration batches to ORT's calibrator (its CalibrationDataReader protocol)."""
+    """Feeds calibration batches of named inputs to ORT's calibrator (its CalibrationDataReader
+    protocol), reading each batch only when the calibrator asks for it."""
 
-    def __init__(self, batches: Sequence[np.ndarray], input_name: str, advance: Callable[[], None] | None = None):
-        self._batches = list(batches)
+    def __init__(self, batches: Iterable[Mapping[str, np.ndarray]], input_names: Sequence[str],
+                 advance: Callable[[], None] | None = None):
+        self._batches = batches  # re-iterable (Split.stream): rewind reads the data again
         self._it = iter(self._batches)
-        self._name = input_name
+        self._names = list(input_names)
         self._advance = advance
 
     def get_next(self):
@@ -73,7 +77,7 @@ class BatchReader:
             return None
         if self._advance is not None:
             self._advance()
-        return {self._name: batch}
+        return bind(batch, self._names, "the model being calibrated")
 
     def rewind(self):
         self._it = iter(self._batches)
@@ -82,12 +86,13 @@ class BatchReader:
         return len(self._batches)
 
 
-def input_name(path: Path) -> str:
+def input_names(path: Path) -> list[str]:
+    """The graph inputs that are not initializers: what a feed must name."""
     import onnx
 
     model = onnx.load(str(path), load_external_data=False)
     inits = {i.name for i in model.graph.initializer}
-    return next(i.name for i in model.graph.input if i.name not in inits)
+    return [i.name for i in model.graph.input if i.name not in inits]
 
 
 def compute_nodes(path: Path) -> list[tuple[str, str]]:
@@ -147,9 +152,12 @@ class OrtRunner:
 
         self.sess = ort.InferenceSession(str(path), make_session_options(threads),
                                          providers=["CPUExecutionProvider"])
-        self.name = self.sess.get_inputs()[0].name
+        self.names = [i.name for i in self.sess.get_inputs()]
 
-    def logits(self, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
-        outs = [self.sess.run(None, {self.name: x[i : i + batch_size]})[0]
-                for i in range(0, len(x), batch_size)]
+    def run(self, inputs: Mapping[str, np.ndarray]):
+        return self.sess.run(None, bind(inputs, self.names, "this ONNX model"))
+
+    def logits(self, x: Mapping[str, np.ndarray], batch_size: int = 64) -> np.ndarray:
+        n = batch_size_of(x)
+        outs = [self.run(take(x, slice(i, i + batch_size)))[0] for i in range(0, n, batch_size)]
         return np.concatenate(outs).astype(np.float32)

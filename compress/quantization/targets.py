@@ -9,7 +9,7 @@ the others follow ONNX Runtime's and TensorRT's documentation and have NOT been 
 from __future__ import annotations
 
 import platform
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 TARGET_NAMES = ("auto", "x86-vnni", "x86", "arm", "cuda", "tensorrt")
@@ -31,6 +31,7 @@ class QuantDefaults:
     channel_pads_as_convs: bool
     why: str
     measured_here: bool
+    extra: dict = field(default_factory=dict)  # quantize_static extra_options
 
     def settings(self) -> dict:
         d = asdict(self)
@@ -68,8 +69,10 @@ DEFAULTS: dict[str, QuantDefaults] = {
     ),
     "tensorrt": QuantDefaults(
         "qdq", "int8", "int8", True, True, True, False, 0, False,
-        why="TensorRT accepts only symmetric int8 QDQ (zero point 0), per-channel weights",
-        measured_here=False,
+        why="TensorRT accepts only symmetric int8 QDQ (zero point 0), per-channel weights; biases "
+        "stay float (QuantizeBias off): TensorRT's ONNX parser rejects the int32-bias "
+        "DequantizeLinear nodes ORT writes otherwise (onnx-tensorrt #850, onnxruntime #14229)",
+        measured_here=False, extra={"QuantizeBias": False},
     ),
 }
 

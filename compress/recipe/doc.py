@@ -35,6 +35,8 @@ def _type_name(tp) -> str:
         return f"{name}[{args}]"
     if tp is type(None):
         return "null"
+    if tp is typing.Any:
+        return "mapping"
     if isinstance(tp, type) and issubclass(tp, BaseModel):
         return tp.__name__
     return getattr(tp, "__name__", str(tp))
@@ -87,6 +89,7 @@ def render() -> str:
         "`python:` sources import and run your code.",
         "",
         "Runtimes: " + ", ".join(f"`{n}` ({s.summary}; runs {', '.join(sorted(s.accepts))})" for n, s in RUNTIMES.items()) + ".",
+        "Each runtime's `targets[].options` are listed under Runtimes below.",
         "",
         "## Top level and sections",
         "",
@@ -102,6 +105,16 @@ def render() -> str:
         _models_in(spec.config, sub)
         for m in sub:
             parts += [model_table(m, m.__name__ if m is not spec.config else f"{name} config"), ""]
+    parts += ["## Runtimes", "", "A target's `options` are checked against its runtime's options when the "
+              "recipe loads: unknown keys and values outside the choices are errors.", ""]
+    for name, spec in RUNTIMES.items():
+        devices = ", ".join(sorted(spec.devices))
+        parts.append(f"### `{name}`\n\n{spec.summary}. Runs {', '.join(sorted(spec.accepts))} models on "
+                     f"device {devices}" + (f"; install with the `{spec.extra}` extra" if spec.extra else "") + ".\n")
+        if spec.options.model_fields:
+            parts += [model_table(spec.options, f"{name} options"), ""]
+        else:
+            parts += ["No options.", ""]
     return "\n".join(parts).rstrip() + "\n"
 
 

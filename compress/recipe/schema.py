@@ -1,37 +1,30 @@
-"""The recipe: a pydantic schema of the YAML file, and the rules between its parts.
+"""The recipe: a pydantic schema of the YAML file.
 
 Every model forbids unknown keys, so a typo fails at load time with its key path. Rules that span
-several keys (step order, which target can run which variant, disjoint splits) are checked in
-``Recipe.check_rules`` after the per-field validation, and every problem is reported at once.
+several keys (step order, data roles, which target can run which variant) are generic loops over
+the plug-ins' declarations in ``compress.recipe.rules``; ``compress.recipe.load`` runs both.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
-    Discriminator,
     Field,
-    Tag,
-    ValidationError,
-    create_model,
     field_validator,
     model_validator,
 )
 
 import compress.runtimes  # noqa: F401  (registers the runtimes)
 import compress.steps  # noqa: F401  (registers the steps)
-from compress.errors import InputError, RecipeError
-from compress.runtimes.base import RUNTIMES
+from compress.recipe.variants import VariantConfig
+from compress.runtimes.target import TargetConfig
 from compress.sources.data import DATA_SCHEMES
 from compress.sources.models import MODEL_SCHEMES
-from compress.steps.base import STEPS, StepConfig
-
-_KIND_NAMES = {"torch": "a torch", "onnx": "an ONNX", "openvino": "an OpenVINO IR", "tensorrt": "a TensorRT"}
+from compress.steps.base import STEPS
 
 
 class Strict(BaseModel):
@@ -193,6 +186,12 @@ class DataConfig(Strict):
             raise ValueError("data.sources needs a 'heldout' source: variants are judged on it")
         return self
 
+    def roles(self) -> set[str]:
+        """The data roles this data provides (train, calibration, tuning, heldout)."""
+        if self.sources is not None:
+            return set(self.sources)
+        return {r for r in SPLIT_ROLES if getattr(self.split, r) > 0}
+
 
 # --------------------------------------------------------------------------- training
 
@@ -209,123 +208,7 @@ class BaselineConfig(Strict):
     train: TrainConfig | None = Field(None, description="Train the baseline when there is no checkpoint")
 
 
-# --------------------------------------------------------------------------- variants
-
-
-def _step_union():
-    """A tagged union of ``{step_name: StepConfig}`` entries, built from the step registry."""
-    members = []
-    for name, spec in STEPS.items():
-        entry = create_model(
-            f"{name.title().replace('_', '')}Step",
-            __config__=ConfigDict(extra="forbid"),
-            **{name: (spec.config, Field(default_factory=spec.config))},
-        )
-        members.append(Annotated[entry, Tag(name)])
-
-    def tag(value: Any) -> str | None:
-        if isinstance(value, dict):
-            keys = list(value)
-            return keys[0] if len(keys) == 1 and keys[0] in STEPS else None
-        if isinstance(value, str) and value in STEPS:  # "- export" with all defaults
-            return value
-        for name in STEPS:
-            if isinstance(value, BaseModel) and hasattr(value, name):
-                return name
-        return None
-
-    return Annotated[
-        Union[tuple(members)],  # noqa: UP007
-        Discriminator(
-            tag,
-            custom_error_type="unknown_step",
-            custom_error_message="each step is one key naming the step; valid steps: "
-            + ", ".join(STEPS.names()),
-        ),
-    ]
-
-
-StepEntry = _step_union()
-
-
-class VariantConfig(Strict):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
-    from_: str | None = Field(None, alias="from", description="Start from another variant's result")
-    steps: list[StepEntry] = Field(default_factory=list)
-    description: str | None = None
-    gate: bool = Field(True, description="false: measured and reported, but never fails the run")
-    targets: list[str] | None = Field(None, description="Profile only on these targets (default: every target that can run it)")
-
-    @field_validator("steps", mode="before")
-    @classmethod
-    def _bare_names(cls, v):
-        if isinstance(v, list):
-            return [{s: {}} if isinstance(s, str) else s for s in v]
-        return v
-
-    def step_list(self) -> list[tuple[str, StepConfig]]:
-        out = []
-        for entry in self.steps:
-            (name,) = type(entry).model_fields
-            out.append((name, getattr(entry, name)))
-        return out
-
-
-# --------------------------------------------------------------------------- targets, profile, gate
-
-
-class TargetConfig(Strict):
-    name: str
-    runtime: str
-    device: Literal["cpu", "cuda", "gpu", "npu"] = Field(
-        "cpu", description="cpu; cuda (NVIDIA, torch/onnxruntime); gpu or npu (Intel, openvino)"
-    )
-    threads: int | None = Field(None, ge=1, description="Intra-op threads; default: all cores")
-    usd_per_hour: float | None = Field(None, ge=0, description="Price of the machine serving the model")
-    instance: str | None = Field(
-        None, description="Cloud instance type from the built-in price table (e.g. c7i.large); "
-        "sets usd_per_hour unless that is given"
-    )
-    options: dict[str, Any] = Field(default_factory=dict, description="Runtime-specific settings")
-
-    @field_validator("runtime")
-    @classmethod
-    def _runtime(cls, v):
-        if v not in RUNTIMES:
-            raise ValueError(f"unknown runtime {v!r}; valid runtimes: {', '.join(RUNTIMES.names())}")
-        return v
-
-    @model_validator(mode="after")
-    def _device(self):
-        spec = RUNTIMES.get(self.runtime)
-        if self.device not in spec.devices:
-            raise ValueError(
-                f"runtime {self.runtime!r} cannot run on device {self.device!r}; "
-                f"its devices: {', '.join(sorted(spec.devices))}"
-            )
-        return self
-
-    @model_validator(mode="after")
-    def _options_and_price(self):
-        spec = RUNTIMES.get(self.runtime)
-        # every runtime rejects an unknown option (names from its registration); its own hook
-        # then checks the values
-        unknown = set(self.options) - set(spec.options)
-        if unknown:
-            raise ValueError(
-                f"targets.{self.name}.options: unknown option(s) {sorted(unknown)} for runtime "
-                f"{self.runtime!r}; valid: {', '.join(spec.options) or '(none)'}"
-            )
-        if getattr(spec, "validate", None) is not None:
-            spec.validate(self)  # ValueError -> the problem, with its key path
-        if self.instance is not None:
-            from compress.measure.cost import lookup_price
-
-            price = lookup_price(self.instance)
-            if self.usd_per_hour is None:
-                self.usd_per_hour = price.usd_per_hour
-        return self
+# --------------------------------------------------------------------------- profile, gate
 
 
 class ProfileConfig(Strict):
@@ -487,9 +370,14 @@ class Recipe(Strict):
             visit(name, ())
         return order
 
+    @property
+    def start_kind(self) -> str:
+        """The kind of artifact the baseline is: onnx for an onnx: source, else torch."""
+        return "onnx" if self.model.source.startswith("onnx:") else "torch"
+
     def final_kinds(self) -> dict[str, str]:
         """The artifact kind each variant ends with (torch, onnx, openvino, tensorrt)."""
-        start = "onnx" if self.model.source.startswith("onnx:") else "torch"
+        start = self.start_kind
         kinds: dict[str, str] = {"baseline": start}
         for name in self.variant_order():
             v = self.variants[name]
@@ -500,198 +388,3 @@ class Recipe(Strict):
                     kind = spec.produces(cfg, kind)
             kinds[name] = kind
         return kinds
-
-    def check_rules(self) -> list[str]:
-        problems: list[str] = []
-        start = "onnx" if self.model.source.startswith("onnx:") else "torch"
-        # from: exists, no cycles
-        for name, v in self.variants.items():
-            if v.from_ is None:
-                continue
-            if v.from_ not in self.variants:
-                problems.append(
-                    f"variants.{name}.from: unknown variant {v.from_!r}; valid: {', '.join(self.variants)}"
-                )
-                continue
-            seen, cur = {name}, v.from_
-            while cur is not None and cur in self.variants:
-                if cur in seen:
-                    problems.append(f"variants.{name}.from: `from` chain loops back to {cur!r}")
-                    break
-                seen.add(cur)
-                cur = self.variants[cur].from_
-        if problems:
-            return problems
-        # step order: each step must accept the kind the previous one produced
-        kinds: dict[str, str] = {"baseline": start}
-        broken: set[str] = set()
-        for name in self.variant_order():
-            v = self.variants[name]
-            kind = kinds[v.from_] if v.from_ else start
-            if v.from_ in broken:
-                broken.add(name)
-            for i, (step_name, cfg) in enumerate(v.step_list()):
-                spec = STEPS.get(step_name)
-                if step_name == "quantize" and kind == "openvino" and getattr(cfg, "backend", None) != "nncf":
-                    broken.add(name)
-                    problems.append(
-                        f"variants.{name}.steps[{i}].quantize: an OpenVINO IR model is quantized with "
-                        "backend: nncf (ONNX Runtime quantizes ONNX files)"
-                    )
-                    break
-                if kind not in spec.accepts:
-                    # keyed by the kind the variant has here: a torch model needs exporting
-                    # first; an onnx model is too late for a torch-only step
-                    hint = {
-                        ("torch", "onnx"): "add `- export: {format: onnx}` before it",
-                        ("onnx", "torch"): "move it before the export step",
-                    }.get((kind, next(iter(sorted(spec.accepts)))), "")
-                    problems.append(
-                        f"variants.{name}.steps[{i}].{step_name}: needs "
-                        f"{' or '.join(_KIND_NAMES[k] for k in sorted(spec.accepts))} model, but the "
-                        f"variant has {_KIND_NAMES.get(kind, kind)} model at this point"
-                        + (f"; {hint}" if hint else "")
-                    )
-                    broken.add(name)
-                    break
-                kind = spec.produces(cfg, kind)
-            kinds[name] = kind
-        # targets
-        names = [t.name for t in self.targets]
-        for dup in {n for n in names if names.count(n) > 1}:
-            problems.append(f"targets: name {dup!r} is used twice; target names must be unique")
-        for name, kind in kinds.items():
-            if name != "baseline" and name not in broken and not any(
-                kind in RUNTIMES.get(t.runtime).accepts for t in self.targets
-            ):
-                problems.append(
-                    f"variants.{name}: ends with a {kind} model, which no target can run "
-                    f"(targets: {', '.join(f'{t.name}={t.runtime}' for t in self.targets)})"
-                )
-        roles = set(self.data.sources or {}) if self.data.sources is not None else {
-            r for r in SPLIT_ROLES if getattr(self.data.split, r) > 0
-        }
-        for name, v in self.variants.items():
-            for i, (step_name, cfg) in enumerate(v.step_list()):
-                if step_name == "quantize" and getattr(cfg, "mode", None) == "static" and "calibration" not in roles:
-                    problems.append(
-                        f"variants.{name}.steps[{i}].quantize: static quantization calibrates on the "
-                        "calibration split, and the data has none; set data.split.calibration (e.g. 0.1)"
-                    )
-                needs_train = step_name == "finetune" or (step_name in ("prune", "sparsify") and getattr(cfg, "finetune", None))
-                if needs_train and "train" not in roles:
-                    problems.append(
-                        f"variants.{name}.steps[{i}].{step_name}: fine-tuning needs a train split; set data.split.train"
-                    )
-        target_names = {t.name for t in self.targets}
-        for name, v in self.variants.items():
-            for i, (step_name, cfg) in enumerate(v.step_list()):
-                budget = getattr(cfg, "latency_budget", None)
-                if budget is not None and budget.target not in target_names:
-                    problems.append(
-                        f"variants.{name}.steps[{i}].{step_name}.latency_budget.target: unknown target "
-                        f"{budget.target!r}; valid: {', '.join(sorted(target_names))}"
-                    )
-        for name, v in self.variants.items():
-            for t in v.targets or []:
-                if t not in target_names:
-                    problems.append(f"variants.{name}.targets: unknown target {t!r}; valid: {', '.join(sorted(target_names))}")
-        if self.gate.reference_target is not None and self.gate.reference_target not in target_names:
-            problems.append(
-                f"gate.reference_target: unknown target {self.gate.reference_target!r}; valid: {', '.join(sorted(target_names))}"
-            )
-        ref = self.gate.reference
-        if ref != "baseline" and ref not in self.variants:
-            problems.append(
-                f"gate.reference: unknown variant {ref!r}; valid: baseline, {', '.join(self.variants)}"
-            )
-        if self.gate.speedup_batch_sizes:
-            missing = set(self.gate.speedup_batch_sizes) - set(self.profile.batch_sizes)
-            if missing:
-                problems.append(
-                    f"gate.speedup_batch_sizes: {sorted(missing)} are not in profile.batch_sizes "
-                    f"{self.profile.batch_sizes}"
-                )
-        if self.model.source.startswith("onnx:") and self.baseline.train is not None:
-            problems.append("baseline.train: an onnx: model cannot be trained; remove baseline.train")
-        if self.data.drift and self.data.drift.corruption:
-            from compress.measure.corruptions import CORRUPTIONS
-
-            if self.data.drift.corruption not in CORRUPTIONS:
-                problems.append(
-                    f"data.drift.corruption: unknown corruption {self.data.drift.corruption!r}; "
-                    f"valid: {', '.join(sorted(CORRUPTIONS))}"
-                )
-        has_tuning = (self.data.split.tuning > 0 if self.data.source is not None
-                      else "tuning" in (self.data.sources or {}))
-        for name, v in self.variants.items():
-            for i, (step_name, cfg) in enumerate(v.step_list()):
-                if getattr(cfg, "mixed_precision", None) is not None and not has_tuning:
-                    problems.append(
-                        f"variants.{name}.steps[{i}].{step_name}.mixed_precision: needs a tuning "
-                        "split, disjoint from calibration and held-out; set data.split.tuning "
-                        "(e.g. 0.1) or data.sources.tuning"
-                    )
-        return problems
-
-
-# --------------------------------------------------------------------------- loading
-
-
-def _format_loc(loc: tuple) -> str:
-    out = ""
-    prev = None
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif part == prev or str(part).startswith("function-"):  # the tagged union repeats the step name
-            continue
-        else:
-            out += ("." if out else "") + str(part)
-        prev = part
-    return out or "(top level)"
-
-
-def format_validation_error(err: ValidationError) -> list[str]:
-    problems = []
-    for e in err.errors():
-        loc = _format_loc(e["loc"])
-        msg = e["msg"]
-        if e["type"] == "extra_forbidden":
-            msg = "unknown key (check the spelling; `compress schema` lists the valid keys)"
-        msg = msg.removeprefix("Value error, ")
-        problems.append(f"{loc}: {msg}")
-    return problems
-
-
-def parse_recipe(data: Any, *, origin: str = "recipe") -> Recipe:
-    if not isinstance(data, dict):
-        raise RecipeError(f"{origin}: a recipe must be a YAML mapping of keys, got {type(data).__name__}")
-    try:
-        recipe = Recipe.model_validate(data)
-    except ValidationError as err:
-        problems = format_validation_error(err)
-        raise RecipeError(f"{origin} is invalid:\n  " + "\n  ".join(problems), problems) from None
-    problems = recipe.check_rules()
-    if problems:
-        raise RecipeError(f"{origin} is invalid:\n  " + "\n  ".join(problems), problems)
-    return recipe
-
-
-def load_recipe(path: str | Path) -> Recipe:
-    """Read and validate a recipe file. Relative input paths in it are relative to its folder."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"recipe file {str(path)!r} does not exist; check the path")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(err, "problem", None) or str(err)
-        raise RecipeError(f"{path}: YAML syntax error{where}: {problem}") from None
-    return parse_recipe(data, origin=str(path))
-
-
-def recipe_json_schema() -> dict:
-    return Recipe.model_json_schema(by_alias=True)

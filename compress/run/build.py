@@ -51,7 +51,7 @@ def build_baseline(recipe, base_dir: Path, splits, cache: Cache, progress=None, 
     """The uncompressed model: an ONNX file, a checkpoint, or (no checkpoint) trained on train."""
     mcfg = recipe.model
     info: dict = {"source": mcfg.source}
-    sample_shape = tuple(splits["heldout"].images.shape[1:])
+    sample_shape = tuple(splits["heldout"].sample_shape)
     if tuple(mcfg.input_shape) != sample_shape:
         raise InputError(
             f"model.input_shape {list(mcfg.input_shape)} does not match the data's samples "

@@ -19,6 +19,7 @@ from compress import __version__
 from compress.artifacts import Artifact, Cache
 from compress.errors import CompressError
 from compress.measure.cost import serving_costs
+from compress.measure.energy import meter_device
 from compress.measure.memory import measure_memory_many
 from compress.measure.timing import speedup, time_sessions
 from compress.report.markdown import render_report
@@ -173,7 +174,7 @@ def _run(recipe, recipe_path, splits, cache, tmp_dir, started, progress, log) ->
                 entry.setdefault("not_profiled", {})[target.name] = str(err)
                 continue
             key = f"{name}@{target.name}"
-            by_device.setdefault(target.device, {})[key] = sess
+            by_device.setdefault(meter_device(target), {})[key] = sess
             owner[key] = (name, target)
     timings: dict[str, dict[int, dict]] = {}
     for device, sessions in by_device.items():
@@ -190,7 +191,7 @@ def _run(recipe, recipe_path, splits, cache, tmp_dir, started, progress, log) ->
         name, target = owner[key]
         entry = baseline_entry if name == "baseline" else variants[name]
         entry.setdefault("latency", {})[target.name] = {str(bs): m for bs, m in per_bs.items()}
-        entry.setdefault("runtime_info", {})[target.name] = by_device[target.device][key].info
+        entry.setdefault("runtime_info", {})[target.name] = by_device[meter_device(target)][key].info
         ref_key = f"{reference}@{ref_target or target.name}"
         if ref_key in timings:
             entry.setdefault("speedup", {})[target.name] = {

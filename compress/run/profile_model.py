@@ -15,6 +15,7 @@ import numpy as np
 import yaml
 
 from compress.errors import InputError, RecipeError
+from compress.sources.inputs import PIXEL_VALUES
 
 TARGET_KEYS = ("name", "threads", "usd_per_hour", "instance")
 
@@ -107,13 +108,15 @@ def profile_model(artifact, input_shape, targets, batch_sizes: list[int], *, pla
     measure memory and cost. Returns ``{"model": ..., "targets": {name: {...}}}``."""
     from compress.errors import CompressError
     from compress.measure.cost import monthly_cost_usd, usd_per_1m
+    from compress.measure.energy import meter_device
     from compress.measure.memory import measure_memory
     from compress.measure.timing import check_batch_sizes, time_sessions
     from compress.runtimes.base import RUNTIMES
 
     batch_sizes = check_batch_sizes(batch_sizes)
     rng = np.random.default_rng(seed)
-    batches = {bs: rng.standard_normal((bs, *input_shape)).astype(np.float32) for bs in batch_sizes}
+    batches = {bs: {PIXEL_VALUES: rng.standard_normal((bs, *input_shape)).astype(np.float32)}
+               for bs in batch_sizes}
     out: dict = {"model": " → ".join(artifact.lineage), "kind": artifact.kind,
                  "size_bytes": artifact.size_bytes, "input_shape": list(input_shape), "targets": {}}
     by_device: dict[str, dict] = {}
@@ -124,7 +127,7 @@ def profile_model(artifact, input_shape, targets, batch_sizes: list[int], *, pla
             entry["not_profiled"] = f"{t.runtime} cannot run a {artifact.kind} model"
             continue
         try:
-            by_device.setdefault(t.device, {})[t.name] = runtime.load(artifact, t)
+            by_device.setdefault(meter_device(t), {})[t.name] = runtime.load(artifact, t)
         except CompressError as err:
             entry["not_profiled"] = str(err)
     for device, sessions in by_device.items():

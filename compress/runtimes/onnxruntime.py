@@ -12,52 +12,134 @@ not been run on a GPU yet (no GPU was available when they were written).
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
 import numpy as np
+from pydantic import Field, field_validator
 
 from compress.errors import RuntimeFailure
-from compress.runtimes.base import Session, check_options, register_runtime
+from compress.runtimes.base import RuntimeOptions, Session, register_runtime, target_options
+from compress.sources.inputs import batch_size, bind, take
 
-OPTIONS = ("graph_optimization", "provider_options", "execution_provider", "device_id")
+#: the TensorRT provider's optimisation profile on the batch axis unless the target sets it
+TRT_BATCH_DEFAULTS = {"batch_min": 1, "batch_opt": 32, "batch_max": 256}
+TRT_ONLY = ("batch_min", "batch_opt", "batch_max", "trt_cache_dir")
 PROVIDERS = {
     "cpu": "CPUExecutionProvider",
     "cuda": "CUDAExecutionProvider",
     "tensorrt": "TensorrtExecutionProvider",
 }
 PROVIDER_DEVICE = {"cpu": "cpu", "cuda": "cuda", "tensorrt": "cuda"}
-LEVELS = ("disable", "basic", "extended", "all")
 
 
-def validate_target(target) -> None:
-    """Check a target's options when the recipe is loaded; ValueError names the key and the fix."""
-    where = f"targets.{target.name}.options"  # unknown keys: rejected by TargetConfig
-    level = target.options.get("graph_optimization", "all")
-    if level not in LEVELS:
-        raise ValueError(f"{where}.graph_optimization must be one of {', '.join(LEVELS)}, got {level!r}")
-    ep = execution_provider(target)
-    if PROVIDER_DEVICE[ep] != target.device:
+class OrtOptions(RuntimeOptions):
+    """``targets[].options`` of an onnxruntime target."""
+
+    graph_optimization: Literal["disable", "basic", "extended", "all"] = Field(
+        "all", description="ONNX Runtime's graph optimisation level"
+    )
+    execution_provider: Literal["cpu", "cuda", "tensorrt"] | None = Field(
+        None, description="Default: the target's device (cpu -> CPU, cuda -> CUDA); tensorrt needs "
+        "device: cuda. Full ORT names (CUDAExecutionProvider) are accepted too"
+    )
+    provider_options: dict[str, Any] = Field(
+        default_factory=dict, description="Settings passed to the execution provider as they are"
+    )
+    device_id: int = Field(0, ge=0, strict=True, description="GPU index, for device: cuda")
+    batch_min: int | None = Field(
+        None, ge=1, strict=True, description="execution_provider tensorrt: the profile's smallest batch (default 1)"
+    )
+    batch_opt: int | None = Field(
+        None, ge=1, strict=True, description="execution_provider tensorrt: the batch TensorRT tunes for (default 32)"
+    )
+    batch_max: int | None = Field(
+        None, ge=1, strict=True, description="execution_provider tensorrt: the profile's largest batch (default "
+        "256); larger batches are split"
+    )
+    trt_cache_dir: str | None = Field(
+        None, description="execution_provider tensorrt: engine and timing caches (default "
+        "~/.cache/compress/onnxruntime-tensorrt)"
+    )
+
+    @field_validator("execution_provider", mode="before")
+    @classmethod
+    def _short_name(cls, v):
+        return {full: short for short, full in PROVIDERS.items()}.get(v, v)
+
+
+def check_target(target, opts: OrtOptions) -> None:
+    """Rules between the options and the target's device; ValueError names the option and the fix."""
+    ep = opts.execution_provider or target.device
+    if PROVIDER_DEVICE.get(ep, ep) != target.device:
         raise ValueError(
-            f"{where}.execution_provider {ep!r} runs on {PROVIDER_DEVICE[ep]}, but the target's "
-            f"device is {target.device}; set device: {PROVIDER_DEVICE[ep]}"
+            f"execution_provider {ep!r} runs on {PROVIDER_DEVICE[ep]}, but the target's device is "
+            f"{target.device}; set device: {PROVIDER_DEVICE[ep]}"
         )
-    if not isinstance(target.options.get("provider_options", {}), dict):
-        raise ValueError(f"{where}.provider_options must be a mapping of provider settings")
-    device_id = target.options.get("device_id", 0)
-    if not isinstance(device_id, int) or isinstance(device_id, bool) or device_id < 0:
-        raise ValueError(f"{where}.device_id must be a GPU index >= 0, got {device_id!r}")
-    if device_id and target.device == "cpu":
-        raise ValueError(f"{where}.device_id is for GPUs; remove it or set device: cuda")
+    if opts.device_id and target.device == "cpu":
+        raise ValueError("device_id is for GPUs; remove it or set device: cuda")
+    if ep != "tensorrt":
+        extra = [k for k in TRT_ONLY if k in opts.model_fields_set]
+        if extra:
+            raise ValueError(f"{extra[0]} is for execution_provider: tensorrt; remove it")
+        return
+    b = [getattr(opts, k) if getattr(opts, k) is not None else v for k, v in TRT_BATCH_DEFAULTS.items()]
+    if not b[0] <= b[1] <= b[2]:
+        raise ValueError(f"batch_min <= batch_opt <= batch_max must hold, got {b}")
 
 
-def execution_provider(target) -> str:
-    """The short name (cpu, cuda, tensorrt) of the provider a target asks for."""
-    ep = target.options.get("execution_provider", target.device)
-    key = {v: k for k, v in PROVIDERS.items()}.get(ep, ep)  # full ORT names are accepted too
-    if key not in PROVIDERS:
-        raise ValueError(
-            f"targets.{target.name}.options.execution_provider: unknown execution provider {ep!r}; "
-            f"valid: {', '.join(PROVIDERS)}"
-        )
-    return key
+def trt_batch(target) -> tuple[int, int, int]:
+    """(min, opt, max) of the TensorRT provider's profile on the batch axis."""
+    o = target_options(target)
+    return tuple(getattr(o, k) if getattr(o, k) is not None else v for k, v in TRT_BATCH_DEFAULTS.items())
+
+
+def trt_cache_root(target) -> Path:
+    """Where the TensorRT provider keeps its engine and timing caches."""
+    o = target_options(target)
+    if o.trt_cache_dir is not None:
+        return Path(o.trt_cache_dir).expanduser()
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "compress" / "onnxruntime-tensorrt"
+
+
+def profile_shapes(inputs: list[tuple[str, list]], batch: tuple[int, int, int]) -> dict:
+    """``trt_profile_{min,opt,max}_shapes`` ("name:1x3x32x32,...") for inputs whose first axis is
+    the batch and whose other axes are fixed."""
+    for name, dims in inputs:
+        if any(not isinstance(d, int) or d < 1 for d in dims[1:]):
+            raise RuntimeFailure(f"the TensorRT provider needs fixed non-batch dimensions; input "
+                                 f"{name!r} has {dims}: export the model with a fixed input_shape")
+    return {f"trt_profile_{kind}_shapes": ",".join(f"{n}:" + "x".join(map(str, (b, *d[1:]))) for n, d in inputs)
+            for kind, b in zip(("min", "opt", "max"), batch, strict=True)}
+
+
+def tensorrt_options(path: str, target) -> dict:
+    """The TensorRT provider's engine cache, timing cache and profile shapes for model ``path``:
+    without them every session (evaluation, profiling, memory probe) rebuilds its engines."""
+    import onnx
+
+    from compress.artifacts import file_digest
+
+    graph = onnx.load(path, load_external_data=False).graph
+    weights = {i.name for i in graph.initializer}
+    inputs = [(i.name, [d.dim_value if d.HasField("dim_value") else d.dim_param
+                        for d in i.type.tensor_type.shape.dim])
+              for i in graph.input if i.name not in weights]
+    root = trt_cache_root(target)
+    engines = root / "engines" / f"{file_digest(Path(path))}-ort{_ort_version()}"
+    engines.mkdir(parents=True, exist_ok=True)
+    return {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(engines),
+            "trt_timing_cache_enable": True, "trt_timing_cache_path": str(root),
+            **profile_shapes(inputs, trt_batch(target))}
+
+
+def _ort_version() -> str:
+    import onnxruntime as ort
+
+    return ort.__version__
 
 
 def provider_list(ep: str, device_id: int, provider_options: dict) -> list:
@@ -97,7 +179,7 @@ def make_session_options(threads: int | None, level: str = "all"):
 
 class OrtSession(Session):
     def __init__(self, path: str, ep: str, threads: int | None, level: str, provider_options: dict,
-                 device_id: int = 0):
+                 device_id: int = 0, batch: tuple[int, int] | None = None):
         import onnxruntime as ort
 
         provider = PROVIDERS[ep]
@@ -121,7 +203,9 @@ class OrtSession(Session):
                 f"ONNX Runtime fell back to {used[0]} instead of {provider} (the GPU libraries "
                 "did not load; see ONNX Runtime's log with log_severity_level 0)"
             )
-        self.input_name = self.sess.get_inputs()[0].name
+        self.input_names = [i.name for i in self.sess.get_inputs()]
+        self.input_types = {i.name: i.type for i in self.sess.get_inputs()}
+        self.batch = batch  # (min, max) of the TensorRT provider's profile: batches are split to fit
         self.info = {
             "runtime": "onnxruntime",
             "onnxruntime": ort.__version__,
@@ -133,9 +217,23 @@ class OrtSession(Session):
         if ep != "cpu":
             self.info["device_id"] = device_id
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        out = self.sess.run(None, {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)})
-        return out[0]
+    def run(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
+        feed = bind(inputs, self.input_names, "this ONNX model")
+        # float inputs as float32 (the file's type); integer inputs (token ids) as they come
+        feed = {k: np.ascontiguousarray(v, dtype=np.float32) if self.input_types[k] == "tensor(float)"
+                else np.ascontiguousarray(v) for k, v in feed.items()}
+        if self.batch is None:
+            return self.sess.run(None, feed)[0]
+        from compress.engine.tensorrt import split_batch
+
+        parts = []
+        for start, stop, size in split_batch(batch_size(feed), *self.batch):
+            part = take(feed, slice(start, stop))
+            if size > stop - start:  # under the profile's batch_min: pad, drop the padding's outputs
+                part = {k: np.concatenate([v, np.zeros((size - len(v), *v.shape[1:]), v.dtype)])
+                        for k, v in part.items()}
+            parts.append(self.sess.run(None, part)[0][: stop - start])
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 @register_runtime(
@@ -143,17 +241,20 @@ class OrtSession(Session):
     accepts={"onnx"},
     devices={"cpu", "cuda"},
     summary="ONNX Runtime (CPU, CUDA or TensorRT execution provider)",
-    options=OPTIONS,
-    validate=validate_target,
+    options=OrtOptions,
+    check=check_target,
+    imports=("onnxruntime",),
+    example={"graph_optimization": "basic"},
 )
 def load(artifact, target) -> Session:
-    check_options(target, OPTIONS)
-    try:
-        validate_target(target)
-    except ValueError as err:
-        raise RuntimeFailure(str(err)) from None
+    o = target_options(target)
+    ep = o.execution_provider or target.device
+    provider_options = dict(o.provider_options)
+    batch = None
+    if ep == "tensorrt":  # the recipe's provider_options win over compress's defaults
+        provider_options = {**tensorrt_options(str(artifact.path), target), **provider_options}
+        lo, _opt, hi = trt_batch(target)
+        batch = (lo, hi)
     return OrtSession(
-        str(artifact.path), execution_provider(target), target.threads,
-        target.options.get("graph_optimization", "all"),
-        dict(target.options.get("provider_options", {})), int(target.options.get("device_id", 0)),
+        str(artifact.path), ep, target.threads, o.graph_optimization, provider_options, o.device_id, batch,
     )

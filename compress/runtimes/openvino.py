@@ -10,16 +10,38 @@ AMX, OpenVINO runs an fp32 model in bf16 unless told otherwise, and the report m
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
+from typing import Literal
 
 import numpy as np
+from pydantic import Field, field_validator
 
 from compress.errors import MissingDependency, RecipeError, RuntimeFailure
-from compress.runtimes.base import Session, check_options, register_runtime
+from compress.runtimes.base import RuntimeOptions, Session, register_runtime, target_options
+from compress.sources.inputs import batch_size, bind
 
-OPTIONS = ("precision", "hint", "streams", "requests")
 PRECISIONS = {"f32": "f32", "fp32": "f32", "bf16": "bf16", "f16": "f16", "fp16": "f16"}
-HINTS = ("LATENCY", "THROUGHPUT")
-DEVICES = {"cpu": "CPU", "gpu": "GPU", "npu": "NPU", "cuda": None}
+DEVICES = {"cpu": "CPU", "gpu": "GPU", "npu": "NPU"}
+
+
+class OpenVINOOptions(RuntimeOptions):
+    """``targets[].options`` of an openvino target."""
+
+    precision: Literal["f32", "fp32", "bf16", "f16", "fp16"] | None = Field(
+        None, description="Inference precision hint; default: OpenVINO's (bf16 on CPUs with AMX)"
+    )
+    hint: Literal["LATENCY", "THROUGHPUT"] = Field(
+        "LATENCY", description="Performance hint (case-insensitive); THROUGHPUT runs async requests"
+    )
+    streams: int | None = Field(None, ge=1, strict=True, description="Number of execution streams")
+    requests: int | None = Field(
+        None, ge=1, strict=True, description="THROUGHPUT infer requests; default: OpenVINO's optimal number"
+    )
+
+    @field_validator("hint", mode="before")
+    @classmethod
+    def _upper(cls, v):
+        return v.upper() if isinstance(v, str) else v
 
 
 def import_openvino():
@@ -47,6 +69,7 @@ class OpenVINOSession(Session):
             self.model = self.core.read_model(path)
         except Exception as err:
             raise RuntimeFailure(f"OpenVINO could not read {path}: {err}") from err
+        self.input_names = [i.get_any_name() for i in self.model.inputs]
         self.device = device
         self.hint = hint
         self.requests = requests
@@ -90,59 +113,70 @@ class OpenVINOSession(Session):
     def _get(self, batch: int):
         if batch not in self._compiled:
             model = self.model.clone()
-            shape = list(model.input(0).get_partial_shape())
-            shape[0] = batch
+            shapes = {}
+            for port in model.inputs:  # every input's batch axis; other axes as the file has them
+                shape = list(port.get_partial_shape())
+                shape[0] = batch
+                shapes[port] = self._ov.PartialShape(shape)
             try:
-                model.reshape({model.input(0): self._ov.PartialShape(shape)})
+                model.reshape(shapes)
                 self._compiled[batch] = self.core.compile_model(model, self.device, self.config)
             except Exception as err:
                 raise RuntimeFailure(f"OpenVINO could not compile the model for batch {batch}: {err}") from err
         return self._compiled[batch]
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        x = np.ascontiguousarray(batch, dtype=np.float32)
-        if self.hint == "THROUGHPUT" and len(x) > 1:
-            return self._run_async(x)
-        compiled = self._get(len(x))
+    def _feed(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        feed = bind(inputs, self.input_names, "this OpenVINO model")
+        return {k: np.ascontiguousarray(v, dtype=np.float32 if np.issubdtype(v.dtype, np.floating) else None)
+                for k, v in feed.items()}
+
+    def run(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
+        x = self._feed(inputs)
+        n = batch_size(x)
+        if self.hint == "THROUGHPUT" and n > 1:
+            return self._run_async(x, n)
+        compiled = self._get(n)
         return np.asarray(compiled(x)[0])
 
-    def _run_async(self, x: np.ndarray) -> np.ndarray:
+    def _run_async(self, x: dict[str, np.ndarray], n: int) -> np.ndarray:
         """Split the batch over the async infer requests; results come back in input order.
 
         Requests are started and waited on from this thread (no Python callbacks): a callback runs
         on OpenVINO's stream threads and needs the GIL, which deadlocked the destruction of a
         compiled model at interpreter exit.
         """
-        n_req = min(self._n_requests(), len(x))
-        chunks = np.array_split(x, n_req)
+        n_req = min(self._n_requests(), n)
+        bounds = np.array_split(np.arange(n), n_req)
         used: dict[int, int] = {}
         running = []
-        for chunk in chunks:
-            size = len(chunk)
+        for rows in bounds:
+            chunk = {k: v[rows[0] : rows[-1] + 1] for k, v in x.items()}
+            size = len(rows)
             pool = self._pools.setdefault(size, [])
             k = used.get(size, 0)
             if k == len(pool):
                 pool.append(self._get(size).create_infer_request())
             used[size] = k + 1
             req = pool[k]
-            req.start_async({0: chunk})
+            req.start_async(chunk)
             running.append(req)
         for req in running:
             req.wait()
         return np.concatenate([np.array(req.get_output_tensor(0).data) for req in running], axis=0)
 
-    def _time_concurrent_ms(self, batch: np.ndarray) -> float:
+    def _time_concurrent_ms(self, inputs: Mapping[str, np.ndarray]) -> float:
         """THROUGHPUT timing: start ``requests`` infer requests on a full copy of ``batch`` each, wait
         for all, and return the wall time divided by their number: the time per batch a saturated
         server sees (its throughput is batch / this), not the latency of one request."""
-        x = np.ascontiguousarray(batch, dtype=np.float32)
+        x = self._feed(inputs)
+        n = batch_size(x)
         n_req = self._n_requests()
-        pool = self._pools.setdefault(-len(x), [])  # negative key: full-batch requests
+        pool = self._pools.setdefault(-n, [])  # negative key: full-batch requests
         while len(pool) < n_req:
-            pool.append(self._get(len(x)).create_infer_request())
+            pool.append(self._get(n).create_infer_request())
         t0 = time.perf_counter()
         for req in pool[:n_req]:
-            req.start_async({0: x})
+            req.start_async(x)
         for req in pool[:n_req]:
             req.wait()
         return (time.perf_counter() - t0) * 1e3 / n_req
@@ -165,28 +199,16 @@ def _precision_name(raw) -> str:
 @register_runtime(
     "openvino", accepts={"onnx", "openvino"}, devices={"cpu", "gpu", "npu"},
     summary="OpenVINO (reads ONNX or IR; LATENCY or THROUGHPUT with async requests)",
-    extra="openvino", options=OPTIONS,
+    extra="openvino", options=OpenVINOOptions, imports=("openvino",),
+    example={"hint": "THROUGHPUT", "requests": 2},
 )
 def load(artifact, target) -> Session:
-    check_options(target, OPTIONS)
-    o = target.options
-    precision = o.get("precision")
-    if precision is not None and precision not in PRECISIONS:
-        raise RecipeError(
-            f"targets.{target.name}.options.precision: unknown precision {precision!r}; valid: f32, bf16, f16"
-        )
-    hint = str(o.get("hint", "LATENCY")).upper()
-    if hint not in HINTS:
-        raise RecipeError(f"targets.{target.name}.options.hint must be LATENCY or THROUGHPUT, got {hint!r}")
-    for key in ("streams", "requests"):
-        if key in o and (not isinstance(o[key], int) or o[key] < 1):
-            raise RecipeError(f"targets.{target.name}.options.{key} must be an integer >= 1, got {o[key]!r}")
-    device = DEVICES.get(target.device)
-    if device is None:
+    o = target_options(target)
+    if target.device not in DEVICES:
         raise RecipeError(
             f"targets.{target.name}: the openvino runtime runs on device cpu, gpu or npu, not {target.device!r}"
         )
     return OpenVINOSession(
-        str(artifact.path), device, target.threads, PRECISIONS.get(precision) if precision else None,
-        hint, o.get("streams"), o.get("requests"),
+        str(artifact.path), DEVICES[target.device], target.threads,
+        PRECISIONS[o.precision] if o.precision else None, o.hint, o.streams, o.requests,
     )

@@ -8,28 +8,29 @@ when it was written); the CPU path is tested.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Literal
+
 import numpy as np
+from pydantic import Field
 
 from compress.errors import RuntimeFailure
-from compress.runtimes.base import Session, check_options, register_runtime
-
-OPTIONS = ("dtype", "channels_last", "device_id")
-DTYPES = ("fp32", "fp16", "bf16")
+from compress.runtimes.base import RuntimeOptions, Session, register_runtime, target_options
+from compress.sources.inputs import call_module
 
 
-def validate_target(target) -> None:
-    """Check a target's options when the recipe is loaded; ValueError names the key and the fix."""
-    where = f"targets.{target.name}.options"  # unknown keys: rejected by TargetConfig
-    dtype = target.options.get("dtype", "fp32")
-    if dtype not in DTYPES:
-        raise ValueError(f"{where}.dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    if not isinstance(target.options.get("channels_last", False), bool):
-        raise ValueError(f"{where}.channels_last must be true or false")
-    device_id = target.options.get("device_id", 0)
-    if not isinstance(device_id, int) or isinstance(device_id, bool) or device_id < 0:
-        raise ValueError(f"{where}.device_id must be a GPU index >= 0, got {device_id!r}")
-    if device_id and target.device == "cpu":
-        raise ValueError(f"{where}.device_id is for GPUs; remove it or set device: cuda")
+class TorchOptions(RuntimeOptions):
+    """``targets[].options`` of a torch target."""
+
+    dtype: Literal["fp32", "fp16", "bf16"] = Field("fp32", description="fp16/bf16: autocast")
+    channels_last: bool = Field(False, strict=True, description="Run in the channels_last memory format")
+    device_id: int = Field(0, ge=0, strict=True, description="GPU index, for device: cuda")
+
+
+def check_target(target, opts: TorchOptions) -> None:
+    """Rules between the options and the target's device; ValueError names the option and the fix."""
+    if opts.device_id and target.device == "cpu":
+        raise ValueError("device_id is for GPUs; remove it or set device: cuda")
 
 
 class TorchSession(Session):
@@ -57,33 +58,42 @@ class TorchSession(Session):
             # only a CUDA session times itself on the device (see the module docstring)
             self.time_run_ms = self._time_run_cuda_ms
 
-    def _forward(self, batch: np.ndarray):
+    def _tensor(self, v: np.ndarray):
+        """float inputs as float32 (channels_last when asked, for 4-D images); integer ones as they are."""
+        torch = self._torch
+        floating = np.issubdtype(np.asarray(v).dtype, np.floating)
+        x = torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32 if floating else None)).to(self.device)
+        if self.channels_last and floating and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def _forward(self, inputs: Mapping[str, np.ndarray]):
         torch = self._torch
         if self.threads:
             torch.set_num_threads(self.threads)  # global in torch: set before every call
-        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        if not isinstance(inputs, Mapping):
+            raise TypeError(f"the torch runtime takes a mapping of named input arrays, got {type(inputs).__name__}")
+        x = {k: self._tensor(v) for k, v in inputs.items()}
         with torch.inference_mode():
             if self.autocast is not None:
                 with torch.autocast(self.device.type, dtype=self.autocast):
-                    y = self.module(x)
+                    y = call_module(self.module, x)
             else:
-                y = self.module(x)
+                y = call_module(self.module, x)
         return y.float().cpu().numpy()
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        y = self._forward(batch)
+    def run(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
+        y = self._forward(inputs)
         if self.device.type == "cuda":
             self._torch.cuda.synchronize(self.device)
         return y
 
-    def _time_run_cuda_ms(self, batch: np.ndarray) -> float:
+    def _time_run_cuda_ms(self, inputs: Mapping[str, np.ndarray]) -> float:
         torch = self._torch
         stream = torch.cuda.current_stream(self.device)
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record(stream)
-        self._forward(batch)
+        self._forward(inputs)
         end.record(stream)
         end.synchronize()
         return float(start.elapsed_time(end))
@@ -97,29 +107,23 @@ class TorchSession(Session):
 @register_runtime(
     "torch", accepts={"torch"}, devices={"cpu", "cuda"},
     summary="PyTorch eager (CPU or CUDA; fp32, fp16/bf16 autocast, channels_last)",
-    options=OPTIONS, validate=validate_target,
+    options=TorchOptions, check=check_target, imports=("torch",), example={"dtype": "bf16"},
 )
 def load(artifact, target) -> Session:
     import torch
 
-    check_options(target, OPTIONS)
-    try:
-        validate_target(target)
-    except ValueError as err:
-        raise RuntimeFailure(str(err)) from None
+    o = target_options(target)
     device = "cpu"
     if target.device == "cuda":
         if not torch.cuda.is_available():
             raise RuntimeFailure(
                 f"target {target.name!r} asks for device cuda, but torch sees no CUDA GPU on this machine"
             )
-        device_id = int(target.options.get("device_id", 0))
-        if device_id >= torch.cuda.device_count():
+        if o.device_id >= torch.cuda.device_count():
             raise RuntimeFailure(
-                f"targets.{target.name}.options.device_id {device_id}: torch sees "
+                f"targets.{target.name}.options.device_id {o.device_id}: torch sees "
                 f"{torch.cuda.device_count()} GPU(s); use 0..{torch.cuda.device_count() - 1}"
             )
-        device = f"cuda:{device_id}"
+        device = f"cuda:{o.device_id}"
     module = artifact.load_module()
-    return TorchSession(module, device, target.threads, target.options.get("dtype", "fp32"),
-                        bool(target.options.get("channels_last", False)))
+    return TorchSession(module, device, target.threads, o.dtype, o.channels_last)

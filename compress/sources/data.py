@@ -1,23 +1,39 @@
-"""Data sources, transforms and the seeded, stratified, disjoint splits every number depends on.
+"""Data sources and the seeded, stratified, disjoint splits every number depends on.
 
-Images are held in memory as float32 NCHW in [0, 1] after resize/channel conversion; normalisation
-is applied when a batch is handed to a model, so corruptions can act on real pixel values.
+A split is a dataset read in batches, never one array of everything: it holds its labels and the
+row numbers of its source's samples (``compress.sources.readers``), and decodes pixels only for
+the rows a batch asks for. Pixels are float32 NCHW in [0, 1] after resize/channel conversion;
+normalisation is applied when a batch is handed to a model, as named inputs (``pixel_values``).
 
-- ``sklearn:digits``: 1,797 8x8 digits that ship inside scikit-learn (no download).
-- ``imagefolder:DIR``: DIR/<class>/<image>, classes sorted by name, as torchvision's ImageFolder.
-- ``npz:FILE``: arrays ``images`` (N,H,W | N,H,W,C | N,C,H,W; uint8 is scaled by 1/255) and ``labels``.
-- ``python:MODULE_OR_FILE.py:FN``: FN() returns (images, labels) arrays. This RUNS YOUR CODE.
+- ``sklearn:digits``: 1,797 8x8 digits that ship inside scikit-learn (no download), in memory.
+- ``imagefolder:DIR``: DIR/<class>/<image>, classes sorted by name, as torchvision's ImageFolder;
+  images are decoded (and resized) per batch.
+- ``npz:FILE``: arrays ``images`` (N,H,W | N,H,W,C | N,C,H,W; uint8 is scaled by 1/255) and ``labels``;
+  ``images`` is memory-mapped when the file is stored uncompressed (``np.savez``).
+- ``python:MODULE_OR_FILE.py:FN``: FN() returns (images, labels) arrays, or a
+  ``compress.sources.readers.Samples`` that reads its own rows. This RUNS YOUR CODE.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from compress.errors import InputError
+from compress.sources.inputs import PIXEL_VALUES
+from compress.sources.readers import (
+    ArrayFileSamples,
+    ArraySamples,
+    Samples,
+    check_float_range,
+    check_labels,
+    image_folder,
+    npz_images,
+    to_nchw01,
+)
 
 DATA_SCHEMES = {
     "sklearn": "digits",
@@ -25,211 +41,187 @@ DATA_SCHEMES = {
     "npz": "FILE",
     "python": "MODULE_OR_FILE.py:FN",
 }
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
+#: bytes of pixels read per batch when a split is scanned whole (hashes, fingerprint)
+SCAN_BATCH_BYTES = 32 << 20
 
 
-@dataclass
-class Dataset:
-    images: np.ndarray  # float32 NCHW in [0, 1]
-    labels: np.ndarray  # int64
-    classes: list[str]
-    source: str
-
-
-def _to_nchw01(images: np.ndarray, origin: str) -> np.ndarray:
-    a = np.asarray(images)
-    if a.ndim == 3:
-        a = a[:, None]
-    elif a.ndim == 4:
-        if a.shape[-1] in (1, 3, 4) and a.shape[1] not in (1, 3, 4):
-            a = a.transpose(0, 3, 1, 2)
-    else:
-        raise InputError(f"{origin}: images must be (N,H,W), (N,H,W,C) or (N,C,H,W); got shape {a.shape}")
-    if a.dtype == np.uint8:
-        a = a.astype(np.float32) / 255.0
-    else:
-        a = a.astype(np.float32)
-        lo, hi = float(a.min(initial=0)), float(a.max(initial=0))
-        if lo < -1e-6 or hi > 1 + 1e-6:
-            raise InputError(
-                f"{origin}: float images must be in [0, 1] (got {lo:.3g}..{hi:.3g}); give uint8 "
-                "pixels or scale them, normalisation is applied by data.transform.normalize"
-            )
-    return np.ascontiguousarray(a)
-
-
-def _labels(labels: np.ndarray, n: int, origin: str) -> np.ndarray:
-    y = np.asarray(labels)
-    if y.ndim != 1 or len(y) != n:
-        raise InputError(f"{origin}: labels must be a 1-D array of {n} class indices; got shape {y.shape}")
-    if not np.issubdtype(y.dtype, np.integer) or (len(y) and y.min() < 0):
-        raise InputError(f"{origin}: labels must be non-negative integers (class indices)")
-    return y.astype(np.int64)
-
-
-def _resize(images: np.ndarray, size) -> np.ndarray:
-    import torch
-    import torch.nn.functional as F
-
-    hw = (size, size) if isinstance(size, int) else tuple(size)
-    if images.shape[2:] == hw:
-        return images
-    t = torch.from_numpy(images)
-    out = F.interpolate(t, size=hw, mode="bilinear", align_corners=False, antialias=True)
-    return out.clamp_(0, 1).numpy()
-
-
-def _channels(images: np.ndarray, channels: int | None) -> np.ndarray:
-    c = images.shape[1]
-    if channels is None or c == channels:
-        return images
-    if c == 4:
-        images, c = images[:, :3], 3
-    if c == channels:
-        return np.ascontiguousarray(images)
-    if c == 1 and channels == 3:
-        return np.ascontiguousarray(np.repeat(images, 3, axis=1))
-    if c == 3 and channels == 1:
-        w = np.array([0.299, 0.587, 0.114], dtype=np.float32)[None, :, None, None]
-        return (images * w).sum(axis=1, keepdims=True).astype(np.float32)
-    raise InputError(f"cannot convert {c}-channel images to {channels} channels")
-
-
-def _load_imagefolder(path: Path, resize) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    from PIL import Image
-
-    if not path.is_dir():
-        raise InputError(f"imagefolder {str(path)!r} is not a directory")
-    classes = sorted(d.name for d in path.iterdir() if d.is_dir() and not d.name.startswith("."))
-    if not classes:
-        raise InputError(f"imagefolder {path} has no class sub-folders; expected DIR/<class>/<image>")
-    images, labels = [], []
-    for label, cls in enumerate(classes):
-        for f in sorted((path / cls).rglob("*")):
-            if f.suffix.lower() not in IMAGE_SUFFIXES:
-                continue
-            try:
-                with Image.open(f) as im:
-                    im = im.convert("RGB")
-                    if resize is not None:
-                        hw = (resize, resize) if isinstance(resize, int) else tuple(resize)
-                        im = im.resize((hw[1], hw[0]), Image.BILINEAR)
-                    images.append(np.asarray(im, dtype=np.uint8))
-            except OSError as err:
-                raise InputError(f"imagefolder: cannot read image {f}: {err}") from None
-            labels.append(label)
-    if not images:
-        raise InputError(
-            f"imagefolder {path} contains no images (looked for {', '.join(sorted(IMAGE_SUFFIXES))} "
-            f"in {', '.join(classes)})"
-        )
-    shapes = {im.shape for im in images}
-    if len(shapes) > 1:
-        raise InputError(
-            f"imagefolder {path}: images have different sizes {sorted(shapes)[:3]}...; "
-            "set data.transform.resize"
-        )
-    # NCHW here, where the layout is known: guessing it from the shape fails for 4x4 or 3x3 images
-    return np.stack(images).transpose(0, 3, 1, 2), np.array(labels), classes
-
-
-def load_source(source: str, base_dir: Path, transform=None, *, labelled: bool = True) -> Dataset:
-    """Load one data source and apply resize/channel conversion (not normalisation).
+def load_source(source: str, base_dir, transform=None, *, labelled: bool = True) -> Samples:
+    """Open one data source; resize/channel conversion (not normalisation) is applied per read.
 
     ``labelled=False`` (a production sample): an npz file may omit ``labels`` (they read as 0 and
     are never scored)."""
     from compress.sources.models import load_python_object, resolve
+    from compress.sources.readers import apply_transform
 
     scheme, _, ref = source.partition(":")
+    origin = f"data source {source!r}"
+    if scheme == "imagefolder":
+        return image_folder(resolve(ref, base_dir), source, transform)
     classes: list[str] | None = None
     if scheme == "sklearn":
         if ref != "digits":
-            raise InputError(f"data source {source!r}: only sklearn:digits is embedded")
+            raise InputError(f"{origin}: only sklearn:digits is embedded")
         from sklearn.datasets import load_digits
 
         d = load_digits()
-        images = (d.images / 16.0).astype(np.float32)  # 0..16 -> [0, 1]
-        labels = d.target
+        images, labels = (d.images / 16.0).astype(np.float32), d.target  # 0..16 -> [0, 1]
         classes = [str(c) for c in d.target_names]
     elif scheme == "npz":
         path = resolve(ref, base_dir)
         if not path.is_file():
-            raise InputError(f"data source {source!r}: file {str(path)!r} does not exist")
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files}
-        except (OSError, ValueError) as err:
-            raise InputError(f"data source {source!r}: not a readable .npz file ({err})") from None
-        if not labelled and "labels" not in arrays and "images" in arrays:
-            arrays["labels"] = np.zeros(len(arrays["images"]), dtype=np.int64)
-        missing = {"images", "labels"} - set(arrays)
-        if missing:
-            raise InputError(
-                f"data source {source!r}: needs arrays 'images' and 'labels'; found {sorted(arrays)}"
-            )
-        images, labels = arrays["images"], arrays["labels"]
-        if "classes" in arrays:
-            classes = [str(c) for c in arrays["classes"]]
-    elif scheme == "imagefolder":
-        images, labels, classes = _load_imagefolder(
-            resolve(ref, base_dir), transform.resize if transform else None
-        )
+            raise InputError(f"{origin}: file {str(path)!r} does not exist")
+        images, arrays = npz_images(path, source)
+        if not labelled and "labels" not in arrays and images is not None:
+            arrays["labels"] = np.zeros(len(images), dtype=np.int64)
+        found = sorted([*arrays, *(["images"] if images is not None else [])])
+        if images is None or "labels" not in arrays:
+            raise InputError(f"{origin}: needs arrays 'images' and 'labels'; found {found}")
+        labels = check_labels(arrays["labels"], len(images), origin)
+        if len(labels) == 0:
+            raise InputError(f"{origin} is empty")
+        check_float_range(images, origin)
+        named = [str(c) for c in arrays["classes"]] if "classes" in arrays else None
+        return ArrayFileSamples(images, labels, source, _classes(named, labels), transform)
     elif scheme == "python":
-        fn = load_python_object(ref, base_dir, "data source")
-        result = fn()
+        result = load_python_object(ref, base_dir, "data source")()
+        if isinstance(result, Samples):
+            if len(result) == 0:
+                raise InputError(f"{origin} is empty")
+            return result
         if not (isinstance(result, tuple) and len(result) == 2):
-            raise InputError(f"data source {source!r} must return (images, labels)")
+            raise InputError(f"{origin} must return (images, labels) or a compress Samples reader")
         images, labels = result
     else:
         raise InputError(f"unknown data source scheme {scheme!r}; valid: {', '.join(DATA_SCHEMES)}")
-    x = _to_nchw01(images, f"data source {source!r}")
-    y = _labels(labels, len(x), f"data source {source!r}")
+    x = to_nchw01(images, origin)
+    y = check_labels(labels, len(x), origin)
     if len(x) == 0:
-        raise InputError(f"data source {source!r} is empty")
-    if transform is not None:
-        if transform.channels is not None:
-            x = _channels(x, transform.channels)
-        if transform.resize is not None:
-            x = _resize(x, transform.resize)
-    n_classes = int(y.max()) + 1
-    if classes is None or len(classes) < n_classes:
-        classes = [str(i) for i in range(n_classes)]
-    return Dataset(x, y, classes, source)
+        raise InputError(f"{origin} is empty")
+    return ArraySamples(apply_transform(x, transform), y, source, _classes(classes, y))
 
 
-@dataclass
+def _classes(named: list[str] | None, labels: np.ndarray) -> list[str]:
+    n_classes = int(labels.max()) + 1
+    return named if named is not None and len(named) >= n_classes else [str(i) for i in range(n_classes)]
+
+
+@dataclass(frozen=True)
+class Corruption:
+    """A synthetic corruption applied to every batch read (seeded per sample)."""
+
+    name: str
+    severity: int
+    seed: int = 0
+
+
+@dataclass(eq=False)
 class Split:
+    """Rows ``rows`` of a source's ``samples``, read in batches, for one role."""
+
     role: str
-    images: np.ndarray  # float32 NCHW in [0, 1]
-    labels: np.ndarray
-    mean: np.ndarray
+    samples: Samples
+    rows: np.ndarray  # int64 indices into samples
+    mean: np.ndarray  # (1, C, 1, 1)
     std: np.ndarray
     source: str
-    _hashes: list[str] | None = field(default=None, repr=False)
+    corruption: Corruption | None = None
+    labels: np.ndarray = field(init=False)
+    _scan: tuple[str, list[str]] | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self):
+        self.rows = np.asarray(self.rows, dtype=np.int64)
+        self.labels = self.samples.labels[self.rows]
+
+    @classmethod
+    def from_arrays(cls, role: str, images: np.ndarray, labels: np.ndarray, mean, std, source: str) -> Split:
+        """A split over arrays in memory (float32 NCHW in [0, 1]), e.g. in tests."""
+        samples = ArraySamples(np.asarray(images, np.float32), np.asarray(labels, np.int64), source)
+        return cls(role, samples, np.arange(len(labels)), mean, std, source)
 
     def __len__(self) -> int:
-        return len(self.labels)
+        return len(self.rows)
 
-    def inputs(self, idx=None) -> np.ndarray:
-        """Normalised model inputs (all, or rows ``idx``)."""
-        x = self.images if idx is None else self.images[idx]
-        return ((x - self.mean) / self.std).astype(np.float32)
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return self.samples.sample_shape
 
-    def batches(self, batch_size: int):
-        for i in range(0, len(self), batch_size):
-            yield self.inputs(slice(i, i + batch_size)), self.labels[i : i + batch_size]
+    def pixels(self, idx=None) -> np.ndarray:
+        """Pixels of rows ``idx`` of this split (all when None; mind the memory), corruption applied."""
+        rows = self.rows if idx is None else np.atleast_1d(self.rows[idx])
+        x = self.samples.read(rows)
+        if self.corruption is not None:
+            from compress.measure.corruptions import corrupt
+
+            c = self.corruption
+            x = corrupt(x, c.name, c.severity, seed=c.seed, sample_ids=rows)
+        return x
+
+    def inputs(self, idx=None) -> dict[str, np.ndarray]:
+        """Normalised named model inputs of rows ``idx`` (all when None)."""
+        return {PIXEL_VALUES: ((self.pixels(idx) - self.mean) / self.std).astype(np.float32)}
+
+    def batches(self, batch_size: int, idx=None) -> Iterator[tuple[Mapping[str, np.ndarray], np.ndarray]]:
+        """(inputs, labels) for consecutive chunks of rows ``idx`` (all rows when None), in order."""
+        order = np.arange(len(self)) if idx is None else np.asarray(idx, dtype=np.int64)
+        for i in range(0, len(order), batch_size):
+            chunk = order[i : i + batch_size]
+            yield self.inputs(chunk), self.labels[chunk]
+
+    def stream(self, batch_size: int, idx=None, *, labels: bool = False) -> Batches:
+        """A re-iterable of the batches of ``batches`` (inputs alone unless ``labels``), read
+        afresh on every pass: what a calibrator that iterates more than once needs."""
+        return Batches(self, batch_size, idx, labels)
+
+    def subset(self, idx, role: str | None = None, source: str | None = None) -> Split:
+        """The split restricted to its rows ``idx`` (nothing is read)."""
+        return Split(role or self.role, self.samples, self.rows[idx], self.mean, self.std,
+                     source or self.source, self.corruption)
+
+    def corrupted(self, name: str, severity: int, *, seed: int = 0, role: str | None = None,
+                  source: str | None = None) -> Split:
+        """The same rows, with corruption ``name`` at ``severity`` applied to every batch read."""
+        from compress.measure.corruptions import check_corruption
+
+        check_corruption(name, severity, self.sample_shape[0])
+        return Split(role or self.role, self.samples, self.rows, self.mean, self.std,
+                     source or f"{self.source} + {name} (severity {severity})",
+                     Corruption(name, severity, seed))
+
+    def _scanned(self) -> tuple[str, list[str]]:
+        """(fingerprint, per-sample hashes) in one streaming pass; remembered."""
+        if self._scan is None:
+            whole, hashes = hashlib.sha256(), []
+            rows = max(1, SCAN_BATCH_BYTES // (4 * int(np.prod(self.sample_shape))))
+            for i in range(0, len(self), rows):
+                x = self.pixels(np.arange(i, min(i + rows, len(self))))
+                whole.update(x.tobytes())  # C-contiguous batches: the bytes of the whole array
+                hashes.extend(hashlib.sha1(img.tobytes()).hexdigest() for img in x)
+            whole.update(self.labels.tobytes())
+            self._scan = (whole.hexdigest()[:16], hashes)
+        return self._scan
 
     def sample_hashes(self) -> list[str]:
         """A content hash per sample (pixels only), for the held-out overlap check."""
-        if self._hashes is None:
-            self._hashes = [hashlib.sha1(img.tobytes()).hexdigest() for img in self.images]
-        return self._hashes
+        return self._scanned()[1]
 
     def fingerprint(self) -> str:
-        h = hashlib.sha256()
-        h.update(self.images.tobytes())
-        h.update(self.labels.tobytes())
-        return h.hexdigest()[:16]
+        """A hash of every pixel and label, in order (cache keys, results.json)."""
+        return self._scanned()[0]
+
+
+class Batches:
+    """Re-iterable batches over rows of a split (``Split.stream``); nothing is held between passes."""
+
+    def __init__(self, split: Split, batch_size: int, idx=None, labels: bool = False):
+        self.split, self.batch_size, self.labels = split, batch_size, labels
+        self.idx = np.arange(len(split)) if idx is None else np.asarray(idx, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return -(-len(self.idx) // self.batch_size)
+
+    def __iter__(self):
+        for x, y in self.split.batches(self.batch_size, self.idx):
+            yield (x, y) if self.labels else x
 
 
 class Splits(dict):
@@ -276,8 +268,16 @@ def stratified_fractions(labels: np.ndarray, fractions: dict[str, float], seed: 
     return {role: np.sort(np.concatenate(parts)) for role, parts in out.items()}
 
 
-def make_splits(data_cfg, base_dir: Path, seed: int) -> Splits:
-    """Build the train / calibration / tuning / heldout (and drift) splits of a recipe."""
+def _same_shape(ds: Samples, shape, key: str, other: str) -> None:
+    if tuple(ds.sample_shape) != tuple(shape):
+        raise InputError(
+            f"{key}: images of shape {ds.sample_shape} differ from {other} {tuple(shape)}; "
+            "set data.transform.resize/channels"
+        )
+
+
+def make_splits(data_cfg, base_dir, seed: int) -> Splits:
+    """Build the train / calibration / tuning / heldout (and drift, production) splits of a recipe."""
     transform = data_cfg.transform
     splits = Splits()
     if data_cfg.source is not None:
@@ -286,7 +286,7 @@ def make_splits(data_cfg, base_dir: Path, seed: int) -> Splits:
         order = ["heldout", "calibration", "tuning", "train"]
         fracs = {r: getattr(data_cfg.split, r) for r in order if getattr(data_cfg.split, r) > 0}
         parts = stratified_fractions(ds.labels, fracs, seed)
-        mean, std = _norm_arrays(transform, ds.images.shape[1])
+        mean, std = _norm_arrays(transform, ds.sample_shape[0])
         for role in ("train", "calibration", "tuning", "heldout"):
             if role in parts:
                 if len(parts[role]) == 0:
@@ -294,22 +294,18 @@ def make_splits(data_cfg, base_dir: Path, seed: int) -> Splits:
                         f"data.split.{role} gives an empty split ({len(ds.labels)} samples in all); "
                         "raise the fraction or use more data"
                     )
-                idx = parts[role]
-                splits[role] = Split(role, ds.images[idx], ds.labels[idx], mean, std, ds.source)
+                splits[role] = Split(role, ds, parts[role], mean, std, ds.source)
         splits.classes = ds.classes
     else:
         classes: list[str] | None = None
         shape = None
         for role, src in data_cfg.sources.items():
             ds = load_source(src, base_dir, transform)
-            if shape is not None and ds.images.shape[1:] != shape:
-                raise InputError(
-                    f"data.sources.{role}: images of shape {ds.images.shape[1:]} differ from the "
-                    f"other sources' {shape}; set data.transform.resize/channels"
-                )
-            shape = ds.images.shape[1:]
-            mean, std = _norm_arrays(transform, ds.images.shape[1])
-            splits[role] = Split(role, ds.images, ds.labels, mean, std, src)
+            if shape is not None:
+                _same_shape(ds, shape, f"data.sources.{role}", "the other sources'")
+            shape = ds.sample_shape
+            mean, std = _norm_arrays(transform, ds.sample_shape[0])
+            splits[role] = Split(role, ds, np.arange(len(ds)), mean, std, src)
             if classes is None or len(ds.classes) > len(classes):
                 classes = ds.classes
         splits.classes = classes
@@ -318,11 +314,7 @@ def make_splits(data_cfg, base_dir: Path, seed: int) -> Splits:
         held = splits["heldout"]
         if drift.source is not None:
             ds = load_source(drift.source, base_dir, transform)
-            if ds.images.shape[1:] != held.images.shape[1:]:
-                raise InputError(
-                    f"data.drift.source: images of shape {ds.images.shape[1:]} differ from held-out "
-                    f"{held.images.shape[1:]}; set data.transform.resize/channels"
-                )
+            _same_shape(ds, held.sample_shape, "data.drift.source", "held-out")
             named = ds.classes != [str(i) for i in range(len(ds.classes))]
             if named and len(ds.classes) != splits.num_classes:
                 raise InputError(
@@ -335,25 +327,20 @@ def make_splits(data_cfg, base_dir: Path, seed: int) -> Splits:
                     f"data.drift.source has labels up to {int(ds.labels.max())}, but the model's data "
                     f"has {splits.num_classes} classes; drift data must share the label space"
                 )
-            splits["drift"] = Split("drift", ds.images, ds.labels, held.mean, held.std, drift.source)
+            splits["drift"] = Split("drift", ds, np.arange(len(ds)), held.mean, held.std, drift.source)
         else:
-            from compress.measure.corruptions import corrupt
-
-            imgs = corrupt(held.images, drift.corruption, drift.severity, seed=seed)
-            splits["drift"] = Split(
-                "drift", imgs, held.labels, held.mean, held.std,
-                f"heldout + {drift.corruption} (severity {drift.severity})",
-            )
+            try:
+                splits["drift"] = held.corrupted(
+                    drift.corruption, drift.severity, seed=seed, role="drift",
+                    source=f"heldout + {drift.corruption} (severity {drift.severity})",
+                )
+            except ValueError as err:
+                raise InputError(f"data.drift: {err}") from None
     production = getattr(data_cfg, "production", None)
     if production is not None:
         held = splits["heldout"]
         ds = load_source(production.source, base_dir, transform, labelled=False)
-        if ds.images.shape[1:] != held.images.shape[1:]:
-            raise InputError(
-                f"data.production.source: images of shape {ds.images.shape[1:]} differ from "
-                f"held-out {held.images.shape[1:]}; set data.transform.resize/channels"
-            )
-        splits["production"] = Split(
-            "production", ds.images, ds.labels, held.mean, held.std, production.source
-        )
+        _same_shape(ds, held.sample_shape, "data.production.source", "held-out")
+        splits["production"] = Split("production", ds, np.arange(len(ds)), held.mean, held.std,
+                                     production.source)
     return splits

@@ -62,6 +62,13 @@ class StepContext:
                 f"steps may use the {', '.join(STEP_ROLES)} splits, never {role!r}: held-out judges "
                 "the variants, drift and production data check them"
             )
+        if role not in self.splits:
+            from compress.errors import StepError
+
+            raise StepError(
+                f"this step needs the {role} split, and the data has none; set data.split.{role} "
+                f"(or data.sources.{role}); `compress validate` finds this before building"
+            )
         self.consumed.add(role)
         return self.splits[role]
 
@@ -72,7 +79,9 @@ STEP_ROLES = ("train", "calibration", "tuning")
 Apply = Callable[["Artifact", Any, StepContext], "Artifact"]
 
 
-Roles = Callable[[Any], "set[str] | frozenset[str]"]
+#: the data roles a config needs: a set, or role -> why ("importance taylor scores channels", or
+#: "KEY: why" to point at the config key that asks for it), which the recipe's message quotes
+Roles = Callable[[Any], "set[str] | frozenset[str] | dict[str, str]"]
 
 
 @dataclass(frozen=True)
@@ -80,10 +89,15 @@ class StepSpec:
     """What a step is and what it needs, declared at registration so that the recipe's rules are
     generic loops over these declarations (no central list of step fields).
 
-    - ``roles(cfg)``: the data roles the step consumes with that config (train, calibration, tuning);
-    - ``targets(cfg)``: the recipe target names its config refers to;
+    - ``roles(cfg)``: the data roles the step consumes with that config (train, calibration, tuning),
+      as a set or as role -> why (see ``Roles``); a recipe whose data lacks one is invalid;
+    - ``targets(cfg)``: the recipe target names its config refers to, as a set or as
+      config key -> name (``{"latency_budget.target": "cpu"}``), so the message names the key;
     - ``check(cfg, recipe)``: any other problem with the rest of the recipe, as messages without the
       key path (the caller prefixes ``variants.<name>.steps[<i>].<step>``);
+    - ``check_input(cfg, kind)``: a problem (or None) when the step with this config cannot take an
+      input of that kind although ``accepts`` lists it (e.g. quantize with backend onnxruntime on an
+      OpenVINO IR);
     - ``cache_key(cfg, ctx)``: what, besides the input artifact, the config, the seed, the data and
       compress's code, decides the artifact (e.g. the GPU a TensorRT engine is built for); computed
       before the step runs, it is part of the one cache key;
@@ -97,10 +111,11 @@ class StepSpec:
     apply: Apply
     summary: str
     roles: Roles = lambda _cfg: frozenset()  # noqa: E731
-    targets: Callable[[Any], set[str] | frozenset[str]] = lambda _cfg: frozenset()  # noqa: E731
+    targets: Callable[[Any], set[str] | frozenset[str] | dict[str, str]] = lambda _cfg: frozenset()  # noqa: E731
     check: Callable[[Any, Any], list[str]] | None = None
     cache_key: Callable[[Any, StepContext], Any] | None = None
     example: dict = field(default_factory=dict)
+    check_input: Callable[[Any, str], str | None] | None = None
 
 
 STEPS: Registry[StepSpec] = Registry("step")
@@ -112,11 +127,12 @@ def register_step(
     config: type[StepConfig],
     accepts: set[str],
     produces: str | Callable[[Any, str], str] | None = None,
-    roles: set[str] | Roles | None = None,
+    roles: set[str] | dict[str, str] | Roles | None = None,
     targets: Callable[[Any], set[str]] | None = None,
     check: Callable[[Any, Any], list[str]] | None = None,
     cache_key: Callable[[Any, StepContext], Any] | None = None,
     example: dict | None = None,
+    check_input: Callable[[Any, str], str | None] | None = None,
 ) -> Callable[[Apply], Apply]:
     """Register ``apply(artifact, config, ctx) -> artifact`` as step ``name``.
 
@@ -142,7 +158,7 @@ def register_step(
     elif callable(roles):
         role_fn = roles
     else:
-        fixed = frozenset(roles)
+        fixed = dict(roles) if isinstance(roles, dict) else frozenset(roles)
         role_fn = lambda _cfg: fixed  # noqa: E731
 
     def decorator(fn: Apply) -> Apply:
@@ -151,7 +167,7 @@ def register_step(
             name,
             StepSpec(name, config, frozenset(accepts), produced, fn, doc[0] if doc else name,
                      roles=role_fn, targets=targets or (lambda _cfg: frozenset()), check=check,
-                     cache_key=cache_key, example=dict(example or {})),
+                     cache_key=cache_key, example=dict(example or {}), check_input=check_input),
         )
         return fn
 

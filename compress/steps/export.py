@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from typing import Literal
 
 import numpy as np
@@ -10,6 +11,7 @@ from pydantic import Field
 
 from compress.artifacts import Artifact, digest_of
 from compress.errors import StepError
+from compress.sources.inputs import bind, call_module, example_inputs, to_torch
 from compress.steps.base import StepConfig, StepContext, register_step
 
 # Opset 17: every ORT >= 1.14 and TensorRT >= 8.6 runs it, and the legacy exporter (which writes a
@@ -27,30 +29,37 @@ class ExportConfig(StepConfig):
     atol: float = Field(1e-3, gt=0, description="Largest allowed |onnx - torch| relative to the logits' range")
 
 
-def export_onnx(module, input_shape, path, *, opset: int, dynamic_batch: bool) -> None:
+def export_onnx(module, example, path, *, opset: int, dynamic_batch: bool) -> None:
+    """Export with the data's input names: ``example`` is a mapping of named example arrays, or one
+    sample's shape (an image model: its one input is ``pixel_values``)."""
     import torch
 
+    if not isinstance(example, Mapping):
+        example = example_inputs(tuple(example), batch=2)
     module = module.eval()
-    dummy = torch.zeros((2, *input_shape), dtype=torch.float32)
-    axes = {"input": {0: "batch"}, "logits": {0: "batch"}} if dynamic_batch else None
+    names = list(example)
+    tensors = to_torch(example)
+    # one input goes positionally (image classifiers); several as keywords (a trailing dict)
+    args = (tensors[names[0]],) if len(names) == 1 else (tensors,)
+    axes = {**{n: {0: "batch"} for n in names}, "logits": {0: "batch"}} if dynamic_batch else None
     with warnings.catch_warnings():
         # the legacy exporter announces its deprecation; its output is what we verify below
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            module, (dummy,), str(path), input_names=["input"], output_names=["logits"],
+            module, args, str(path), input_names=names, output_names=["logits"],
             opset_version=opset, dynamic_axes=axes, dynamo=False, do_constant_folding=True,
         )
 
 
-def verify_onnx(module, path, inputs: np.ndarray, atol: float) -> float:
+def verify_onnx(module, path, inputs: Mapping[str, np.ndarray], atol: float) -> float:
     """Max |ORT - torch| over ``inputs``, relative to the logits' range; raises above ``atol``."""
     import onnxruntime as ort
     import torch
 
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = sess.run(None, {sess.get_inputs()[0].name: inputs})[0]
+    got = sess.run(None, bind(inputs, [i.name for i in sess.get_inputs()], "the exported model"))[0]
     with torch.inference_mode():
-        want = module.eval()(torch.from_numpy(inputs)).numpy()
+        want = call_module(module.eval(), to_torch(inputs)).numpy()
     scale = max(1e-6, float(np.abs(want).max()))
     err = float(np.abs(got - want).max()) / scale
     if err > atol:
@@ -82,16 +91,26 @@ def convert_to_openvino(onnx_file, xml_path) -> None:
         raise StepError(f"OpenVINO could not convert the ONNX model: {type(err).__name__}: {err}") from err
 
 
+def _check(cfg: ExportConfig, recipe) -> list[str]:
+    """verify runs both models on calibration inputs, or train ones when there is no calibration split."""
+    if cfg.verify and not {"calibration", "train"} & recipe.data.roles():
+        return ["verify compares ONNX Runtime with torch on calibration (or train) inputs, and the "
+                "data has neither; set data.split.calibration (e.g. 0.1) or verify: false"]
+    return []
+
+
 @register_step(
     "export", config=ExportConfig, accepts={"torch"},
     produces=lambda cfg, _kind: "openvino" if cfg.format == "openvino" else "onnx",
+    check=_check, example={"format": "onnx", "opset": 17},
 )
 def apply(art: Artifact, cfg: ExportConfig, ctx: StepContext) -> Artifact:
     """Export to ONNX with a dynamic batch axis, verified against torch on real inputs."""
     module = art.load_module()
     path = ctx.workdir / "model.onnx"
     try:
-        export_onnx(module, ctx.input_shape, path, opset=cfg.opset, dynamic_batch=cfg.dynamic_batch)
+        export_onnx(module, example_inputs(ctx.input_shape, batch=2), path, opset=cfg.opset,
+                    dynamic_batch=cfg.dynamic_batch)
     except Exception as err:
         raise StepError(f"torch.onnx.export failed: {type(err).__name__}: {err}") from err
     meta = dict(art.meta)
@@ -99,9 +118,7 @@ def apply(art: Artifact, cfg: ExportConfig, ctx: StepContext) -> Artifact:
         role = "calibration" if "calibration" in ctx.splits else "train"
         split = ctx.data(role)
         n = min(len(split), 64)
-        inputs = split.inputs(slice(0, n))
-        if not cfg.dynamic_batch:
-            inputs = inputs[:2]
+        inputs = split.inputs(np.arange(min(n, 64 if cfg.dynamic_batch else 2)))
         meta["export_max_rel_error"] = verify_onnx(module, path, inputs, cfg.atol)
     meta["opset"] = cfg.opset
     if cfg.format == "openvino":

@@ -71,7 +71,7 @@ def run_finetune(module, cfg: FinetuneConfig, ctx: StepContext, label: str = "fi
             split, validation = carve_validation(split, cfg.early_stopping.validation_fraction, ctx.seed)
         except ValueError as err:
             raise StepError(f"finetune.{err}") from None
-    if cfg.augment is not None and len(sample_shape := split.inputs([0]).shape[1:]) != 3:
+    if cfg.augment is not None and len(sample_shape := split.sample_shape) != 3:
         raise StepError(
             f"finetune.augment needs image inputs (N, C, H, W); this train split's samples have shape "
             f"{sample_shape}: remove augment"
@@ -90,7 +90,10 @@ def run_finetune(module, cfg: FinetuneConfig, ctx: StepContext, label: str = "fi
     return history
 
 
-@register_step("finetune", config=FinetuneConfig, accepts={"torch"})
+@register_step(
+    "finetune", config=FinetuneConfig, accepts={"torch"}, roles={"train": "fine-tuning trains"},
+    example={"epochs": 1, "distill": {"alpha": 0.5}},
+)
 def apply(art: Artifact, cfg: FinetuneConfig, ctx: StepContext) -> Artifact:
     """Train on the train split (never held-out), with optional distillation from the baseline."""
     module = art.load_module()

@@ -13,6 +13,7 @@ from pydantic import Field
 
 from compress.artifacts import Artifact, digest_of
 from compress.errors import StepError
+from compress.sources.inputs import bind
 from compress.steps.base import StepConfig, StepContext, register_step
 
 
@@ -28,7 +29,12 @@ class Fp16Config(StepConfig):
     )
 
 
-@register_step("fp16", config=Fp16Config, accepts={"onnx"}, produces="onnx")
+@register_step(
+    "fp16", config=Fp16Config, accepts={"onnx"}, produces="onnx",
+    roles=lambda cfg: {"calibration": "verify: compares float16 with float32 (or set verify: false)"}
+    if cfg.verify else {},
+    example={"keep_io_types": True, "max_rel_error": 0.1},
+)
 def apply(art: Artifact, cfg: Fp16Config, ctx: StepContext) -> Artifact:
     """Convert an ONNX model to float16 (weights and compute), keeping I/O types as configured."""
     import onnx
@@ -46,7 +52,7 @@ def apply(art: Artifact, cfg: Fp16Config, ctx: StepContext) -> Artifact:
     onnx.save(converted, str(out))
     meta = {k: v for k, v in art.meta.items() if k not in ("int8_coverage", "quantization")}
     meta["precision"] = {"weights": "float16", "io": "float32" if cfg.keep_io_types else "float16"}
-    if cfg.verify and "calibration" in ctx.splits:
+    if cfg.verify:
         meta["fp16_max_rel_error"] = _verify(art.path, out, ctx, cfg)
     return Artifact(
         kind="onnx", digest=digest_of(art.digest, "fp16", cfg.model_dump()), path=out,
@@ -57,12 +63,16 @@ def apply(art: Artifact, cfg: Fp16Config, ctx: StepContext) -> Artifact:
 def _verify(fp32_path, fp16_path, ctx: StepContext, cfg: Fp16Config) -> float:
     import onnxruntime as ort
 
-    x = ctx.data("calibration").inputs(np.arange(min(16, len(ctx.splits["calibration"]))))
+    split = ctx.data("calibration")
+    x = split.inputs(np.arange(min(16, len(split))))
     ref_sess = ort.InferenceSession(str(fp32_path), providers=["CPUExecutionProvider"])
     sess = ort.InferenceSession(str(fp16_path), providers=["CPUExecutionProvider"])
-    ref = ref_sess.run(None, {ref_sess.get_inputs()[0].name: x})[0]
-    feed = x if cfg.keep_io_types else x.astype(np.float16)
-    got = sess.run(None, {sess.get_inputs()[0].name: feed})[0].astype(np.float32)
+    ref = ref_sess.run(None, bind(x, [i.name for i in ref_sess.get_inputs()], "the float32 model"))[0]
+    # float inputs become float16 unless keep_io_types (integer inputs, e.g. token ids, never do)
+    feed = x if cfg.keep_io_types else {
+        k: v.astype(np.float16) if np.issubdtype(v.dtype, np.floating) else v for k, v in x.items()}
+    got = sess.run(None, bind(feed, [i.name for i in sess.get_inputs()], "the float16 model"))[0]
+    got = got.astype(np.float32)
     err = float(np.abs(got - ref).max() / max(float(np.ptp(ref)), 1e-12))
     if err > cfg.max_rel_error:
         raise StepError(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+import numpy as np
 from pydantic import Field, field_validator, model_validator
 
 from compress.artifacts import Artifact, digest_of
@@ -171,7 +172,9 @@ class _Blocks:
 
         batches = None
         if self.cfg.importance == "taylor":
-            batches = itertools.islice(self.ctx.data("train").batches(32), self.cfg.taylor_batches)
+            train = self.ctx.data("train")
+            rows = np.arange(min(len(train), 32 * self.cfg.taylor_batches))  # read only what is used
+            batches = itertools.islice(train.batches(32, rows), self.cfg.taylor_batches)
         return self.lib.score_blocks(module, names, self.cfg.importance, batches=batches, seed=self.ctx.seed)
 
     def count(self, ratio: float) -> int:
@@ -254,7 +257,26 @@ def _resolve_ratio(module, cfg: PruneConfig, ctx: StepContext, macs0: int, refer
     return found.ratio, {"search": found.trace, "target": target.name, "batch_size": lb.batch_size}
 
 
-@register_step("prune", config=PruneConfig, accepts={"torch"})
+def _roles(cfg: PruneConfig) -> dict[str, str]:
+    """Taylor importance and fine-tuning read the train split."""
+    if cfg.finetune is not None:
+        return {"train": "finetune: fine-tuning trains"}
+    if cfg.importance in NEEDS_GRADIENTS:
+        what = "blocks" if cfg.granularity == "blocks" else "channels"
+        return {"train": f"importance {cfg.importance} scores {what}"}
+    return {}
+
+
+def _targets(cfg: PruneConfig) -> dict[str, str]:
+    return {"latency_budget.target": cfg.latency_budget.target} if cfg.latency_budget else {}
+
+
+@register_step(
+    "prune", config=PruneConfig, accepts={"torch"}, roles=_roles, targets=_targets,
+    # taylor scores on train, and the budget names a target (the tiny test model meets it unpruned)
+    example={"latency_budget": {"target": "cpu", "max_ms": 1000, "rounds": 1}, "importance": "taylor",
+             "finetune": {"epochs": 1}},
+)
 def apply(art: Artifact, cfg: PruneConfig, ctx: StepContext) -> Artifact:
     """Remove channels (Torch-Pruning) or whole residual blocks toward a ratio, MACs or latency
     target, then optionally fine-tune."""

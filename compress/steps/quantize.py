@@ -25,7 +25,7 @@ from compress.quantization.ort import (
     BatchReader,
     StaticSettings,
     compute_nodes,
-    input_name,
+    input_names,
     preprocess,
     qtype,
     quantize_static_file,
@@ -33,6 +33,7 @@ from compress.quantization.ort import (
 from compress.quantization.rewrite import rewrite_for_int8
 from compress.quantization.targets import DEFAULTS, TARGET_NAMES, resolve_target
 from compress.run.progress import track
+from compress.sources.data import Batches
 from compress.steps.base import StepConfig, StepContext, register_step
 
 Target = Literal["auto", "x86-vnni", "x86", "arm", "cuda", "tensorrt"]
@@ -130,7 +131,7 @@ def resolve_settings(cfg: QuantizeConfig) -> tuple[str, StaticSettings]:
     target = resolve_target(cfg.target)
     d = DEFAULTS[target].settings()
     for key in d:
-        value = getattr(cfg, key)
+        value = getattr(cfg, key, None)  # ``extra`` (quantize_static extra_options) is not a recipe key
         if value is not None:
             d[key] = value
     return target, StaticSettings(
@@ -139,7 +140,8 @@ def resolve_settings(cfg: QuantizeConfig) -> tuple[str, StaticSettings]:
     )
 
 
-def _calibration_batches(ctx: StepContext, cfg: CalibrationConfig) -> tuple[list[np.ndarray], int]:
+def _calibration_batches(ctx: StepContext, cfg: CalibrationConfig) -> tuple[Batches, int]:
+    """The calibration batches, read one at a time as the calibrator asks (never all in memory)."""
     split = ctx.data("calibration")
     rng = np.random.default_rng(ctx.seed)
     n = min(cfg.samples, len(split))
@@ -148,10 +150,11 @@ def _calibration_batches(ctx: StepContext, cfg: CalibrationConfig) -> tuple[list
         # fail on a shorter last batch: use whole batches only
         n -= n % cfg.batch_size
     idx = np.sort(rng.choice(len(split), size=n, replace=False))
-    return [split.inputs(idx[i : i + cfg.batch_size]) for i in range(0, n, cfg.batch_size)], n
+    return split.stream(cfg.batch_size, idx), n
 
 
-def _tuning_data(ctx: StepContext, mp: MixedPrecisionConfig) -> tuple[np.ndarray, np.ndarray]:
+def _tuning_data(ctx: StepContext, mp: MixedPrecisionConfig) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """``tuning_samples`` rows of the tuning split, in memory: mixed precision runs them many times."""
     if "tuning" not in ctx.splits:
         raise StepError(
             "quantize.mixed_precision needs a tuning split, disjoint from calibration and held-out; "
@@ -217,7 +220,27 @@ def _apply_nncf(art: Artifact, cfg: QuantizeConfig, ctx: StepContext) -> Artifac
     )
 
 
-@register_step("quantize", config=QuantizeConfig, accepts={"onnx", "openvino"}, produces=_produces)
+def _roles(cfg: QuantizeConfig) -> dict[str, str]:
+    """Static quantization calibrates on calibration; mixed precision judges layers on tuning."""
+    roles = {}
+    if cfg.mode == "static":
+        roles["calibration"] = "static quantization calibrates"
+    if cfg.mixed_precision is not None:
+        roles["tuning"] = "mixed_precision: ranks the layers by the accuracy they cost"
+    return roles
+
+
+def _check_input(cfg: QuantizeConfig, kind: str) -> str | None:
+    if kind == "openvino" and cfg.backend != "nncf":
+        return "an OpenVINO IR model is quantized with backend: nncf (ONNX Runtime quantizes ONNX files)"
+    return None
+
+
+@register_step(
+    "quantize", config=QuantizeConfig, accepts={"onnx", "openvino"}, produces=_produces,
+    roles=_roles, check_input=_check_input,
+    example={"mode": "static", "calibration": {"samples": 32, "batch_size": 8}},
+)
 def apply(art: Artifact, cfg: QuantizeConfig, ctx: StepContext) -> Artifact:
     """Quantize to int8 (ONNX Runtime, or NNCF for OpenVINO) and count what really runs in int8."""
     if cfg.backend == "nncf":
@@ -256,7 +279,7 @@ def apply(art: Artifact, cfg: QuantizeConfig, ctx: StepContext) -> Artifact:
         cache = ctx.workdir / "calibration.json"  # this call's ranges, re-used by mixed precision
         cache.unlink(missing_ok=True)  # never another call's: a workdir may be re-used
         with track(ctx.progress, "calibrating", len(batches)) as advance:
-            quantize_static_file(src, out, s, reader=BatchReader(batches, input_name(src), advance),
+            quantize_static_file(src, out, s, reader=BatchReader(batches, input_names(src), advance),
                                  cache_path=cache)
         meta["calibration_samples"] = n
         if cfg.mixed_precision is not None:
@@ -323,7 +346,7 @@ def _mixed_precision(art, src, all_int8, s: StaticSettings, cache, mp: MixedPrec
         max_float_layers=mp.max_float_layers, sensitivity_samples=mp.sensitivity_samples, log=ctx.log,
     )
     if result.float_layers:
-        batch = np.resize(x, (mp.latency_batch_size, *x.shape[1:])).astype(np.float32)
+        batch = {k: np.resize(v, (mp.latency_batch_size, *v.shape[1:])) for k, v in x.items()}
         result.latency = latency_cost(all_int8, path, batch)
     if not result.reached:
         ctx.notes.append(

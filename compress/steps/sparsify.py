@@ -23,7 +23,11 @@ class SparsifyConfig(StepConfig):
     finetune: FinetuneConfig | None = Field(None, description="Recover accuracy with the masks held fixed")
 
 
-@register_step("sparsify", config=SparsifyConfig, accepts={"torch"})
+@register_step(
+    "sparsify", config=SparsifyConfig, accepts={"torch"},
+    roles=lambda cfg: {"train": "finetune: fine-tuning trains"} if cfg.finetune is not None else {},
+    example={"finetune": {"epochs": 1}},
+)
 def apply(art: Artifact, cfg: SparsifyConfig, ctx: StepContext) -> Artifact:
     """Zero two of every four input weights (2:4) in each eligible layer, then optionally fine-tune."""
     module = art.load_module().eval()
