@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from compress.measure.text_corruptions import _ADJACENT, SEVERITIES, TEXT_CORRUPTIONS, corrupt_texts
+from compress.measure.text_corruptions import (
+    _ADJACENT,
+    SEVERITIES,
+    TEXT_CORRUPTIONS,
+    check_text_corruption,
+    corrupt_texts,
+)
 
 LONG = ("the acting , costumes , music , cinematography and sound are all astounding given the "
         "production 's austere locales and a story that never once loses its nerve")
@@ -88,6 +94,8 @@ def test_severity_touches_more_words(name):
     (("typo", 2.0), "severity must be one of"),
 ])
 def test_bad_arguments(args, message):
+    with pytest.raises(ValueError, match=message):
+        check_text_corruption(*args)
     with pytest.raises(ValueError, match=message):
         corrupt_texts(["a b"], *args)
 

@@ -34,8 +34,8 @@ for _r, _row in enumerate(_ROWS):
         _ADJACENT[_key] = "".join(near)
 
 
-def corrupt_texts(texts: Sequence[str], name: str, severity: int, *, seed: int = 0) -> list[str]:
-    """Corrupted copies of ``texts`` (the input list is left untouched)."""
+def check_text_corruption(name: str, severity: int) -> None:
+    """ValueError naming the fix for an unknown text corruption or severity (for early checks)."""
     if name not in TEXT_CORRUPTIONS:
         raise ValueError(
             f"unknown text corruption {name!r}: choose one of {', '.join(sorted(TEXT_CORRUPTIONS))}"
@@ -43,6 +43,12 @@ def corrupt_texts(texts: Sequence[str], name: str, severity: int, *, seed: int =
     is_int = isinstance(severity, (int, np.integer)) and not isinstance(severity, bool)
     if not is_int or severity not in SEVERITIES:
         raise ValueError(f"severity must be one of {list(SEVERITIES)}, got {severity!r}")
+
+
+def corrupt_texts(texts: Sequence[str], name: str, severity: int, *, seed: int = 0) -> list[str]:
+    """Corrupted copies of ``texts`` (the input list is left untouched). A sample is keyed by its
+    text, so a batch read later is corrupted exactly as the whole list would be."""
+    check_text_corruption(name, severity)
     if isinstance(texts, str):
         raise ValueError("texts must be a sequence of strings, not one string: wrap it in a list")
     rate = SEVERITY_PARAMS[name][severity - 1]
