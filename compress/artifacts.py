@@ -1,8 +1,10 @@
 """Artifacts (a model at one point of a variant's chain) and the content-hash cache.
 
 An artifact's ``digest`` hashes everything that made it: the baseline, each step's name and
-config, the seed, the data it consumed and compress's own code (``code_digest``). Two variants that share steps (``from:``) or a re-run of
-the same recipe find the artifact in the cache instead of rebuilding it.
+config, the seed, the data it may consume, what the step declares (``cache_key``, e.g. the GPU a
+TensorRT engine is built for) and compress's own code (``code_digest``). It is computed in one place,
+``compress.run.build.step_key``. Two variants that share steps (``from:``) or a re-run of the same
+recipe find the artifact in the cache instead of rebuilding it.
 """
 
 from __future__ import annotations
@@ -19,6 +21,10 @@ from pathlib import Path
 from typing import Any
 
 FILENAMES = {"torch": "model.pt", "onnx": "model.onnx", "openvino": "model.xml", "tensorrt": "engine.plan"}
+
+#: meta keys that are the run's bookkeeping, not facts about the model: results.json records them
+#: elsewhere (consumed_splits, steps[].seconds/machine, baseline.info.train) or not at all
+BOOKKEEPING_META = frozenset({"consumed", "step_seconds", "step_machine", "cached", "extra_files", "train"})
 
 
 def digest_of(*parts: Any) -> str:
@@ -53,12 +59,17 @@ def file_digest(path: Path) -> str:
 @dataclass
 class Artifact:
     kind: str  # torch | onnx | openvino | tensorrt
-    digest: str
+    digest: str = ""  # the cache key; set by compress.run.build (steps never compute one)
     path: Path | None = None
     module: Any = None  # the nn.Module, for kind == "torch"
     model_spec: Any = None  # how to rebuild a torch architecture when reloading from disk
     lineage: list[str] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
+
+    def facts(self) -> dict[str, Any]:
+        """What the steps that made this artifact recorded about it (every step copies its input's
+        meta, so the whole chain's facts are here): results.json's ``artifact.facts``."""
+        return {k: v for k, v in self.meta.items() if k not in BOOKKEEPING_META}
 
     def load_module(self):
         """A fresh copy of the torch module (callers may move or modify it)."""
@@ -143,6 +154,8 @@ class Cache:
 
     def put(self, art: Artifact) -> Artifact:
         """Store ``art`` (its files move into the cache) and return it pointing there."""
+        if not art.digest:
+            raise ValueError("an artifact is cached under its key: set art.digest (compress.run.build.step_key)")
         entry = self._entry(art.digest)
         if entry is None:
             return art

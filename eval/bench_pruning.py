@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see compress/cli.py: busy-waiting threads
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see compress/cli/app.py: busy-waiting threads
 
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
@@ -127,14 +127,14 @@ def render(results: dict, command: str, wall_s: float, epochs: int) -> str:
 
     base = results["baseline"]
     b_top1 = base["accuracy"]["heldout"]["top1"]
-    b_macs = base["artifact"]["macs"]
+    b_macs = base["artifact"]["facts"]["macs"]
     rows = []
     goals = {}
     for name, v in results["variants"].items():
         if v["status"] != "ok":
             rows.append(f"| {name} | failed: {v.get('error')} |" + " |" * 9)
             continue
-        art = v["artifact"]
+        art = v["artifact"]["facts"]
         pr = art.get("pruning") or {}
         acc = v["accuracy"]
         sp = v.get("speedup", {}).get("cpu", {})
@@ -178,7 +178,7 @@ def render(results: dict, command: str, wall_s: float, epochs: int) -> str:
         + _feature_note(results) + ".",
         "## Results",
         f"Unpruned ResNet-56: held-out top-1 {b_top1:.1f}% on the exact 1,000 (n={base['accuracy']['heldout']['n']}), "
-        f"{b_macs / 1e6:.1f} M MACs, {base['artifact']['params'] / 1e3:.0f} k params; ORT fp32 p50 "
+        f"{b_macs / 1e6:.1f} M MACs, {base['artifact']['facts']['params'] / 1e3:.0f} k params; ORT fp32 p50 "
         + ", ".join(f"{ref[b]['p50_ms']:.2f} ms at batch {b}" for b in sorted(ref, key=int)) + ".",
         "\n".join([
             "| variant | criterion | channel ratio or blocks removed | MACs kept | params | top-1 held-out | change, points [95% CI] | "
@@ -269,7 +269,7 @@ def latency_search(data_dir: Path, work: Path, seed: int, max_fraction: float) -
     v = outcome.results["variants"]["latency-budget"]
     if v["status"] != "ok":
         return f"latency search failed: {v['error']}"
-    pr = v["artifact"]["pruning"]
+    pr = v["artifact"]["facts"]["pruning"]
     rows = [f"| {t['ratio']:.1f} | {t['macs'] / pr['baseline_macs']:.1%} | {t['latency_ms']:.2f} | "
             f"{t['unpruned_ms']:.2f} | {1 / t['fraction']:.2f}x | {'yes' if t['ok'] else 'no'} |" for t in pr["search"]]
     final = v.get("speedup", {}).get("cpu", {}).get("32")

@@ -108,6 +108,8 @@ def test_gate_options_make_it_stricter_or_looser(cli, tmp_path, results):
     loose = cli.invoke(app, ["gate", str(path), "--max-accuracy-drop", "10"])
     assert loose.exit_code == 0, loose.output
     assert "looser than the recipe's 2.0" in _flat(loose.output)
+    dropped = cli.invoke(app, ["gate", str(path), "--rule", "max_worst_class_drop=50"])
+    assert "looser" not in _flat(dropped.output)  # the recipe set no worst-class limit: stricter
     strict = cli.invoke(app, ["gate", str(path), "--max-accuracy-drop", "10", "--min-speedup", "2.0"])
     assert strict.exit_code == 1
     assert "FAIL  int8: 1.75x vs onnx-fp32 on cpu, batch 1 < 2x" in strict.output

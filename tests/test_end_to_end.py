@@ -113,9 +113,9 @@ def test_every_ok_variant_is_profiled_and_gated(runs):
         assert set(v["latency"]["cpu"]) == {"1", "4"}, name
     assert res["variants"]["onnx-fp32"]["gate"]["verdict"] == "reference"
     assert res["verdict"]["failed"] == ["int8", "pruned", "pruned-int8"]
-    pruning = res["variants"]["pruned"]["artifact"]["pruning"]
+    pruning = res["variants"]["pruned"]["artifact"]["facts"]["pruning"]
     assert pruning["macs_after"] < pruning["macs_before"]
-    assert "Conv 2/2" in res["variants"]["int8"]["artifact"]["int8_coverage"]["summary"]
+    assert "Conv 2/2" in res["variants"]["int8"]["artifact"]["facts"]["int8_coverage"]["summary"]
 
 
 def test_report_shows_the_failed_variant(runs):

@@ -15,7 +15,6 @@ from compress.measure.energy import (
     NvmlMeter,
     RaplMeter,
     default_meter,
-    measure_energy,
 )
 
 
@@ -205,25 +204,34 @@ def test_default_meter_picks_by_device(monkeypatch: pytest.MonkeyPatch):
         default_meter("tpu")
 
 
-def test_measure_energy_reports_joules_per_inference():
-    reading = measure_energy(
-        CountingMeter(step_j=2.0), lambda: None, repeats=5, inferences_per_call=4
-    )
+def test_window_reports_joules_per_inference_over_its_blocks():
+    """The profiler opens the window once per timed round: energy and seconds add up over them."""
+    window = EnergyWindow(CountingMeter(step_j=2.0))
+    for _ in range(3):
+        with window:
+            pass
+    reading = window.result(n_inferences=20)
     assert isinstance(reading, EnergyReading)
-    assert reading.energy_j == pytest.approx(2.0)  # one read before, one after
+    assert reading.energy_j == pytest.approx(6.0)  # one read before, one after, per block
     assert reading.n_inferences == 20
-    assert reading.j_per_inference == pytest.approx(0.1)
+    assert reading.j_per_inference == pytest.approx(0.3)
     assert reading.to_dict()["measured"] is True
-    assert reading.to_dict()["j_per_inference"] == pytest.approx(0.1)
+    assert reading.to_dict()["j_per_inference"] == pytest.approx(0.3)
 
 
-def test_measure_energy_with_unavailable_meter_gives_no_number(tmp_path: Path):
-    calls = []
-    result = measure_energy(RaplMeter(tmp_path / "absent"), lambda: calls.append(1), repeats=3)
+def test_window_with_unavailable_meter_gives_no_number(tmp_path: Path):
+    window = EnergyWindow(RaplMeter(tmp_path / "absent"))
+    with window:
+        pass
+    result = window.result(n_inferences=3)
     assert isinstance(result, EnergyUnavailable)
     assert result.to_dict() == {"measured": False, "meter": "rapl", "reason": result.reason}
     assert "does not exist" in result.reason
-    assert calls == []
+
+
+def test_window_that_never_ran_is_an_error():
+    with pytest.raises(ValueError, match="has not run"):
+        EnergyWindow(CountingMeter()).result(n_inferences=1)
 
 
 def test_window_with_stalled_counter_is_unavailable_not_zero():
@@ -255,11 +263,6 @@ def test_window_over_rapl_tree(powercap: Path):
 def test_energy_reading_rejects_impossible_values(kwargs, message):
     with pytest.raises(ValueError, match=message):
         EnergyReading(meter="fake", **kwargs)
-
-
-def test_measure_energy_rejects_bad_repeats():
-    with pytest.raises(ValueError, match="repeats must be >= 1"):
-        measure_energy(CountingMeter(), lambda: None, repeats=0)
 
 
 def test_cuda_visible_devices_maps_cuda_numbering_to_nvml(monkeypatch: pytest.MonkeyPatch):

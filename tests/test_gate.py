@@ -6,7 +6,7 @@ import copy
 
 import pytest
 
-from compress.results.gate import RULES, apply_gate, gate_variant
+from compress.results.gate import LIMIT_RULES, RULES, apply_gate, gate_variant, looser_rules
 
 
 def _checks(v: dict, rule: str) -> list[dict]:
@@ -210,6 +210,38 @@ def test_rules_know_their_direction():
     assert RULES["max_accuracy_drop"].higher_is_better is False
     assert RULES["min_speedup"].higher_is_better is True
     assert RULES["max_accuracy_drop"].unit == "points" and RULES["min_speedup"].unit == "x"
+
+
+@pytest.mark.parametrize("name", list(RULES))
+def test_every_rule_passes_at_its_limit_and_fails_beyond_it(name):
+    rule = RULES[name]
+    worse = -0.5 if rule.higher_is_better else 0.5
+    assert rule.passes(2.0, 2.0) and rule.relation(True) in ("<=", ">=")
+    assert not rule.passes(2.0 + worse, 2.0) and rule.relation(False) in ("<", ">")
+    assert rule.passes(2.0 - worse, 2.0)
+    assert rule.looser(2.0, 2.0 + worse) and not rule.looser(2.0, 2.0 - worse)  # a looser limit lets worse through
+    assert rule.looser(2.0, None) and not rule.looser(None, 1.0)
+
+
+def test_every_limit_rule_is_a_recipe_gate_key_and_is_checked(make_results, make_variant):
+    """The table, the recipe's gate section and the checks name the same rules."""
+    from compress.recipe import GateConfig
+
+    assert set(LIMIT_RULES) <= set(GateConfig.model_fields)
+    v = make_variant(change=-1.0)
+    v["heldout_overlap"] = {"train": 0}
+    res = make_results({"q": v}, dict.fromkeys(LIMIT_RULES, 1.0))
+    apply_gate(res)
+    assert {c["rule"] for c in res["variants"]["q"]["gate"]["checks"]} == set(RULES)
+
+
+def test_looser_rules_name_each_loosened_limit_in_its_direction():
+    old = {"max_accuracy_drop": 1.0, "min_speedup": 1.5, "max_worst_class_drop": 5.0}
+    new = {"max_accuracy_drop": 2.0, "min_speedup": 1.2, "max_worst_class_drop": 4.0}
+    assert looser_rules(old, new) == [
+        "max_accuracy_drop = 2.0 is looser than the recipe's 1.0",
+        "min_speedup = 1.2 is looser than the recipe's 1.5",
+    ]
 
 
 def test_speed_rule_holds_when_one_target_meets_it(make_results, make_variant):

@@ -180,6 +180,35 @@ def test_torch_cpu_target_runs_with_bf16_autocast_and_channels_last(tiny_model_f
     assert entry["latency"]["2"]["p50_ms"] > 0
 
 
+def test_a_torch_model_on_an_onnx_target_is_exported_verified_and_profiled(tiny_model_file):
+    """As a run's export step does: the ONNX Runtime target times the verified ONNX export, the
+    torch target the module itself, in one interleaved loop."""
+    from compress.run.profile_model import load_model
+
+    art, shape = load_model(f"python:{tiny_model_file}:tiny_cnn", (3, 8, 8))
+    targets = [parse_target("onnxruntime:cpu,threads=1"), parse_target("torch:cpu,threads=1")]
+    out = profile_model(art, shape, targets, [1, 2], plan=QUICK, memory=False, log=lambda m: None)
+    ort_entry, torch_entry = out["targets"]["onnxruntime-cpu"], out["targets"]["torch-cpu"]
+    assert "not_profiled" not in ort_entry and set(ort_entry["latency"]) == {"1", "2"}
+    assert ort_entry["ran"].endswith("export(onnx)") and ort_entry["runtime_info"]["runtime"] == "onnxruntime"
+    assert "ran" not in torch_entry and torch_entry["latency"]["2"]["p50_ms"] > 0
+    assert out["onnx_export"]["opset"] == 17 and out["onnx_export"]["export_max_rel_error"] < 1e-3
+
+
+def test_a_torch_model_whose_export_disagrees_is_not_profiled_on_onnx(tiny_model_file, monkeypatch):
+    from compress.errors import StepError
+    from compress.run.profile_model import load_model
+
+    def wrong(module, path, inputs, atol):
+        raise StepError("the exported ONNX model disagrees with torch: max relative error 1.0e+00")
+
+    monkeypatch.setattr("compress.steps.export.verify_onnx", wrong)
+    art, shape = load_model(f"python:{tiny_model_file}:tiny_cnn", (3, 8, 8))
+    with pytest.raises(StepError, match="disagrees with torch"):
+        profile_model(art, shape, [parse_target("onnxruntime:cpu")], [1], plan=QUICK, memory=False,
+                      log=lambda m: None)
+
+
 # ---------------------------------------------------------------- the command
 
 

@@ -197,6 +197,7 @@ def test_early_stopping_watches_a_slice_of_train_and_keeps_the_best_epoch(tmp_pa
 def test_pruned_model_saves_reloads_and_matches(tmp_path, baseline):
     out = prune(baseline, PruneConfig(ratio=0.5, importance="l1"), _ctx(tmp_path, baseline))
     cache = Cache(tmp_path / "cache")
+    out.digest = "pruned"  # the key compress.run.build gives it
     cache.put(out)
     again = cache.get(out.digest, baseline.model_spec)
     x = _batch()

@@ -167,6 +167,7 @@ def test_block_pruned_model_saves_reloads_and_matches(tmp_path, resnet):
     out = prune(resnet, PruneConfig(granularity="blocks", blocks=["layer*.*"], ratio=0.4),
                 _ctx(tmp_path, resnet))
     cache = Cache(tmp_path / "cache")
+    out.digest = "pruned"  # the key compress.run.build gives it
     cache.put(out)
     again = cache.get(out.digest, resnet.model_spec)
     x = _batch()

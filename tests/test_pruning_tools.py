@@ -117,7 +117,7 @@ def _results(pruning: dict, speedups: dict) -> dict:
     return {
         "recipe": {"gate": {"reference": "onnx-fp32"}},
         "targets": [{"name": "cpu"}],
-        "variants": {"p": {"status": "ok", "artifact": {"pruning": pruning},
+        "variants": {"p": {"status": "ok", "artifact": {"facts": {"pruning": pruning}},
                            "speedup": {"cpu": {bs: {"estimate": e} for bs, e in speedups.items()}}}},
     }
 
@@ -158,10 +158,10 @@ def test_run_reports_pruning_facts_and_the_sparsity_verdict(cli, write_recipe, r
     assert res.exit_code in (0, 1), res.output
     run_dir = next(p for p in (tmp_path / "runs").iterdir() if not p.name.startswith("."))
     results = json.loads((run_dir / "results.json").read_text())
-    pr = results["variants"]["half-macs"]["artifact"]["pruning"]
+    pr = results["variants"]["half-macs"]["artifact"]["facts"]["pruning"]
     assert pr["target"] == "macs_budget" and pr["macs_after"] <= 0.5 * pr["baseline_macs"]
     assert pr["recovery"][0]["epochs_run"] == 1 and "top1_recovered" in pr
-    assert results["variants"]["sparse"]["artifact"]["pruning"]["sparsity"]["pattern"] == "2:4"
+    assert results["variants"]["sparse"]["artifact"]["facts"]["pruning"]["sparsity"]["pattern"] == "2:4"
     report = (run_dir / "report.md").read_text()
     assert "## Pruning on `cpu`" in report and "| half-macs | l2 | MACs ≤ 50% |" in report
     assert "| sparse | 2:4 | 2:4 sparsity |" in report

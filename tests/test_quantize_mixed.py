@@ -202,8 +202,9 @@ MIXED = {"float_layers": ["/0/Conv"], "tolerance_points": 0.5, "reached": True, 
 
 
 def _variant(quantization: dict, fraction: float, speedup: float = 1.2) -> dict:
-    return {"artifact": {"lineage": ["x"], "quantization": quantization,
-                         "int8_coverage": {"compute_fraction": fraction, "summary": "Conv 9/19"}},
+    return {"artifact": {"lineage": ["x"], "facts": {
+                "quantization": quantization,
+                "int8_coverage": {"compute_fraction": fraction, "summary": "Conv 9/19"}}},
             "speedup": {"cpu": {"32": {"estimate": speedup}}}}
 
 
@@ -246,7 +247,7 @@ def test_a_recipe_run_reports_mixed_precision_and_coverage(tmp_path, recipe_dict
         "max_drop_points": 100.0, "latency_batch_size": 2}}}]
     path = write_recipe(recipe_dict)
     outcome = run_recipe(load_recipe(path), path, out_dir=tmp_path / "runs", log=lambda _m: None)
-    art = json.loads((outcome.run_dir / "results.json").read_text())["variants"]["int8"]["artifact"]
+    art = json.loads((outcome.run_dir / "results.json").read_text())["variants"]["int8"]["artifact"]["facts"]
     q = art["quantization"]
     assert q["target"] in {"x86-vnni", "x86", "arm"} and q["mixed_precision"]["reached"] is True
     assert art["int8_coverage"]["summary"].startswith("Conv 2/2")

@@ -99,7 +99,7 @@ def test_report_is_a_pure_function_of_the_results(make_results, make_variant):
 
 def test_variant_section_names_the_quantize_rewrites(make_results, make_variant):
     res = _gated(make_results, make_variant)
-    res["variants"]["int8"]["artifact"]["quantization"] = {
+    res["variants"]["int8"]["artifact"]["facts"]["quantization"] = {
         "padded_channels": [{"conv": "/conv1/Conv", "pad_node": "p", "channels": 3, "padded_to": 4}],
         "channel_pads_as_convs": [{"pad_node": "a"}, {"pad_node": "b"}],
     }

@@ -135,7 +135,7 @@ def test_step_conformance(name, torch_artifact, onnx_artifact, make_ctx):
         pytest.skip(f"{name}: {err}")
 
     assert out.kind == spec.produces(cfg, kind)
-    assert out.digest != art.digest
+    assert out.digest == ""  # steps never key their output: compress.run.build.step_key does
     assert (
         out.lineage[: len(art.lineage)] == art.lineage and len(out.lineage) == len(art.lineage) + 1
     )

@@ -258,6 +258,28 @@ def test_the_engine_step_declares_its_cache_key_roles_and_check(monkeypatch, fak
     assert not spec.roles(EngineConfig(precision="fp16"))
 
 
+def test_an_engine_for_another_gpu_or_tensorrt_has_another_cache_key(monkeypatch, fake_gpu, tiny_onnx_artifact,
+                                                                    tiny_step_ctx):
+    from compress.run.build import step_key
+    from compress.steps.base import STEPS
+
+    spec = STEPS.get("engine")
+    trt_of("10.13.0", monkeypatch)
+
+    def key():
+        return step_key(tiny_onnx_artifact, spec, EngineConfig(), tiny_step_ctx, {})
+
+    first = key()
+    assert key() == first
+    monkeypatch.setattr(engine_mod, "driver_version", lambda: "999.1")
+    assert key() == first  # a driver update keeps the cached engine
+    fake_gpu["gpu"] = "NVIDIA L4"
+    assert key() != first
+    fake_gpu["gpu"] = "NVIDIA H100 80GB HBM3"
+    trt_of("11.4.0", monkeypatch)
+    assert key() != first
+
+
 def test_the_check_names_profile_batch_sizes_outside_the_engines_profile(recipe_dict):
     from compress.recipe import parse_recipe
     from compress.steps.base import STEPS
@@ -272,6 +294,26 @@ def test_the_check_names_profile_batch_sizes_outside_the_engines_profile(recipe_
     (problem,) = check(EngineConfig(batch_min=2, batch_opt=32, batch_max=64), recipe)
     assert "profile.batch_sizes [1, 128] outside the engine's profile batch_min..batch_max (2..64)" in problem
     assert "set batch_min: 1 and batch_max: 128" in problem
+
+
+def test_validate_refuses_profile_batch_sizes_outside_an_engines_profile(recipe_dict, write_recipe):
+    """Through the recipe's generic rules: the engine step's declared check, at its key path."""
+    from typer.testing import CliRunner
+
+    from compress.cli import app
+    from compress.recipe import parse_recipe
+
+    data = _trt_recipe(recipe_dict, "tensorrt")
+    data["targets"].append({"name": "cpu", "runtime": "onnxruntime", "device": "cpu"})
+    data["variants"]["trt"]["steps"][0]["engine"]["batch_max"] = 64
+    data["profile"] = {"batch_sizes": [1, 128]}
+    with pytest.raises(RecipeError, match=r"variants\.trt\.steps\[0\]\.engine: profile\.batch_sizes \[128\] "
+                                          r"outside the engine's profile"):
+        parse_recipe(data)
+    result = CliRunner().invoke(app, ["validate", str(write_recipe(data))])
+    assert result.exit_code == 2 and "batch_max: 128" in result.output
+    data["variants"]["trt"]["steps"][0]["engine"]["batch_max"] = 128
+    parse_recipe(data)
 
 
 # --------------------------------------------------------------------------- the runtime

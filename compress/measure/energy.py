@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -301,70 +300,48 @@ class EnergyUnavailable:
 
 
 class EnergyWindow:
-    """Reads a meter on entry and exit; ``result(n_inferences)`` then gives the energy in between.
+    """Reads a meter on entry and exit of each ``with`` block; ``result(n_inferences)`` then gives
+    the energy spent inside all of them (the profiler opens one block per timed round, so the
+    other variants' rounds in between are not counted).
 
-    Usage: ``with EnergyWindow(meter) as w: run_batches()``, then ``w.result(n_inferences=1000)``.
+    Usage: ``w = EnergyWindow(meter)``; ``with w: run_batches()`` (once or more); then
+    ``w.result(n_inferences=1000)``.
     """
 
     def __init__(self, meter: EnergyMeter):
         self.meter = meter
+        self._available = meter.available()
         self._start_j: float | None = None
-        self._end_j: float | None = None
         self._start_s = 0.0
-        self._end_s = 0.0
+        self.energy_j = 0.0
+        self.seconds = 0.0
+        self.blocks = 0
 
     def __enter__(self) -> EnergyWindow:
-        if self.meter.available():
-            self._start_j = self.meter.read_j()
+        self._start_j = self.meter.read_j() if self._available else None
         self._start_s = time.perf_counter()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self._end_s = time.perf_counter()
+        self.seconds += time.perf_counter() - self._start_s
         if self._start_j is not None:
-            self._end_j = self.meter.read_j()
-
-    @property
-    def seconds(self) -> float:
-        return self._end_s - self._start_s
+            self.energy_j += self.meter.read_j() - self._start_j
+        self.blocks += 1
 
     def result(self, n_inferences: int) -> EnergyReading | EnergyUnavailable:
         """The measured reading, or ``EnergyUnavailable`` when there is no honest number."""
-        if not self.meter.available():
-            return EnergyUnavailable(self.meter.name, self.meter.reason)
-        if self._start_j is None or self._end_j is None:
+        if not self._available:
+            return EnergyUnavailable(self.meter.name, self.meter.reason or "no reason given")
+        if self.blocks == 0:
             raise ValueError("the window has not run: use it as `with EnergyWindow(meter) as w:`")
-        energy_j = self._end_j - self._start_j
-        if energy_j <= 0:
+        if self.energy_j <= 0:
             # Counters update every ~1 ms (RAPL) to ~100 ms (NVML): zero means "too short", not "free".
             return EnergyUnavailable(
                 self.meter.name,
                 f"the counter did not advance during the {self.seconds:.3f} s window: "
-                "measure a longer run (more repeats)",
+                "measure a longer run (more repeats, longer rounds)",
             )
-        return EnergyReading(self.meter.name, energy_j, self.seconds, n_inferences)
-
-
-def measure_energy(
-    meter: EnergyMeter,
-    fn: Callable[[], object],
-    *,
-    repeats: int,
-    inferences_per_call: int = 1,
-) -> EnergyReading | EnergyUnavailable:
-    """Call ``fn`` ``repeats`` times inside one energy window."""
-    if repeats < 1:
-        raise ValueError(f"repeats must be >= 1, got {repeats}")
-    if inferences_per_call < 1:
-        raise ValueError(
-            f"inferences_per_call must be >= 1, got {inferences_per_call}: pass the batch size"
-        )
-    if not meter.available():
-        return EnergyUnavailable(meter.name, meter.reason)
-    with EnergyWindow(meter) as window:
-        for _ in range(repeats):
-            fn()
-    return window.result(repeats * inferences_per_call)
+        return EnergyReading(self.meter.name, self.energy_j, self.seconds, n_inferences)
 
 
 def _read_text(path: Path) -> str:

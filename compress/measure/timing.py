@@ -38,7 +38,7 @@ import numpy as np
 
 from compress.errors import InputError
 from compress.measure import stats
-from compress.measure.energy import EnergyUnavailable, default_meter
+from compress.measure.energy import EnergyWindow, default_meter
 from compress.run.progress import track
 
 WARMUP_WINDOW = 5  # calls per warm-up window; two consecutive windows are compared
@@ -175,7 +175,7 @@ def time_sessions(
             for name in names:
                 out[name][bs] = _summarize(
                     run.samples[name], run.medians[name], bs, plan, extra, run.warm[name],
-                    _energy(meter, run.energy_ok, run.joules[name], len(run.samples[name]) * bs),
+                    run.energy[name].result(len(run.samples[name]) * bs).to_dict(),
                 )
     return out
 
@@ -190,29 +190,19 @@ class _BatchRun:
         self.warm = {n: warm_up(sessions[n], batch, plan, timer, clock) for n in names}
         self.samples: dict[str, list[float]] = {n: [] for n in names}
         self.medians: dict[str, list[float]] = {n: [] for n in names}
-        self.joules: dict[str, float] = dict.fromkeys(names, 0.0)
-        self.energy_ok = meter.available()
+        self.energy = {n: EnergyWindow(meter) for n in names}  # one window per variant, open in its rounds
 
     def round(self, r: int) -> None:
         for name in interleaved_order(list(self.sessions), r):
             for _ in range(self.plan.settle_runs):  # untimed: this variant's caches, not the last one's
                 self.sessions[name].run(self.batch)
-            e0 = self.meter.read_j() if self.energy_ok else 0.0
-            t_end = self.clock() + self.plan.min_round_s
-            this_round: list[float] = []
-            while len(this_round) < 3 or self.clock() < t_end:
-                this_round.append(self.timer(self.sessions[name], self.batch))
-            if self.energy_ok:
-                self.joules[name] += self.meter.read_j() - e0
+            with self.energy[name]:
+                t_end = self.clock() + self.plan.min_round_s
+                this_round: list[float] = []
+                while len(this_round) < 3 or self.clock() < t_end:
+                    this_round.append(self.timer(self.sessions[name], self.batch))
             self.samples[name].extend(this_round)
             self.medians[name].append(float(np.median(this_round)))
-
-
-def _energy(meter, energy_ok: bool, joules: float, inferences: int) -> dict:
-    if energy_ok and joules > 0:
-        return {"measured": True, "meter": meter.name, "j_per_inference": joules / inferences}
-    reason = meter.reason if not energy_ok else "the counter did not advance: measure longer rounds"
-    return EnergyUnavailable(meter.name, reason or "no reason given").to_dict()
 
 
 def _summarize(samples: list[float], medians: list[float], bs: int, plan: TimingPlan, extra: int,

@@ -31,7 +31,7 @@ def pruning_table(results: dict, target: str) -> str | None:
     """One row per variant whose artifact was pruned or sparsified; None when there is none."""
     rows = []
     for name, v in results.get("variants", {}).items():
-        pr = (v.get("artifact") or {}).get("pruning")
+        pr = ((v.get("artifact") or {}).get("facts") or {}).get("pruning")
         if not pr or v.get("status") != "ok":
             continue
         speed = (v.get("speedup") or {}).get(target, {})
@@ -84,7 +84,7 @@ def pruning_section(results: dict) -> list[str]:
 def pruning_warnings(v: dict) -> list[str]:
     """Plain statements for pruning results a user could misread."""
     out = []
-    pr = (v.get("artifact") or {}).get("pruning") or {}
+    pr = ((v.get("artifact") or {}).get("facts") or {}).get("pruning") or {}
     sp = pr.get("sparsity")
     if sp:
         for target, per_bs in (v.get("speedup") or {}).items():

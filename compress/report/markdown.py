@@ -122,10 +122,22 @@ def _why(results: dict, name: str, target: str | None = None) -> str:
     return ", ".join(parts)
 
 
+def _verification_facts(art: dict) -> list[str]:
+    """How the steps checked their output, and the precision an engine was built in."""
+    out = []
+    if art.get("export_max_rel_error") is not None:
+        out.append(f"ONNX export matches torch within {art['export_max_rel_error']:.1e} (opset {art.get('opset', '?')})")
+    if art.get("fp16_max_rel_error") is not None:
+        out.append(f"fp16 differs from fp32 by {art['fp16_max_rel_error']:.1e} of the logits' range")
+    if art.get("tensorrt"):
+        out.append(f"TensorRT engine: {art['tensorrt'].get('precision')}")
+    return out
+
+
 def warnings_for(name: str, v: dict, reference: str) -> list[str]:
     """Plain-language explanations of results a user would otherwise misread."""
     out = []
-    art = v.get("artifact") or {}
+    art = (v.get("artifact") or {}).get("facts") or {}
     cov = art.get("int8_coverage")
     if cov and cov.get("compute_fraction") is not None and cov["compute_fraction"] < 0.8:
         out.append(
@@ -201,10 +213,12 @@ def variant_details(name: str, v: dict, reference: str, results: dict | None = N
     if v.get("status") == "failed":
         lines.append(f"**Failed:** {v.get('error')}")
         return "\n\n".join(lines)
-    art = v.get("artifact") or {}
-    lines.append("Lineage: " + " → ".join(art.get("lineage", [])))
-    facts = [f"size {_fmt_bytes(art.get('size_bytes'))}", f"params {_fmt_count(art.get('params'))}",
+    artifact = v.get("artifact") or {}
+    art = artifact.get("facts") or {}
+    lines.append("Lineage: " + " → ".join(artifact.get("lineage", [])))
+    facts = [f"size {_fmt_bytes(artifact.get('size_bytes'))}", f"params {_fmt_count(art.get('params'))}",
              f"MACs {_fmt_count(art.get('macs'))}"]
+    facts += _verification_facts(art)
     if art.get("pruning"):
         pr = art["pruning"]
         facts.append(f"MACs {_fmt_count(pr['macs_before'])} → {_fmt_count(pr['macs_after'])} "
@@ -289,7 +303,7 @@ def render_report(results: dict) -> str:
         b_line += f", train {b_acc['train']['top1']:.2f}%"
     if "drift" in b_acc:
         b_line += f", drift {b_acc['drift']['top1']:.2f}%"
-    art = base.get("artifact", {})
+    art = base.get("artifact", {}).get("facts") or {}
     out.append(b_line + f"; params {_fmt_count(art.get('params'))}, MACs {_fmt_count(art.get('macs'))}.")
     out += baseline_details(base)
     for name, v in results["variants"].items():

@@ -11,10 +11,29 @@ from dataclasses import asdict, dataclass
 
 @dataclass(frozen=True)
 class Rule:
-    name: str  # the recipe key
+    """One gate rule: the recipe key, what it compares, the direction and unit. The checks, the
+    CLI's ``gate`` overrides and the tests all read these (``RULES``), never a copy."""
+
+    name: str  # the recipe key (gate.<name>)
     metric: str  # what is compared, in the user's words
     higher_is_better: bool
     unit: str
+
+    def passes(self, value: float, limit: float) -> bool:
+        """Whether ``value`` keeps within ``limit`` (a 1e-9 slack absorbs float rounding)."""
+        return value >= limit - 1e-9 if self.higher_is_better else value <= limit + 1e-9
+
+    def relation(self, passed: bool) -> str:
+        """The comparison a check prints: value ``>=``/``<`` limit, or ``<=``/``>`` limit."""
+        if self.higher_is_better:
+            return ">=" if passed else "<"
+        return "<=" if passed else ">"
+
+    def looser(self, old: float | None, new: float | None) -> bool:
+        """Whether limit ``new`` lets through more than ``old`` (dropping a rule is looser)."""
+        if old is None:
+            return False
+        return new is None or (new < old if self.higher_is_better else new > old)
 
 
 RULES = {
@@ -36,6 +55,16 @@ RULES = {
         "heldout_disjoint", "held-out samples shared with data a step consumed", False, "samples"
     ),
 }
+#: the rules a recipe sets a limit for (gate.<name>); heldout_disjoint is always on
+LIMIT_RULES = tuple(name for name in RULES if name != "heldout_disjoint")
+
+
+def looser_rules(old: dict, new: dict) -> list[str]:
+    """One line per rule whose limit in ``new`` is looser than in ``old`` (a gate override)."""
+    return [f"{name} = {new.get(name)} is looser than the recipe's {old.get(name)}"
+            for name in LIMIT_RULES if RULES[name].looser(old.get(name), new.get(name))]
+
+
 GATE_MODES = ("point", "confident")
 
 
@@ -73,17 +102,18 @@ def _loss_check(rule: str, what: str, estimate: float, upper: float | None, limi
                 mode: str, n_text: str) -> Check:
     """A 'loss must stay within tolerance' check: the estimate (point) or the upper bound of its
     interval (confident) against the limit."""
+    spec = RULES[rule]
     use_upper = mode == "confident" and upper is not None
     estimate = estimate + 0.0  # -0.0 (no change) reads as +0.00
     upper = None if upper is None else upper + 0.0
     value = (upper if use_upper else estimate) + 0.0
-    ok = value <= limit + 1e-9
+    ok = spec.passes(value, limit)
     bound = f", upper bound {upper:+.2f}" if upper is not None else ""
     judged = "upper bound" if use_upper else "estimate"
     return Check(
         rule, value, limit, ok,
-        f"{what} {estimate:+.2f} points{bound} ({mode} mode: {judged} "
-        f"{'<=' if ok else '>'} {limit:g}; {n_text})",
+        f"{what} {estimate:+.2f} {spec.unit}{bound} ({mode} mode: {judged} "
+        f"{spec.relation(ok)} {limit:g}; {n_text})",
         mode=mode,
     )
 
@@ -129,7 +159,7 @@ def _discipline_checks(v: dict, gate: dict) -> list[Check]:
         n = (v.get("accuracy") or {}).get("heldout", {}).get("n")
         msg = overlap_message(overlap, n)
         checks.append(Check(
-            "heldout_disjoint", float(shared), 0.0, shared == 0,
+            "heldout_disjoint", float(shared), 0.0, RULES["heldout_disjoint"].passes(shared, 0.0),
             msg or f"held-out shares no sample with {', '.join(overlap) or 'any consumed split'}",
         ))
     limit = _tolerance(gate, "max_worst_class_drop")
@@ -140,24 +170,25 @@ def _discipline_checks(v: dict, gate: dict) -> list[Check]:
                                 "no per-class accuracy was measured"))
         else:
             drop = pc["worst_class_drop_points"] + 0.0
+            rule = RULES["max_worst_class_drop"]
             high = pc.get("worst_class_drop_high_points")
             if mode == "confident" and high is not None:
                 # The largest per-class upper limit bounds the largest true per-class drop.
-                ok = high <= limit + 1e-9
+                ok = rule.passes(high, limit)
                 checks.append(Check(
                     "max_worst_class_drop", high + 0.0, limit, ok,
-                    f"worst class ({pc['worst_class']}) drop {drop:+.2f} points, largest per-class "
+                    f"worst class ({pc['worst_class']}) drop {drop:+.2f} {rule.unit}, largest per-class "
                     f"upper bound {high + 0.0:+.2f} (class {pc['worst_class_drop_high_class']}) "
-                    f"(confident mode: upper bound {'<=' if ok else '>'} {limit:g}; "
+                    f"(confident mode: upper bound {rule.relation(ok)} {limit:g}; "
                     f"held-out n={pc['worst_class_n']} in the worst class)",
                     mode=mode,
                 ))
             else:
-                ok = drop <= limit + 1e-9
+                ok = rule.passes(drop, limit)
                 checks.append(Check(
                     "max_worst_class_drop", drop, limit, ok,
-                    f"worst class ({pc['worst_class']}) drop {drop:+.2f} points "
-                    f"{'<=' if ok else '>'} {limit:g} (point estimate, held-out n={pc['worst_class_n']})",
+                    f"worst class ({pc['worst_class']}) drop {drop:+.2f} {rule.unit} "
+                    f"{rule.relation(ok)} {limit:g} (point estimate, held-out n={pc['worst_class_n']})",
                     mode="point",
                 ))
     limit = _tolerance(gate, "max_overfit_gap_increase")
@@ -195,6 +226,7 @@ def _speed_checks(v: dict, gate: dict, reference: str) -> list[Check]:
     if limit is None:
         return []
     sizes = gate.get("speedup_batch_sizes")
+    rule = RULES["min_speedup"]
     checks = []
     for target, per_bs in (v.get("speedup") or {}).items():
         for bs_key, sp in per_bs.items():
@@ -202,10 +234,11 @@ def _speed_checks(v: dict, gate: dict, reference: str) -> list[Check]:
             if sizes and bs not in sizes:
                 continue
             value = sp["estimate"]
-            ok = value >= limit - 1e-9
+            ok = rule.passes(value, limit)
             checks.append(Check(
                 "min_speedup", value, limit, ok,
-                f"{value:.2f}x vs {reference} on {target}, batch {bs} {'>=' if ok else '<'} {limit:g}x",
+                f"{value:.2f}{rule.unit} vs {reference} on {target}, batch {bs} {rule.relation(ok)} "
+                f"{limit:g}{rule.unit}",
                 target, bs,
             ))
     if not checks:
@@ -265,9 +298,7 @@ def apply_gate(results: dict, gate: dict | None = None) -> dict:
         "recommended_target": rec[1] if rec else None,
         "recommended_by": ("usd_per_1m" if rec[2] == "usd" else "latency") if rec else None,
         "exit_code": exit_code,
-        "rules": {k: gate.get(k) for k in ("max_accuracy_drop", "min_speedup", "speedup_batch_sizes", "reference",
-                                           "max_worst_class_drop", "max_overfit_gap_increase",
-                                           "max_drift_drop_increase")},
+        "rules": {k: gate.get(k) for k in (*LIMIT_RULES, "speedup_batch_sizes", "reference")},
         "mode": gate.get("mode") or "point",
     }
     results["verdict"] = summary

@@ -108,6 +108,14 @@ def build_baseline(recipe, base_dir: Path, splits, cache: Cache, progress=None, 
     return art, info
 
 
+def step_key(art: Artifact, spec, cfg, ctx: StepContext, data_fp: dict) -> str:
+    """The one cache key of a step's output: its input, the step and its config, the seed, the data
+    a step may consume, what the step declares (``StepSpec.cache_key``, e.g. a TensorRT engine's
+    GPU fingerprint) and compress's code. Steps never compute a digest of their own."""
+    declared = spec.cache_key(cfg, ctx) if spec.cache_key is not None else None
+    return digest_of(art.digest, spec.name, cfg.model_dump(), ctx.seed, data_fp, declared, code_digest())
+
+
 def build_variants(recipe, baseline: Artifact, splits, cache: Cache, workroot: Path,
                    progress=None, log=print) -> dict[str, Built]:
     """Apply every variant's steps; a failure stops that variant (and its children) only."""
@@ -130,9 +138,6 @@ def build_variants(recipe, baseline: Artifact, splits, cache: Cache, workroot: P
             art = baseline
         for i, (step_name, cfg) in enumerate(v.step_list()):
             spec = STEPS.get(step_name)
-            key = digest_of(art.digest, step_name, cfg.model_dump(), recipe.seed, data_fp, code_digest())
-            t0 = time.perf_counter()
-            cached = cache.get(key, art.model_spec)
             workdir = workroot / name / f"{i}-{step_name}"
             workdir.mkdir(parents=True, exist_ok=True)
             ctx = StepContext(
@@ -140,6 +145,17 @@ def build_variants(recipe, baseline: Artifact, splits, cache: Cache, workroot: P
                 seed=recipe.seed, workdir=workdir, baseline=baseline, progress=progress, log=log,
                 targets=list(recipe.targets),
             )
+            try:
+                key = step_key(art, spec, cfg, ctx, data_fp)
+            except CompressError as err:  # e.g. the engine step on a machine without a GPU
+                built.error = f"step {i} ({step_name}): {err}"
+                break
+            except Exception as err:  # a library raised while fingerprinting: this variant only
+                tb = traceback.format_exception_only(type(err), err)[-1].strip()
+                built.error = f"step {i} ({step_name}) cache key failed unexpectedly: {tb}"
+                break
+            t0 = time.perf_counter()
+            cached = cache.get(key, art.model_spec)
             if cached is not None:
                 nxt = cached
                 nxt.model_spec = art.model_spec

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,17 +19,15 @@ import yaml
 from compress import __version__
 from compress.artifacts import Artifact, Cache
 from compress.errors import CompressError
-from compress.measure.cost import serving_costs
-from compress.measure.energy import meter_device
-from compress.measure.memory import measure_memory_many
-from compress.measure.timing import speedup, time_sessions
+from compress.measure.timing import speedup
 from compress.report.markdown import render_report
 from compress.report.plots import write_plots
 from compress.results.gate import apply_gate
 from compress.results.schema import SCHEMA_VERSION, validate_results
-from compress.run.build import build_baseline, build_variants
+from compress.run.build import Built, build_baseline, build_variants
 from compress.run.environment import environment
 from compress.run.evaluate import evaluate_all
+from compress.run.profiling import add_costs, profile_pairs, timing_plan
 from compress.run.rundir import claim_run_dir, finish_run_dir, sigterm_raises, sweep_stale_partials
 from compress.runtimes.base import RUNTIMES
 from compress.sources.data import make_splits
@@ -55,15 +54,9 @@ def _eval_target(recipe, kind: str, allowed: list[str] | None = None):
     return TargetConfig(name=f"{runtime}-cpu", runtime=runtime, device="cpu")
 
 
-def _artifact_summary(art: Artifact) -> dict:
-    meta = art.meta
-    return {
-        "kind": art.kind, "lineage": art.lineage, "size_bytes": art.size_bytes,
-        "params": meta.get("params"), "macs": meta.get("macs"),
-        "int8_coverage": meta.get("int8_coverage"), "quantization": meta.get("quantization"),
-        "pruning": {k: v for k, v in meta["pruning"].items() if k != "finetune"} if "pruning" in meta else None,
-        "export_max_rel_error": meta.get("export_max_rel_error"),
-    }
+def _artifact_entry(art: Artifact) -> dict:
+    """results.json's view of an artifact: what it is, and every fact its steps recorded."""
+    return {"kind": art.kind, "lineage": art.lineage, "size_bytes": art.size_bytes, "facts": art.facts()}
 
 
 def run_recipe(recipe, recipe_path: Path, *, out_dir: Path | None = None, use_cache: bool = True,
@@ -93,17 +86,42 @@ def run_recipe(recipe, recipe_path: Path, *, out_dir: Path | None = None, use_ca
 
 
 def _run(recipe, recipe_path, splits, cache, tmp_dir, started, progress, log) -> dict:
-    import time
-
+    """The stages of one run, in order: build, evaluate, profile, cost, gate (then ``_write``)."""
     t_start = time.perf_counter()
-    base_dir = recipe_path.parent
     log(f"data: {', '.join(f'{r} {len(s)}' for r, s in splits.items())}")
+    baseline, baseline_info, built = build_stage(recipe, recipe_path.parent, splits, cache, tmp_dir, progress, log)
+    variants = variant_entries(recipe, built)
+    baseline_entry = evaluate_stage(recipe, splits, baseline, baseline_info, built, variants, progress, log)
+    entries = {"baseline": baseline_entry, **variants}
+    # a variant whose evaluation failed is reported failed, not profiled
+    artifacts = {"baseline": baseline, **{n: b.artifact for n, b in built.items() if variants[n]["status"] == "ok"}}
+    profile_stage(recipe, splits, artifacts, entries, progress, log)
+    cost_stage(recipe, entries)
+    results = {
+        "schema_version": SCHEMA_VERSION,
+        "compress_version": __version__,
+        "recipe": json.loads(recipe.model_dump_json(by_alias=True)),
+        "run": {"recipe_path": str(recipe_path), "started": started.isoformat(), "wall_s": None},
+        "data": {"splits": splits.summary(), "classes": splits.classes,
+                 "heldout_labels": splits["heldout"].labels.tolist()},
+        "targets": [t.model_dump() for t in recipe.targets],
+        "baseline": baseline_entry,
+        "variants": variants,
+    }
+    apply_gate(results)  # the gate stage: a pure function of the results
+    results["run"]["wall_s"] = time.perf_counter() - t_start
+    results["run"]["finished"] = dt.datetime.now(dt.timezone.utc).isoformat()
+    return results
+
+
+def build_stage(recipe, base_dir: Path, splits, cache, run_dir: Path, progress, log):
+    """The baseline and every variant's artifact (through the cache), the built ones copied to
+    ``run_dir/artifacts/<variant>``. Returns (baseline, baseline info, {variant: Built})."""
     baseline, baseline_info = build_baseline(recipe, base_dir, splits, cache, progress, log)
-    built = build_variants(recipe, baseline, splits, cache, tmp_dir / "work", progress, log)
-    # artifacts into the run directory
+    built = build_variants(recipe, baseline, splits, cache, run_dir / "work", progress, log)
     for name, b in built.items():
         if b.ok:
-            dest = tmp_dir / "artifacts" / name
+            dest = run_dir / "artifacts" / name
             dest.mkdir(parents=True, exist_ok=True)
             if b.artifact.kind == "torch" and b.artifact.path is None:
                 from compress.artifacts import save_torch
@@ -111,6 +129,11 @@ def _run(recipe, recipe_path, splits, cache, tmp_dir, started, progress, log) ->
                 save_torch(b.artifact.module, dest / "model.pt")
             for f in b.artifact.files():
                 shutil.copy2(f, dest / f.name)
+    return baseline, baseline_info, built
+
+
+def variant_entries(recipe, built: dict[str, Built]) -> dict[str, dict]:
+    """Each variant's results entry before measurement: status, steps, notes, artifact facts."""
     variants: dict[str, dict] = {}
     for name, b in built.items():
         v = recipe.variants[name]
@@ -120,10 +143,15 @@ def _run(recipe, recipe_path, splits, cache, tmp_dir, started, progress, log) ->
             "consumed_splits": sorted(b.consumed),
         }
         if b.ok:
-            entry["artifact"] = _artifact_summary(b.artifact)
+            entry["artifact"] = _artifact_entry(b.artifact)
         variants[name] = entry
-    # ---- evaluation on held-out (and train / drift / production, for the overfitting and drift
-    # checks), paired with the baseline; held-out overlap by content hash (compress.run.evaluate)
+    return variants
+
+
+def evaluate_stage(recipe, splits, baseline: Artifact, baseline_info: dict, built: dict[str, Built],
+                   variants: dict[str, dict], progress, log) -> dict:
+    """Held-out accuracy (and train / drift / production, for the overfitting and drift checks),
+    paired with the baseline; fills ``variants`` in place and returns the baseline's entry."""
     allowed = {id(b.artifact): recipe.variants[n].targets for n, b in built.items() if b.ok}
 
     def eval_target(art):
@@ -133,14 +161,15 @@ def _run(recipe, recipe_path, splits, cache, tmp_dir, started, progress, log) ->
         target = eval_target(art)
         return RUNTIMES.get(target.runtime).load(art, target)
 
-    baseline_entry = {
-        "status": "ok", "artifact": _artifact_summary(baseline), "info": baseline_info,
+    return {
+        "status": "ok", "artifact": _artifact_entry(baseline), "info": baseline_info,
         **evaluate_all(recipe, splits, baseline, baseline_info, built, variants, eval_load,
                        lambda art: eval_target(art).name, progress, log),
     }
-    # ---- profiling, per target, every runnable artifact interleaved
-    artifacts = {"baseline": baseline, **{n: b.artifact for n, b in built.items() if b.ok}}
-    reference = recipe.gate.reference
+
+
+def profile_stage(recipe, splits, artifacts: dict[str, Artifact], entries: dict[str, dict], progress, log) -> None:
+    """Latency, memory and speed-up of every runnable (model, target) pair, into ``entries``."""
     probe = splits["calibration"] if "calibration" in splits else splits.get("train", splits["heldout"])
     rng = np.random.default_rng(recipe.seed)
 
@@ -148,84 +177,35 @@ def _run(recipe, recipe_path, splits, cache, tmp_dir, started, progress, log) ->
         idx = rng.choice(len(probe), size=bs, replace=len(probe) < bs)
         return probe.inputs(np.sort(idx))
 
-    # Every (model, target) pair that can run is timed in ONE interleaved loop per device, so that
-    # runtimes on the same machine are compared under the same noise (e.g. ONNX Runtime vs OpenVINO).
-    ref_target = recipe.gate.reference_target
-    by_device: dict[str, dict[str, object]] = {}
-    owner: dict[str, tuple[str, object]] = {}
+    pairs, owner = {}, {}
     for target in recipe.targets:
-        runtime = RUNTIMES.get(target.runtime)
         for name, art in artifacts.items():
-            entry = baseline_entry if name == "baseline" else variants[name]
-            if name != "baseline":
-                if entry["status"] != "ok":
-                    continue
-                wanted = recipe.variants[name].targets
-                if wanted is not None and target.name not in wanted:
-                    continue
-            if art.kind not in runtime.accepts:
-                entry.setdefault("not_profiled", {})[target.name] = (
-                    f"{target.runtime} cannot run a {art.kind} model"
-                )
-                continue
-            try:
-                sess = runtime.load(art, target)
-            except CompressError as err:
-                entry.setdefault("not_profiled", {})[target.name] = str(err)
-                continue
-            key = f"{name}@{target.name}"
-            by_device.setdefault(meter_device(target), {})[key] = sess
-            owner[key] = (name, target)
-    timings: dict[str, dict[int, dict]] = {}
-    for device, sessions in by_device.items():
-        log(f"profiling {len(sessions)} model/target pair(s) on {device}, interleaved ...")
-        timings.update(time_sessions(
-            sessions, make_batch, recipe.profile.batch_sizes, warmup=recipe.profile.warmup,
-            rounds=recipe.profile.rounds, min_round_s=recipe.profile.min_round_s,
-            max_cv=recipe.profile.max_cv, max_extra_rounds=recipe.profile.max_extra_rounds,
-            warmup_max_s=recipe.profile.warmup_max_s, device=device, progress=progress,
-        ))
-        for sess in sessions.values():
-            sess.close()
-    for key, per_bs in timings.items():
-        name, target = owner[key]
-        entry = baseline_entry if name == "baseline" else variants[name]
-        entry.setdefault("latency", {})[target.name] = {str(bs): m for bs, m in per_bs.items()}
-        entry.setdefault("runtime_info", {})[target.name] = by_device[meter_device(target)][key].info
-        ref_key = f"{reference}@{ref_target or target.name}"
-        if ref_key in timings:
+            wanted = None if name == "baseline" else recipe.variants[name].targets
+            if wanted is None or target.name in wanted:
+                pairs[f"{name}@{target.name}"] = (art, target)
+                owner[f"{name}@{target.name}"] = name
+    measured = profile_pairs(
+        pairs, make_batch, recipe.profile.batch_sizes, plan=timing_plan(recipe.profile),
+        memory_input_shape=tuple(recipe.model.input_shape) if recipe.profile.memory else None,
+        progress=progress, log=log,
+    )
+    reference, ref_target = recipe.gate.reference, recipe.gate.reference_target
+    for key, got in measured.items():
+        entry, target = entries[owner[key]], pairs[key][1]
+        for field, value in got.items():
+            entry.setdefault(field, {})[target.name] = value
+        ref = measured.get(f"{reference}@{ref_target or target.name}", {}).get("latency")
+        if "latency" in got and ref is not None:
             entry.setdefault("speedup", {})[target.name] = {
-                str(bs): speedup(timings[ref_key][bs], m, seed=recipe.seed) for bs, m in per_bs.items()
+                bs: speedup(ref[bs], m, seed=recipe.seed) for bs, m in got["latency"].items() if bs in ref
             }
-    # ---- peak memory (a fresh subprocess per model and target), then cost and break-even per target
-    entries = {"baseline": baseline_entry, **variants}
-    if recipe.profile.memory:
-        jobs = {key: (artifacts[name], target) for key, (name, target) in owner.items()}
-        for key, mem in measure_memory_many(jobs, recipe.model.input_shape, recipe.profile.batch_sizes,
-                                            log=log).items():
-            name, target = owner[key]
-            entries[name].setdefault("memory", {})[target.name] = mem
-    for target in recipe.targets:
-        if target.usd_per_hour is not None:
-            serving_costs(entries, target.name, target.usd_per_hour, reference=reference,
-                          requests_per_day=recipe.profile.requests_per_day,
-                          compression_usd_per_hour=recipe.profile.compression_usd_per_hour)
-    results = {
-        "schema_version": SCHEMA_VERSION,
-        "compress_version": __version__,
-        "recipe": json.loads(recipe.model_dump_json(by_alias=True)),
-        "run": {"recipe_path": str(recipe_path), "started": started.isoformat(),
-                "wall_s": None},
-        "data": {"splits": splits.summary(), "classes": splits.classes,
-                 "heldout_labels": splits["heldout"].labels.tolist()},
-        "targets": [t.model_dump() for t in recipe.targets],
-        "baseline": baseline_entry,
-        "variants": variants,
-    }
-    apply_gate(results)
-    results["run"]["wall_s"] = time.perf_counter() - t_start
-    results["run"]["finished"] = dt.datetime.now(dt.timezone.utc).isoformat()
-    return results
+
+
+def cost_stage(recipe, entries: dict[str, dict]) -> None:
+    """Serving cost and each variant's break-even on every priced target, into ``entries``."""
+    add_costs(entries, recipe.targets, reference=recipe.gate.reference,
+              requests_per_day=recipe.profile.requests_per_day,
+              compression_usd_per_hour=recipe.profile.compression_usd_per_hour)
 
 
 def _write(run_dir: Path, recipe, results: dict) -> None:

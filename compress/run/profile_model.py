@@ -14,10 +14,11 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from compress.errors import InputError, RecipeError
+from compress.errors import InputError, RecipeError, StepError
 from compress.sources.inputs import PIXEL_VALUES
 
 TARGET_KEYS = ("name", "threads", "usd_per_hour", "instance")
+TORCHVISION_INPUT_SHAPE = (3, 224, 224)
 
 
 def parse_target(text: str):
@@ -65,6 +66,8 @@ def load_model(model: str, input_shape: tuple[int, ...] | None, kwargs: dict | N
             f"model {model!r}: give an .onnx file, or a torch model source torchvision:NAME or "
             "python:FILE.py:FACTORY (with --input-shape)"
         )
+    if input_shape is None and scheme == "torchvision":
+        input_shape = TORCHVISION_INPUT_SHAPE  # what torchvision's classification weights are trained at
     if input_shape is None:
         raise InputError(f"model {model!r}: a torch model needs --input-shape, e.g. 3,224,224")
     from compress.sources.models import ModelSpec, load_state_dict_checked, read_state_dict
@@ -105,12 +108,13 @@ def profile_model(artifact, input_shape, targets, batch_sizes: list[int], *, pla
                   memory: bool = True, requests_per_day: float | None = None, seed: int = 0,
                   log=print) -> dict:
     """Time ``artifact`` on every target that can run it (targets on one device interleaved),
-    measure memory and cost. Returns ``{"model": ..., "targets": {name: {...}}}``."""
-    from compress.errors import CompressError
-    from compress.measure.cost import monthly_cost_usd, usd_per_1m
-    from compress.measure.energy import meter_device
-    from compress.measure.memory import measure_memory
-    from compress.measure.timing import check_batch_sizes, time_sessions
+    measure memory and cost, with the loop ``compress run`` uses. A torch model given to a target
+    that runs ONNX but not torch (ONNX Runtime, OpenVINO) is exported to ONNX on the way and
+    verified against torch, as a run's export step does. Returns ``{"model": ..., "targets": {name: {...}}}``."""
+    import tempfile
+
+    from compress.measure.timing import check_batch_sizes
+    from compress.run.profiling import add_costs, profile_pairs
     from compress.runtimes.base import RUNTIMES
 
     batch_sizes = check_batch_sizes(batch_sizes)
@@ -119,35 +123,50 @@ def profile_model(artifact, input_shape, targets, batch_sizes: list[int], *, pla
                for bs in batch_sizes}
     out: dict = {"model": " → ".join(artifact.lineage), "kind": artifact.kind,
                  "size_bytes": artifact.size_bytes, "input_shape": list(input_shape), "targets": {}}
-    by_device: dict[str, dict] = {}
+    exported: list = []
+    with tempfile.TemporaryDirectory(prefix="compress-profile-") as workdir:
+
+        def runs_on(target):
+            accepts = RUNTIMES.get(target.runtime).accepts
+            if artifact.kind != "torch" or "torch" in accepts or "onnx" not in accepts:
+                return artifact
+            if not exported:
+                check = {PIXEL_VALUES: np.random.default_rng(seed + 1).standard_normal(
+                    (8, *input_shape)).astype(np.float32)}
+                exported.append(export_verified(artifact, input_shape, check, Path(workdir) / "model.onnx", log))
+            return exported[0]
+
+        pairs = {t.name: (runs_on(t), t) for t in targets}
+        measured = profile_pairs(pairs, lambda bs: batches[bs], batch_sizes, plan=plan,
+                                 memory_input_shape=tuple(input_shape) if memory else None, log=log)
+    if exported:
+        out["onnx_export"] = {k: exported[0].meta[k] for k in ("opset", "export_max_rel_error")}
     for t in targets:
-        entry = out["targets"][t.name] = {"target": t.model_dump(mode="json")}
-        runtime = RUNTIMES.get(t.runtime)
-        if artifact.kind not in runtime.accepts:
-            entry["not_profiled"] = f"{t.runtime} cannot run a {artifact.kind} model"
-            continue
-        try:
-            by_device.setdefault(meter_device(t), {})[t.name] = runtime.load(artifact, t)
-        except CompressError as err:
-            entry["not_profiled"] = str(err)
-    for device, sessions in by_device.items():
-        log(f"profiling on {', '.join(sessions)} ({device}), interleaved ...")
-        timings = time_sessions(sessions, lambda bs: batches[bs], batch_sizes, device=device, **plan)
-        for name, per_bs in timings.items():
-            entry = out["targets"][name]
-            entry["runtime_info"] = sessions[name].info
-            sessions[name].close()
-            t = next(t for t in targets if t.name == name)
-            for m in per_bs.values():
-                if t.usd_per_hour is not None:
-                    m["usd_per_1m"] = usd_per_1m(m["throughput_per_s"], t.usd_per_hour)
-                    if requests_per_day is not None:
-                        m["monthly_usd"] = monthly_cost_usd(requests_per_day, m["throughput_per_s"],
-                                                            t.usd_per_hour)
-            entry["latency"] = {str(bs): m for bs, m in per_bs.items()}
-            if memory:
-                entry["memory"] = measure_memory(artifact, t, input_shape, batch_sizes)
+        entry = out["targets"][t.name] = {"target": t.model_dump(mode="json"), **measured[t.name]}
+        if pairs[t.name][0] is not artifact:
+            entry["ran"] = " → ".join(pairs[t.name][0].lineage)
+        if "latency" in entry:  # priced like a run's entry: {target: {batch size: summary}}
+            add_costs({"model": {"latency": {t.name: entry["latency"]}}}, [t], reference="model",
+                      requests_per_day=requests_per_day)
     return out
+
+
+def export_verified(artifact, input_shape, inputs: dict[str, np.ndarray], path: Path, log=print):
+    """A torch artifact exported to ONNX (the export step's defaults: opset, dynamic batch) and
+    checked against torch on ``inputs`` (the export step's tolerance); an onnx Artifact."""
+    from compress.artifacts import Artifact
+    from compress.steps.export import ExportConfig, export_onnx, verify_onnx
+
+    cfg = ExportConfig()
+    module = artifact.load_module()
+    log(f"exporting {artifact.lineage[-1]} to ONNX (opset {cfg.opset}), verified against torch ...")
+    try:
+        export_onnx(module, input_shape, path, opset=cfg.opset, dynamic_batch=cfg.dynamic_batch)
+    except Exception as err:
+        raise StepError(f"torch.onnx.export failed: {type(err).__name__}: {err}") from err
+    error = verify_onnx(module, path, inputs, cfg.atol)
+    return Artifact(kind="onnx", path=path, lineage=[*artifact.lineage, "export(onnx)"],
+                    meta={"export_max_rel_error": error, "opset": cfg.opset})
 
 
 def render(result: dict, requests_per_day: float | None, max_cv: float) -> str:
@@ -158,6 +177,10 @@ def render(result: dict, requests_per_day: float | None, max_cv: float) -> str:
     for name, entry in result["targets"].items():
         t = entry["target"]
         parts.append(f"## Target `{name}` ({t['runtime']} on {t['device']})")
+        if "ran" in entry:
+            exp = result["onnx_export"]
+            parts.append(f"Ran the model's ONNX export ({entry['ran']}; opset {exp['opset']}, max relative "
+                         f"error vs torch {exp['export_max_rel_error']:.1e}).")
         fake = {"recipe": {"profile": {"requests_per_day": requests_per_day, "max_cv": max_cv}}}
         rows = [(Path(model).name, {k: {name: entry[k]} for k in ("latency", "memory", "not_profiled")
                                     if k in entry})]

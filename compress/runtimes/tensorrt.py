@@ -1,10 +1,9 @@
 """TensorRT: run an engine built by the ``engine`` step, after checking its fingerprint.
 
 Needs the ``tensorrt`` extra (``pip install -e '.[tensorrt]'`` in a checkout) and an NVIDIA GPU.
-A batch larger than the engine's
-optimisation profile is run in chunks of at most ``batch_max`` rows (a last chunk under
-``batch_min`` is padded and the padding dropped); every TensorRT call that reports failure by its
-return value is checked. Not run on a GPU yet: see docs/tensorrt.md.
+A batch larger than the engine's optimisation profile is run in chunks of at most ``batch_max``
+rows (a last chunk under ``batch_min`` is padded and the padding dropped); every TensorRT call that
+reports failure by its return value is checked. Not run on a GPU yet: see docs/tensorrt.md.
 """
 
 from __future__ import annotations
@@ -158,6 +157,10 @@ class TensorRTSession(Session):
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
         return self.engine.run(bind(inputs, self.engine.inputs, "this TensorRT engine"))
+
+    def close(self) -> None:
+        """Free the engine and its context (TensorRT's device memory) before the next session loads."""
+        self.engine.context = self.engine.engine = None
 
 
 @register_runtime("tensorrt", accepts={"tensorrt"}, devices={"cuda"},

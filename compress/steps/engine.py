@@ -112,6 +112,5 @@ def apply(art: Artifact, cfg: EngineConfig, ctx: StepContext) -> Artifact:
     meta["tensorrt"] = {"precision": cfg.precision, "fingerprint": fp, "tf32": cfg.tf32,
                         "batch_profile": [cfg.batch_min, cfg.batch_opt, cfg.batch_max]}
     meta["extra_files"] = [fingerprint_path(out).name]  # the cache copies it with the plan
-    # digest: the run replaces it with the one cache key (input, config, seed, data, code, _cache_key)
-    return Artifact(kind="tensorrt", digest=f"{art.digest}+engine", path=out,
-                    lineage=[*art.lineage, f"engine({cfg.precision})"], meta=meta)
+    # no digest: the run keys it with the one cache key (compress.run.build.step_key), _cache_key included
+    return Artifact(kind="tensorrt", path=out, lineage=[*art.lineage, f"engine({cfg.precision})"], meta=meta)

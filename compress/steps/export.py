@@ -9,7 +9,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from compress.artifacts import Artifact, digest_of
+from compress.artifacts import Artifact
 from compress.errors import StepError
 from compress.sources.inputs import bind, call_module, example_inputs, to_torch
 from compress.steps.base import StepConfig, StepContext, register_step
@@ -130,10 +130,10 @@ def apply(art: Artifact, cfg: ExportConfig, ctx: StepContext) -> Artifact:
         (ctx.workdir / "openvino_fingerprint.json").write_text(json.dumps(meta["openvino_fingerprint"], indent=2))
         meta["extra_files"] = ["model.onnx", "openvino_fingerprint.json"]
         return Artifact(
-            kind="openvino", digest=digest_of(art.digest, "export", cfg.model_dump()), path=xml,
+            kind="openvino", path=xml,
             lineage=[*art.lineage, "export(openvino IR)"], meta=meta,
         )
     return Artifact(
-        kind="onnx", digest=digest_of(art.digest, "export", cfg.model_dump()), path=path,
+        kind="onnx", path=path,
         lineage=[*art.lineage, "export(onnx)"], meta=meta,
     )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from compress.artifacts import Artifact, digest_of
+from compress.artifacts import Artifact
 from compress.errors import StepError
 from compress.steps.base import StepConfig, StepContext, register_step
 
@@ -102,7 +102,6 @@ def apply(art: Artifact, cfg: FinetuneConfig, ctx: StepContext) -> Artifact:
     meta["finetune"] = history
     return Artifact(
         kind="torch",
-        digest=digest_of(art.digest, "finetune", cfg.model_dump(), ctx.seed, ctx.splits["train"].fingerprint()),
         module=module, model_spec=art.model_spec, lineage=[*art.lineage, f"finetune({cfg.epochs} ep)"],
         meta=meta,
     )

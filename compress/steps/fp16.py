@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field
 
-from compress.artifacts import Artifact, digest_of
+from compress.artifacts import Artifact
 from compress.errors import StepError
 from compress.sources.inputs import bind
 from compress.steps.base import StepConfig, StepContext, register_step
@@ -55,7 +55,7 @@ def apply(art: Artifact, cfg: Fp16Config, ctx: StepContext) -> Artifact:
     if cfg.verify:
         meta["fp16_max_rel_error"] = _verify(art.path, out, ctx, cfg)
     return Artifact(
-        kind="onnx", digest=digest_of(art.digest, "fp16", cfg.model_dump()), path=out,
+        kind="onnx", path=out,
         lineage=[*art.lineage, "fp16" + ("" if cfg.keep_io_types else "(fp16 I/O)")], meta=meta,
     )
 

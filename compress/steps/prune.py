@@ -14,7 +14,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
-from compress.artifacts import Artifact, digest_of
+from compress.artifacts import Artifact
 from compress.errors import StepError
 from compress.pruning.channels import ChannelPlan, check_patterns, count_macs_params, make_pruner
 from compress.pruning.importance import (
@@ -345,8 +345,6 @@ def apply(art: Artifact, cfg: PruneConfig, ctx: StepContext) -> Artifact:
                    recovery=[_recovery_summary(h) for h in history])
     meta = dict(art.meta)
     meta.update(macs=macs1, params=params1, pruning=pruning)
-    uses_train = cfg.finetune is not None or cfg.importance in NEEDS_GRADIENTS
-    data_fp = ctx.splits["train"].fingerprint() if uses_train else None
     what = "no-op" if ratio is None else f"ratio {ratio:.3g}"
     if blocks is not None and ratio is not None:
         what = f"{len(blocks.removed)} of {len(blocks.order)} blocks removed"
@@ -355,8 +353,7 @@ def apply(art: Artifact, cfg: PruneConfig, ctx: StepContext) -> Artifact:
     elif cfg.latency_budget is not None:
         what = f"latency budget on {cfg.latency_budget.target}, {what}"
     return Artifact(
-        kind="torch", digest=digest_of(art.digest, "prune", cfg.model_dump(), ctx.seed, data_fp),
-        module=module, model_spec=art.model_spec,
+        kind="torch", module=module, model_spec=art.model_spec,
         lineage=[*art.lineage, f"prune({cfg.importance}{' blocks' if blocks else ''}, {what})" + (" + finetune" if cfg.finetune else "")],
         meta=meta,
     )

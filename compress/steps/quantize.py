@@ -16,7 +16,7 @@ from typing import Literal, get_args
 import numpy as np
 from pydantic import Field, model_validator
 
-from compress.artifacts import Artifact, digest_of
+from compress.artifacts import Artifact
 from compress.errors import StepError
 from compress.quantization.coverage import int8_coverage, int8_node_names, source_op_counts
 from compress.quantization.nncf import NNCFConfig, quantize_nncf
@@ -215,8 +215,7 @@ def _apply_nncf(art: Artifact, cfg: QuantizeConfig, ctx: StepContext) -> Artifac
         meta["int8_coverage"] = int8_coverage(path).to_dict()
     meta.pop("extra_files", None)
     return Artifact(
-        kind=kind, digest=digest_of(art.digest, "quantize", cfg.model_dump(), ctx.seed),
-        path=path, lineage=[*art.lineage, f"quantize(nncf, {ncfg.preset}, {kind})"], meta=meta,
+        kind=kind, path=path, lineage=[*art.lineage, f"quantize(nncf, {ncfg.preset}, {kind})"], meta=meta,
     )
 
 
@@ -320,8 +319,6 @@ def apply(art: Artifact, cfg: QuantizeConfig, ctx: StepContext) -> Artifact:
         shutil.copyfile(out, final)
     return Artifact(
         kind="onnx",
-        digest=digest_of(art.digest, "quantize", cfg.model_dump(), target, ctx.seed,
-                         ctx.splits["calibration"].fingerprint() if cfg.mode == "static" else None),
         path=final, lineage=[*art.lineage, label], meta=meta,
     )
 

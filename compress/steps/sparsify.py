@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from compress.artifacts import Artifact, digest_of
+from compress.artifacts import Artifact
 from compress.errors import StepError
 from compress.pruning import semistructured as ss
 from compress.pruning.channels import check_patterns
@@ -53,9 +53,7 @@ def apply(art: Artifact, cfg: SparsifyConfig, ctx: StepContext) -> Artifact:
         "zero_fraction": ss.zero_fraction(layers), "finetune": history,
     }
     meta["pruning"] = pruning
-    data_fp = ctx.splits["train"].fingerprint() if cfg.finetune is not None else None
     return Artifact(
-        kind="torch", digest=digest_of(art.digest, "sparsify", cfg.model_dump(), ctx.seed, data_fp),
-        module=module, model_spec=art.model_spec,
+        kind="torch", module=module, model_spec=art.model_spec,
         lineage=[*art.lineage, "sparsify(2:4)" + (" + finetune" if cfg.finetune else "")], meta=meta,
     )

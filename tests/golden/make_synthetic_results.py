@@ -70,19 +70,17 @@ def make(*, regressed: bool = False) -> dict:
              "pruned": _break(base_pred, labels, 4)}
     medians = {"onnx-fp32": (2.0, 40.0), "int8": (1.65 if regressed else 1.1, 22.0), "pruned": (0.7, 13.0)}
     lat = {name: {str(bs): _latency(rng, m, bs) for bs, m in zip((1, 8), ms, strict=True)} for name, ms in medians.items()}
-    artifact = {"kind": "onnx", "size_bytes": 1_200_000, "params": 300_000, "macs": 12_000_000,
-                "int8_coverage": None, "quantization": None, "pruning": None, "export_max_rel_error": 2e-7}
+    facts = {"params": 300_000, "macs": 12_000_000, "export_max_rel_error": 2e-7, "opset": 17}
     variants = {}
-    for name, lineage, extra in (
-        ("onnx-fp32", ["baseline(trained)", "export(onnx)"], {}),
-        ("int8", ["baseline(trained)", "export(onnx)", "quantize(static)"], {
-            "size_bytes": 320_000,
+    for name, lineage, size_bytes, extra in (
+        ("onnx-fp32", ["baseline(trained)", "export(onnx)"], 1_200_000, {}),
+        ("int8", ["baseline(trained)", "export(onnx)", "quantize(static)"], 320_000, {
             "int8_coverage": {"int8": {"Conv": 2}, "total": {"Conv": 2}, "compute_fraction": 1.0,
                               "summary": "Conv 2/2", "op_counts": {"QLinearConv": 2}},
             "quantization": {"mode": "static", "format": "qdq", "activations": "uint8", "weights": "int8",
                              "per_channel": True, "calibration": "minmax"}}),
-        ("pruned", ["baseline(trained)", "prune(0.5)", "export(onnx)"], {
-            "size_bytes": 310_000, "params": 76_000, "macs": 3_100_000,
+        ("pruned", ["baseline(trained)", "prune(0.5)", "export(onnx)"], 310_000, {
+            "params": 76_000, "macs": 3_100_000,
             "pruning": {"ratio": 0.5, "importance": "l2", "macs_before": 12_000_000, "macs_after": 3_100_000,
                         "params_before": 300_000, "params_after": 76_000, "mac_ratio": 3_100_000 / 12_000_000}}),
     ):
@@ -92,7 +90,8 @@ def make(*, regressed: bool = False) -> dict:
             "gated": True,
             "steps": [{"step": s, "compute_seconds": 1.5, "cached": False} for s in lineage[1:]],
             "notes": [], "consumed_splits": ["calibration"] if name == "int8" else [],
-            "artifact": {**artifact, "lineage": lineage, **extra},
+            "artifact": {"kind": "onnx", "lineage": lineage, "size_bytes": size_bytes,
+                         "facts": {**facts, **extra}},
             "accuracy": _accuracy(preds[name], labels, base_pred),
             "evaluated_on": "cpu",
             "latency": {"cpu": lat[name]},
@@ -135,8 +134,8 @@ def make(*, regressed: bool = False) -> dict:
         "targets": recipe["targets"],
         "baseline": {
             "status": "ok",
-            "artifact": {**artifact, "kind": "torch", "lineage": ["baseline(trained)"], "size_bytes": 1_210_000,
-                         "export_max_rel_error": None},
+            "artifact": {"kind": "torch", "lineage": ["baseline(trained)"], "size_bytes": 1_210_000,
+                         "facts": {"params": 300_000, "macs": 12_000_000}},
             "info": {"source": "python:tiny_model.py:tiny_cnn", "trained": True, "cached": False},
             "accuracy": {"heldout": {"split": "heldout", "n": N, "top1": 90.0, "top5": None,
                                      "predictions": base_pred.tolist()}},

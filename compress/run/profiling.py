@@ -1,0 +1,80 @@
+"""The one profiling loop, used by ``compress run`` and ``compress profile``.
+
+Every (model, target) pair that can run is timed in ONE interleaved loop per device, so that
+runtimes on the same machine are compared under the same noise (e.g. ONNX Runtime vs OpenVINO);
+then peak memory (a fresh subprocess per pair) and, for priced targets, cost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from compress.errors import CompressError
+from compress.measure.cost import serving_costs
+from compress.measure.energy import meter_device
+from compress.measure.memory import measure_memory_many
+from compress.measure.timing import time_sessions
+from compress.runtimes.base import RUNTIMES
+
+#: the time_sessions settings a recipe's profile section (or `compress profile`'s options) sets
+PLAN_KEYS = ("warmup", "rounds", "min_round_s", "max_cv", "max_extra_rounds", "warmup_max_s")
+
+
+def timing_plan(profile) -> dict[str, Any]:
+    """The timing settings of a recipe's ``profile`` section, as time_sessions keywords."""
+    return {k: getattr(profile, k) for k in PLAN_KEYS}
+
+
+def profile_pairs(
+    pairs: dict[str, tuple[Any, Any]],
+    make_batch: Callable[[int], Any],
+    batch_sizes: list[int],
+    *,
+    plan: dict[str, Any] | None = None,
+    memory_input_shape: tuple[int, ...] | None = None,
+    progress=None,
+    log: Callable[[str], None] = print,
+) -> dict[str, dict]:
+    """``{key: (artifact, target)}`` -> ``{key: {"latency": {bs: summary}, "runtime_info": ...,
+    "memory": ...}}``, or ``{key: {"not_profiled": why}}`` for a pair that cannot run.
+
+    Peak memory is measured when ``memory_input_shape`` is given (one sample's shape)."""
+    out: dict[str, dict] = {}
+    by_device: dict[str, dict[str, Any]] = {}
+    for key, (art, target) in pairs.items():
+        runtime = RUNTIMES.get(target.runtime)
+        if art.kind not in runtime.accepts:
+            out[key] = {"not_profiled": f"{target.runtime} cannot run a {art.kind} model"}
+            continue
+        try:
+            by_device.setdefault(meter_device(target), {})[key] = runtime.load(art, target)
+        except CompressError as err:
+            out[key] = {"not_profiled": str(err)}
+    for device, sessions in by_device.items():
+        log(f"profiling {len(sessions)} model/target pair(s) on {device}, interleaved ...")
+        try:
+            timings = time_sessions(sessions, make_batch, batch_sizes, device=device, progress=progress,
+                                    **(plan or {}))
+        finally:
+            for sess in sessions.values():
+                sess.close()
+        for key, per_bs in timings.items():
+            out[key] = {"latency": {str(bs): m for bs, m in per_bs.items()},
+                        "runtime_info": sessions[key].info}
+    if memory_input_shape is not None:
+        jobs = {key: pairs[key] for key, got in out.items() if "latency" in got}
+        for key, mem in measure_memory_many(jobs, memory_input_shape, batch_sizes, log=log).items():
+            out[key]["memory"] = mem
+    return out
+
+
+def add_costs(entries: dict[str, dict], targets, *, reference: str, requests_per_day: float | None = None,
+              compression_usd_per_hour: float | None = None) -> None:
+    """$ per million inferences (and monthly, with traffic) on every priced target, and each
+    variant's break-even against ``reference`` (see ``compress.measure.cost.serving_costs``)."""
+    for target in targets:
+        if target.usd_per_hour is not None:
+            serving_costs(entries, target.name, target.usd_per_hour, reference=reference,
+                          requests_per_day=requests_per_day,
+                          compression_usd_per_hour=compression_usd_per_hour)
