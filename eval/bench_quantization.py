@@ -30,7 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see compress/cli.py: busy-waiting threads
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see compress/cli/app.py: busy-waiting threads
 
 import numpy as np  # noqa: E402
 from cifar_data import (  # noqa: E402

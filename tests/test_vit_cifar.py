@@ -1,0 +1,90 @@
+"""The hand-written CIFAR-10 ViT (eval/vit_cifar.py): shapes, the python: source, ONNX export."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from compress.sources.models import ModelSpec, load_state_dict_checked, read_state_dict
+from eval.vit_cifar import (
+    EXACT_1000,
+    WEIGHTS,
+    ViT,
+    build,
+    export_onnx,
+    load_exact_1000,
+    pretrained,
+    top1,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("COMPRESS_SHARED_DATA", REPO.parent / "shared" / "data"))
+needs_weights = pytest.mark.skipif(
+    not (SHARED_DATA / WEIGHTS).is_file() or not (SHARED_DATA / EXACT_1000).is_file(),
+    reason="the shared ViT weights / CIFAR-10 images are not here (optional reference data; "
+    "set COMPRESS_SHARED_DATA)",
+)
+
+
+def test_architecture_matches_the_checkpoint_layout():
+    model = build()
+    state = model.state_dict()
+    assert state["patch_embed.proj.weight"].shape == (128, 3, 4, 4)
+    assert state["cls_token"].shape == (1, 1, 128) and state["pos_embed"].shape == (1, 65, 128)
+    assert state["transformer.layers.5.self_attn.in_proj_weight"].shape == (384, 128)
+    assert state["transformer.layers.0.linear1.weight"].shape == (256, 128)
+    assert state["mlp_head.1.weight"].shape == (10, 128)
+    assert "transformer.layers.6.linear1.weight" not in state
+    assert len(state) == 80  # the checkpoint's tensor count (PROVENANCE.md)
+    assert 0.7e6 < sum(p.numel() for p in model.parameters()) < 0.9e6
+
+
+def test_forward_shapes_and_num_classes():
+    torch.manual_seed(0)
+    model = build(num_classes=4).eval()
+    with torch.no_grad():
+        assert model(torch.randn(3, 3, 32, 32)).shape == (3, 4)
+    with pytest.raises(ValueError, match="not a multiple of patch_size"):
+        ViT(image_size=30)
+
+
+def test_python_model_source_builds_it():
+    model = ModelSpec(source="python:eval/vit_cifar.py:build", kwargs={"num_classes": 10}, base_dir=REPO).build()
+    # The file is imported as the user's module, so its class is not eval.vit_cifar.ViT itself.
+    assert type(model).__name__ == "ViT" and model.mlp_head[1].out_features == 10
+
+
+def test_onnx_export_has_a_dynamic_batch_and_matches_torch(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    model = build().eval()
+    path = export_onnx(model, tmp_path / "sub" / "vit.onnx")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (inp,) = session.get_inputs()
+    assert inp.name == "pixel_values" and isinstance(inp.shape[0], str) and inp.shape[1:] == [3, 32, 32]
+    for batch in (1, 5):
+        x = torch.randn(batch, 3, 32, 32)
+        with torch.no_grad():
+            ref = model(x).numpy()
+        (got,) = session.run(None, {"pixel_values": x.numpy()})
+        assert got.shape == (batch, 10)
+        np.testing.assert_allclose(got, ref, atol=1e-4, rtol=1e-4)
+
+
+@needs_weights
+def test_real_weights_load_strictly_through_the_checkpoint_path():
+    model = build()
+    load_state_dict_checked(model, read_state_dict(SHARED_DATA / WEIGHTS), str(SHARED_DATA / WEIGHTS))
+
+
+@pytest.mark.slow
+@needs_weights
+def test_real_weights_top1_on_exact_images():
+    images, labels = load_exact_1000(SHARED_DATA)
+    assert images.shape == (1000, 3, 32, 32) and images.dtype == np.float32
+    # 70.5% is what issue [9] measured on these 1,000 images; 705 correct exactly.
+    assert top1(pretrained(SHARED_DATA / WEIGHTS), images, labels) == pytest.approx(0.705, abs=1e-9)
