@@ -92,7 +92,7 @@ def validate(recipe: RecipeArg) -> None:
         rec = load_recipe(recipe)
     except RecipeError as err:
         err_console.print(f"[bold red]{escape(str(recipe))} is invalid[/]", highlight=False)
-        for p in err.problems if len(err.problems) > 1 or "\n" not in str(err) else [str(err)]:
+        for p in err.problems:
             err_console.print(f"  {p}", highlight=False, markup=False)
         raise typer.Exit(2) from None
     except CompressError as err:
