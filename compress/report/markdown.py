@@ -287,8 +287,9 @@ def render_report(results: dict) -> str:
             out.append(serving)
     out.append(
         "Top-1 is measured on the held-out split, which no step ever saw, with the runtime each "
-        "variant is deployed on; the interval is a paired score interval over the same samples, "
-        "honest even when few predictions change. "
+        "variant is deployed on; the interval is a paired score interval over the same samples "
+        "(Tango's, with skewness and continuity corrections: its coverage is checked in "
+        "docs/evaluator.md), honest even when few predictions change. "
         "Latencies are medians of interleaved rounds; speed-ups are ratios of medians from the "
         "same run. $ / 1M assumes a fully busy machine at the target's price."
     )
