@@ -33,15 +33,20 @@ SEVERITIES = (1, 2, 3, 4, 5)
 _BLUR_REFERENCE_PX = 224
 
 
+def check_severity(severity: int) -> None:
+    """ValueError unless ``severity`` is an integer in 1..5 (image and text corruptions alike)."""
+    is_int = isinstance(severity, (int, np.integer)) and not isinstance(severity, bool)
+    if not is_int or severity not in SEVERITIES:
+        raise ValueError(f"severity must be one of {list(SEVERITIES)}, got {severity!r}")
+
+
 def check_corruption(name: str, severity: int, channels: int | None = None) -> None:
     """ValueError naming the fix for an unknown corruption or severity (or jpeg on 2/4 channels)."""
     if name not in CORRUPTIONS:
         raise ValueError(
             f"unknown corruption {name!r}: choose one of {', '.join(sorted(CORRUPTIONS))}"
         )
-    is_int = isinstance(severity, (int, np.integer)) and not isinstance(severity, bool)
-    if not is_int or severity not in SEVERITIES:
-        raise ValueError(f"severity must be one of {list(SEVERITIES)}, got {severity!r}")
+    check_severity(severity)
     if name == "jpeg" and channels is not None and channels not in (1, 3):
         raise ValueError(
             f"jpeg needs 1- or 3-channel images, got {channels} channels: "

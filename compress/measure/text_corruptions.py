@@ -13,6 +13,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from compress.measure.corruptions import SEVERITIES, check_severity  # noqa: F401  (SEVERITIES: part of this module's API)
+
 # Share of a sample's words that get a typo / a case change / are dropped, per severity 1..5.
 SEVERITY_PARAMS: dict[str, tuple[float, ...]] = {
     "typo": (0.05, 0.10, 0.20, 0.30, 0.50),
@@ -20,7 +22,6 @@ SEVERITY_PARAMS: dict[str, tuple[float, ...]] = {
     "dropped_words": (0.05, 0.10, 0.15, 0.20, 0.30),
 }
 TEXT_CORRUPTIONS = frozenset(SEVERITY_PARAMS)
-SEVERITIES = (1, 2, 3, 4, 5)
 
 # Neighbours on a QWERTY keyboard: what a finger that slips hits instead.
 _ROWS = ("qwertyuiop", "asdfghjkl", "zxcvbnm")
@@ -40,9 +41,7 @@ def check_text_corruption(name: str, severity: int) -> None:
         raise ValueError(
             f"unknown text corruption {name!r}: choose one of {', '.join(sorted(TEXT_CORRUPTIONS))}"
         )
-    is_int = isinstance(severity, (int, np.integer)) and not isinstance(severity, bool)
-    if not is_int or severity not in SEVERITIES:
-        raise ValueError(f"severity must be one of {list(SEVERITIES)}, got {severity!r}")
+    check_severity(severity)
 
 
 def corrupt_texts(texts: Sequence[str], name: str, severity: int, *, seed: int = 0) -> list[str]:
