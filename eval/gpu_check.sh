@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check: what compress does on one NVIDIA GPU, in about ten minutes. Run from the
+# The GPU check: what compress does on one NVIDIA GPU, sized for about ten minutes (never timed: no GPU has run it yet). Run from the
 # repository root in an environment with compress installed (pip install -e '.[dev,nvml]'; add
 # '.[tensorrt]' and onnxruntime-gpu to check TensorRT). It never stops at a failure: every stage
 # prints RAN, FAILED or NOT RUN (with why), and the summary at the end lists them all.

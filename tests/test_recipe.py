@@ -180,6 +180,14 @@ BAD_RECIPES = [
                   "never be timed"),
         id="variant-targets-cannot-run-it",
     ),
+    pytest.param(
+        _both(_add_target(name="ov", runtime="openvino", device="cpu"),
+              _variant("ac", [{"quantize": {"backend": "nncf", "nncf": {"accuracy_control": {"max_drop": 1.0}}}}],
+                       **{"from": "onnx-fp32", "targets": ["ov"]})),
+        re.escape("variants.ac.steps[0].quantize.nncf.accuracy_control: validates the quantized model on the "
+                  "tuning split, and the data has none; set data.split.tuning"),
+        id="nncf-accuracy-control-without-tuning",
+    ),
     # the three recipes that passed validation and then failed at build time with a KeyError
     pytest.param(
         _both(_no_split("train"), _variant("p", [{"prune": {"importance": "taylor"}}, {"export": {}}])),

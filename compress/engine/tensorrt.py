@@ -15,6 +15,7 @@ records the API calls; the real-GPU tests are marked ``tensorrt`` (docs/tensorrt
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -95,6 +96,7 @@ def build_plan(trt, precision: str, *, tf32: bool = False) -> BuildPlan:
 # --------------------------------------------------------------------------- fingerprint
 
 
+@functools.cache
 def tensorrt_cuda_major() -> str | None:
     """The CUDA major TensorRT's wheel was built for, from its package name (tensorrt-cu12 -> '12')."""
     from importlib import metadata
@@ -113,6 +115,7 @@ def gpu_identity(device: int = 0) -> dict:
     return {"gpu": torch.cuda.get_device_name(device), "compute_capability": f"{major}.{minor}"}
 
 
+@functools.cache
 def driver_version() -> str | None:
     try:
         import pynvml
@@ -137,7 +140,9 @@ def cache_key_fingerprint(device: int = 0) -> dict:
     try:
         fp = current_fingerprint(device)
     except (MissingDependency, RuntimeFailure) as err:
-        return {"unavailable": str(err)}
+        # the kind of failure, not its message: that names paths of this checkout, and the key
+        # must not change with where compress is installed
+        return {"unavailable": type(err).__name__}
     return {k: fp[k] for k in STRICT_FIELDS}
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from compress.quantization.ort import OrtRunner
-from compress.sources.inputs import take
+from compress.sources.inputs import batch_size, take
 
 
 @dataclass
@@ -108,7 +108,7 @@ def latency_cost(all_int8: Path, mixed: Path, batch: Mapping[str, np.ndarray], t
     """Median latency of the all-int8 and the mixed model, interleaved, on the build machine."""
     from compress.measure.timing import time_sessions
 
-    bs = len(next(iter(batch.values())))
+    bs = batch_size(batch)
     timing = time_sessions({"all_int8": OrtRunner(all_int8, threads), "mixed": OrtRunner(mixed, threads)},
                            lambda _bs: batch, [bs], warmup=2, rounds=rounds, min_round_s=min_round_s)
     a, m = timing["all_int8"][bs]["p50_ms"], timing["mixed"][bs]["p50_ms"]

@@ -107,7 +107,7 @@ def _targets(recipe: Recipe, kinds: dict[str, str], broken: set[str]) -> list[st
             kind in RUNTIMES.get(t.runtime).accepts for t in recipe.targets
         ):
             problems.append(
-                f"variants.{name}: ends with a {kind} model, which no target can run "
+                f"variants.{name}: ends with {KIND_NAMES.get(kind, kind)} model, which no target can run "
                 f"(targets: {', '.join(f'{t.name}={t.runtime}' for t in recipe.targets)})"
             )
     valid = ", ".join(sorted(names))

@@ -24,7 +24,6 @@ from compress.recipe.variants import VariantConfig
 from compress.runtimes.target import TargetConfig
 from compress.sources.data import DATA_SCHEMES
 from compress.sources.models import MODEL_SCHEMES
-from compress.steps.base import STEPS
 
 
 class Strict(BaseModel):
@@ -376,15 +375,8 @@ class Recipe(Strict):
         return "onnx" if self.model.source.startswith("onnx:") else "torch"
 
     def final_kinds(self) -> dict[str, str]:
-        """The artifact kind each variant ends with (torch, onnx, openvino, tensorrt)."""
-        start = self.start_kind
-        kinds: dict[str, str] = {"baseline": start}
-        for name in self.variant_order():
-            v = self.variants[name]
-            kind = kinds.get(v.from_, start) if v.from_ else start
-            for step_name, cfg in v.step_list():
-                spec = STEPS.get(step_name)
-                if kind in spec.accepts:
-                    kind = spec.produces(cfg, kind)
-            kinds[name] = kind
-        return kinds
+        """The artifact kind each variant ends with (torch, onnx, openvino, tensorrt), walked by
+        the same rule that checks the step order (a loaded recipe has no broken chain)."""
+        from compress.recipe.rules import _step_order
+
+        return _step_order(self, [])[0]

@@ -226,6 +226,8 @@ def _roles(cfg: QuantizeConfig) -> dict[str, str]:
         roles["calibration"] = "static quantization calibrates"
     if cfg.mixed_precision is not None:
         roles["tuning"] = "mixed_precision: ranks the layers by the accuracy they cost"
+    if cfg.backend == "nncf" and cfg.nncf is not None and cfg.nncf.accuracy_control is not None:
+        roles["tuning"] = "nncf.accuracy_control: validates the quantized model"
     return roles
 
 
