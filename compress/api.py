@@ -24,15 +24,17 @@ if TYPE_CHECKING:
 IN_MEMORY = "<recipe from Python>"
 
 
-def load_recipe(recipe: str | Path | dict | Recipe) -> Recipe:
-    """A validated ``Recipe`` from a YAML file's path, a dict shaped like the YAML, or a Recipe."""
+def load_recipe(recipe: str | Path | dict | Recipe, *, base_dir: str | Path | None = None) -> Recipe:
+    """A validated ``Recipe`` from a YAML file's path, a dict shaped like the YAML, or a Recipe.
+    For a dict, ``base_dir`` (default: the working directory) is what its relative paths are
+    relative to, and the files it names are checked there, as for a file."""
     from compress.recipe import Recipe, parse_recipe
     from compress.recipe import load_recipe as load_file
 
     if isinstance(recipe, Recipe):
         return recipe
     if isinstance(recipe, dict):
-        return parse_recipe(recipe)
+        return parse_recipe(recipe, base_dir=Path(base_dir if base_dir is not None else Path.cwd()))
     return load_file(recipe)
 
 
@@ -49,7 +51,7 @@ def run(recipe: str | Path | dict | Recipe, *, out_dir: str | Path | None = None
     """
     from compress.run.pipeline import run_recipe
 
-    loaded = load_recipe(recipe)
+    loaded = load_recipe(recipe, base_dir=base_dir)
     if isinstance(recipe, (str, Path)):
         recipe_path = Path(recipe)
     else:

@@ -164,17 +164,18 @@ class Cache:
         tmp = atomic_dir(entry)
         try:
             if art.kind == "torch" and art.path is None:
-                art.path = tmp / FILENAMES["torch"]
-                save_torch(art.module, art.path)
+                name = FILENAMES["torch"]
+                save_torch(art.module, tmp / name)
             else:
+                name = art.path.name
                 for f in art.files():
                     shutil.copy2(f, tmp / f.name)
-            info = {"kind": art.kind, "file": art.path.name, "lineage": art.lineage,
+            info = {"kind": art.kind, "file": name, "lineage": art.lineage,
                     "meta": {k: v for k, v in art.meta.items() if k != "cached"}}
             (tmp / "artifact.json").write_text(json.dumps(info, indent=2, default=str))
             os.replace(tmp, entry)
         except BaseException:  # a failed write, Ctrl-C or SIGTERM: no temp directory left in the cache
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        art.path = entry / art.path.name
+        art.path = entry / name
         return art

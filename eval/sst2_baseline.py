@@ -161,8 +161,13 @@ def main(argv=None) -> int:
                 break
         epoch += 1
     train_s = time.perf_counter() - train_started
+    from scipy.stats import binomtest
+
+    correct = round(curve[-1]["dev_top1"] * len(dev))
+    wilson = binomtest(correct, len(dev)).proportion_ci(0.95, method="wilson")
     result = {
         "dev_top1": curve[-1]["dev_top1"],
+        "dev_top1_wilson95": [round(wilson.low, 4), round(wilson.high, 4)],
         "dev_samples": len(dev),
         "train_samples": len(train),
         "train_dev_overlap": overlap,

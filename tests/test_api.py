@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -31,7 +32,9 @@ def test_run_a_recipe_dict_returns_typed_results(tmp_path, recipe_dict, write_re
     assert results.variants["onnx-fp32"].artifact.facts.opset == 17  # a step fact, no whitelist
     run_dir = tmp_path / "runs" / results.run.run_dir.rsplit("/", 1)[-1]
     assert (run_dir / "report.md").is_file()
-    assert compress.load_results(run_dir) == results
+    written = json.loads((run_dir / "results.json").read_text())
+    assert results.verdict.recommended == written["verdict"]["recommended"]
+    assert results.model_dump(by_alias=True, exclude_unset=True)["variants"].keys() == written["variants"].keys()
     # the package stays callable once its modules are imported (compress.run.pipeline was)
     assert callable(compress.run)
 
@@ -40,8 +43,17 @@ def test_load_recipe_takes_a_path_a_dict_or_a_recipe(recipe_dict, write_recipe):
     path = write_recipe(recipe_dict)
     recipe = compress.load_recipe(path)
     assert isinstance(recipe, compress.Recipe) and recipe.name == "tiny"
-    assert compress.load_recipe(str(path)) == recipe == compress.load_recipe(recipe_dict)
+    assert compress.load_recipe(str(path)) == recipe == compress.load_recipe(recipe_dict, base_dir=path.parent)
     assert compress.load_recipe(recipe) is recipe
+
+
+def test_a_dict_recipe_has_its_files_checked_like_a_file(recipe_dict, write_recipe, tmp_path):
+    write_recipe(recipe_dict)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    with pytest.raises(RecipeError, match=r"data\.source") as info:
+        compress.load_recipe(recipe_dict, base_dir=elsewhere)  # the data file is not there
+    assert info.value.exit_code == 2
 
 
 def test_an_invalid_recipe_raises_with_its_key_path(recipe_dict):

@@ -154,8 +154,7 @@ def test_shell_completion_completes_commands_and_choices(cli):
 def test_gate_mode_is_a_choice(cli):
     from compress.results.gate import GATE_MODES
 
-    assert "<point|confident>" in _flat(cli.invoke(app, ["gate", "--help"]).stdout)
-    assert GATE_MODES == ("point", "confident")
+    assert f"<{'|'.join(GATE_MODES)}>" in _flat(cli.invoke(app, ["gate", "--help"]).stdout)
     result = cli.invoke(app, ["gate", "runs", "--mode", "fast"])
     assert result.exit_code == 2
     assert "'fast' is not one of 'point'," in _flat(result.output)

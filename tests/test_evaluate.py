@@ -152,7 +152,6 @@ def test_drop_decision_within_beyond_and_undecided_with_needed_sample_size():
     # n = (1.96 * 100 / 0.6)^2 * 0.08 = 8537; the score interval's continuity and skewness
     # corrections ask a little more at this many discordant pairs, never less.
     assert 8537 <= d["needed_n"] <= 8537 * 1.05
-    assert d["needed_n"] > 500
 
 
 def test_gate_says_held_out_is_too_small_and_modes_differ():

@@ -27,6 +27,21 @@ def test_demo_recipe_validates():
     assert recipe.variant_order().index("pruned") < recipe.variant_order().index("pruned-int8")
 
 
+@pytest.mark.parametrize("path", sorted(DEMO_RECIPE.parent.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_recipe_validates(path):
+    load_recipe(path)
+
+
+def test_the_failing_gate_example_shares_the_quickstarts_model_and_data():
+    """recipes/gate-fails.yaml reuses the quickstart's cached baseline and export only while
+    these sections stay equal."""
+    demo, fails = load_recipe(DEMO_RECIPE), load_recipe(DEMO_RECIPE.parent / "gate-fails.yaml")
+    assert (fails.model, fails.baseline, fails.seed, fails.report) == (
+        demo.model, demo.baseline, demo.seed, demo.report)
+    assert fails.data.model_copy(update={"drift": None}) == demo.data.model_copy(update={"drift": None})
+    assert fails.variants["onnx-fp32"].steps == demo.variants["onnx-fp32"].steps
+
+
 def test_tiny_recipe_validates(recipe_dict):
     recipe = parse_recipe(recipe_dict)
     assert recipe.variants["int8"].from_ == "onnx-fp32"

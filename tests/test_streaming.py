@@ -12,6 +12,7 @@ import pytest
 from compress.errors import InputError
 from compress.measure.corruptions import CORRUPTIONS, corrupt
 from compress.recipe import DataConfig, TransformConfig
+from compress.sources import data as data_mod
 from compress.sources.data import Split, load_source, make_splits
 from compress.sources.readers import ArraySamples
 
@@ -84,7 +85,8 @@ def test_batches_cover_the_split_in_order_with_named_inputs():
     assert [len(y) for _, y in stream] == [len(y) for _, y in stream]  # re-iterable
 
 
-def test_streamed_fingerprint_and_hashes_equal_the_whole_arrays():
+def test_streamed_fingerprint_and_hashes_equal_the_whole_arrays(monkeypatch):
+    monkeypatch.setattr(data_mod, "SCAN_BATCH_BYTES", 4096)  # many chunks: their seams are tested
     splits = make_splits(DataConfig(source="sklearn:digits", split=SPLIT,
                                     transform={"resize": 16, "channels": 3}), Path("."), 0)
     train = splits["train"]
@@ -94,10 +96,11 @@ def test_streamed_fingerprint_and_hashes_equal_the_whole_arrays():
     assert train.sample_hashes() == [hashlib.sha1(img.tobytes()).hexdigest() for img in whole]
 
 
-def test_splits_are_the_ones_compress_made_before_streaming():
+def test_splits_are_the_ones_compress_made_before_streaming(monkeypatch):
     """The same seeded indices as the in-memory implementation: fingerprints pinned from it."""
     cfg = DataConfig(source="sklearn:digits", split=SPLIT, transform={"resize": 16, "channels": 3},
                      drift={"corruption": "brightness", "severity": 2})
+    monkeypatch.setattr(data_mod, "SCAN_BATCH_BYTES", 4096)  # read in many chunks
     got = {r: s.fingerprint() for r, s in make_splits(cfg, Path("."), 0).items()}
     assert got == {"train": "54962b6f3ed6fff8", "calibration": "70e7f1fd0f34c681",
                    "heldout": "15c052a813a6c7cc", "drift": "afac6bb826d6b82c"}

@@ -25,6 +25,7 @@ from typer.exceptions import TyperException
 from compress import __version__
 from compress.errors import DISTRIBUTION, CompressError, Terminated
 from compress.results.gate import GATE_MODES
+from compress.run import passive_openmp_wait
 
 DEBUG_ENV = "COMPRESS_DEBUG"
 
@@ -124,10 +125,7 @@ app = typer.Typer(
     rich_markup_mode="markdown",  # docstring paragraphs are reflowed to the terminal
     pretty_exceptions_enable=False,
 )
-# With OpenMP's default active wait, two PyTorch threads on a busy 2-core machine slow down many
-# times over (seen here on a ResNet-18 forward pass). Passive waiting costs little when
-# the machine is idle. Set before torch is imported; a user's own setting wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+passive_openmp_wait()  # before torch is imported (compress/run/__init__.py says why)
 
 
 def _print_version(value: bool) -> None:

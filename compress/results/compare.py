@@ -7,7 +7,8 @@ branch). Tolerances come from B's recipe unless given:
 - top-1 on held-out: a regression when the drop from A to B exceeds ``gate.max_accuracy_drop``
   points, judged like the gate (``gate.mode`` point: the estimate; confident: the upper bound of
   the drop's 95% interval). When both runs judged the same held-out samples (same labels, in the
-  same order) the change is paired: bootstrap over the samples and McNemar's test; otherwise the
+  same order) the change is paired: the paired score interval (compress.measure.paired) and
+  McNemar's test; otherwise the
   interval is an unpaired normal approximation.
 - a variant that built in A but failed in B, or whose gate verdict went from pass to fail (so a
   speed-up that falls below ``gate.min_speedup`` is a regression).

@@ -98,8 +98,8 @@ def claim_run_dir(root: Path, stamp: str) -> tuple[Path, Path]:
 
 def finish_run_dir(partial: Path, final_dir: Path) -> None:
     """Rename the complete partial directory to its final name."""
-    (partial / OWNER_FILE).unlink(missing_ok=True)
-    os.replace(partial, final_dir)
+    os.replace(partial, final_dir)  # first: a kill in between leaves a whole run, never an ownerless partial
+    (final_dir / OWNER_FILE).unlink(missing_ok=True)
 
 
 @contextlib.contextmanager

@@ -88,6 +88,7 @@ def load_source(source: str, base_dir, transform=None, *, labelled: bool = True)
         if isinstance(result, Samples):
             if len(result) == 0:
                 raise InputError(f"{origin} is empty")
+            check_labels(result.labels, len(result), origin)  # as for arrays: integers >= 0
             return TransformedSamples(result, transform)
         if not (isinstance(result, tuple) and len(result) == 2):
             raise InputError(f"{origin} must return (images, labels) or a compress Samples reader")

@@ -37,7 +37,10 @@ class Samples(ABC):
 
     def read(self, idx=None) -> np.ndarray:
         """Rows ``idx`` (an index array, a list or a slice; all rows when None), C-contiguous."""
-        rows = np.arange(len(self))[slice(None) if idx is None else idx]
+        if idx is None or isinstance(idx, slice):
+            rows = np.arange(len(self))[slice(None) if idx is None else idx]
+        else:  # an index array: no array the size of the whole source per batch
+            rows = np.asarray(idx, dtype=np.int64)
         return np.ascontiguousarray(self.read_rows(np.atleast_1d(rows)), dtype=np.float32)
 
     @property
