@@ -10,12 +10,11 @@ import typer
 from compress.cli.app import (
     GateMode,
     _ci_outputs,
-    _fail,
     app,
     err_console,
     out_console,
 )
-from compress.errors import CompressError, InputError, RecipeError
+from compress.errors import InputError, RecipeError
 
 ResultsArg = Annotated[Path, typer.Argument(
     help="A results.json, the run directory holding it, or a report directory (its newest run).",
@@ -47,17 +46,14 @@ def gate(
     overrides: dict = {"max_accuracy_drop": max_accuracy_drop, "min_speedup": min_speedup,
                        "speedup_batch_sizes": speedup_batch_size or None,
                        "mode": mode.value if mode is not None else None}
-    try:
-        for item in rule or []:
-            key, sep, value = item.partition("=")
-            if not sep or not key.strip():
-                raise RecipeError(f"--rule {item!r} is not NAME=VALUE, e.g. --rule max_worst_class_drop=5")
-            overrides[key.strip()] = value.strip()
-        res, file = load_results(results)
-        recipe_gate = res["recipe"].get("gate", {})
-        new_gate = override_gate(recipe_gate, overrides)
-    except CompressError as err:
-        raise _fail(err) from None
+    for item in rule or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise RecipeError(f"--rule {item!r} is not NAME=VALUE, e.g. --rule max_worst_class_drop=5")
+        overrides[key.strip()] = value.strip()
+    res, file = load_results(results)
+    recipe_gate = res["recipe"].get("gate", {})
+    new_gate = override_gate(recipe_gate, overrides)
     for line in looser_rules(recipe_gate, new_gate):
         err_console.print(f"note: {line}", highlight=False, markup=False)
     summary = apply_gate(res, new_gate)
@@ -95,29 +91,26 @@ def compare(
     from compress.results.compare import Tolerances, compare_runs, render_comparison
     from compress.results.schema import load_results
 
-    try:
-        if max_speedup_loss is not None and not 0 <= max_speedup_loss < 1:
-            raise RecipeError(f"--max-speedup-loss is a fraction in [0, 1), got {max_speedup_loss}")
-        if max_latency_increase is not None and max_latency_increase < 0:
-            raise RecipeError(f"--max-latency-increase is a fraction >= 0 (0.2 = 20% slower), got {max_latency_increase}")
-        if max_accuracy_drop is not None and max_accuracy_drop < 0:
-            raise RecipeError(f"--max-accuracy-drop is a tolerance in points and must be >= 0, got {max_accuracy_drop}")
-        a, file_a = load_results(run_a)
-        b, file_b = load_results(run_b)
-        tol = Tolerances.from_results(b, max_accuracy_drop=max_accuracy_drop, max_speedup_loss=max_speedup_loss,
-                                      max_latency_increase=max_latency_increase)
-        cmp = compare_runs(a, b, tolerances=tol, seed=b["recipe"].get("seed", 0))
-        cmp.notes.insert(0, f"A: `{file_a}` (started {a['run']['started']}); "
-                            f"B: `{file_b}` (started {b['run']['started']})")
-        text = render_comparison(cmp)
-        if output is not None:
-            try:
-                output.write_text(text)
-            except OSError as err:
-                raise InputError(f"cannot write {output}: {err}") from None
-        append_step_summary(text)
-    except CompressError as err:
-        raise _fail(err) from None
+    if max_speedup_loss is not None and not 0 <= max_speedup_loss < 1:
+        raise RecipeError(f"--max-speedup-loss is a fraction in [0, 1), got {max_speedup_loss}")
+    if max_latency_increase is not None and max_latency_increase < 0:
+        raise RecipeError(f"--max-latency-increase is a fraction >= 0 (0.2 = 20% slower), got {max_latency_increase}")
+    if max_accuracy_drop is not None and max_accuracy_drop < 0:
+        raise RecipeError(f"--max-accuracy-drop is a tolerance in points and must be >= 0, got {max_accuracy_drop}")
+    a, file_a = load_results(run_a)
+    b, file_b = load_results(run_b)
+    tol = Tolerances.from_results(b, max_accuracy_drop=max_accuracy_drop, max_speedup_loss=max_speedup_loss,
+                                  max_latency_increase=max_latency_increase)
+    cmp = compare_runs(a, b, tolerances=tol, seed=b["recipe"].get("seed", 0))
+    cmp.notes.insert(0, f"A: `{file_a}` (started {a['run']['started']}); "
+                        f"B: `{file_b}` (started {b['run']['started']})")
+    text = render_comparison(cmp)
+    if output is not None:
+        try:
+            output.write_text(text)
+        except OSError as err:
+            raise InputError(f"cannot write {output}: {err}") from None
+    append_step_summary(text)
     typer.echo(text)
     raise typer.Exit(cmp.exit_code)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Annotated
@@ -12,12 +13,11 @@ from rich.markup import escape
 from compress.cli.app import (
     RecipeArg,
     _ci_outputs,
-    _fail,
     app,
     err_console,
     out_console,
 )
-from compress.errors import CompressError, RecipeError
+from compress.errors import RecipeError
 
 
 @app.command()
@@ -41,10 +41,7 @@ def run(
     from compress.recipe import load_recipe
     from compress.run.pipeline import run_recipe
 
-    try:
-        rec = load_recipe(recipe)
-    except CompressError as err:
-        raise _fail(err) from None
+    rec = load_recipe(recipe)
     import time
 
     t0 = time.perf_counter()
@@ -59,14 +56,8 @@ def run(
             TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
             console=err_console, transient=True,
         )
-    try:
-        if progress is not None:
-            with progress:
-                outcome = run_recipe(rec, recipe, out_dir=out, use_cache=cache, progress=progress, log=log)
-        else:
-            outcome = run_recipe(rec, recipe, out_dir=out, use_cache=cache, log=log)
-    except CompressError as err:
-        raise _fail(err) from None
+    with progress or contextlib.nullcontext():
+        outcome = run_recipe(rec, recipe, out_dir=out, use_cache=cache, progress=progress, log=log)
     _print_summary(outcome)
     _ci_outputs(outcome.results, junit, outcome.run_dir / "report.md")
     raise typer.Exit(outcome.exit_code)
@@ -95,8 +86,6 @@ def validate(recipe: RecipeArg) -> None:
         for p in err.problems:
             err_console.print(f"  {p}", highlight=False, markup=False)
         raise typer.Exit(2) from None
-    except CompressError as err:
-        raise _fail(err) from None
     kinds = rec.final_kinds()
     out_console.print(f"{recipe}: valid ({len(rec.variants)} variants, {len(rec.targets)} target(s))",
                       highlight=False, markup=False)

@@ -15,7 +15,7 @@ from compress.cli.app import (
     app,
     out_console,
 )
-from compress.errors import CompressError, InputError
+from compress.errors import InputError
 
 
 @app.command()
@@ -43,12 +43,9 @@ def sensitivity(
         raise _fail(InputError(f"--ratios {ratios!r} must be numbers like 0.25,0.5,0.75")) from None
     if not parsed or any(not 0 < r < 1 for r in parsed):
         raise _fail(InputError(f"--ratios {ratios!r}: each must be in (0, 1)"))
-    try:
-        rec = load_recipe(recipe)
-        doc = run_for_recipe(rec, recipe, out, variant=variant, ratios=sorted(parsed), samples=samples,
-                             max_drop_points=max_drop, log=_dim_log)
-    except CompressError as err:
-        raise _fail(err) from None
+    rec = load_recipe(recipe)
+    doc = run_for_recipe(rec, recipe, out, variant=variant, ratios=sorted(parsed), samples=samples,
+                         max_drop_points=max_drop, log=_dim_log)
     head = "| layer | " + " | ".join(f"{r:g}" for r in doc["ratios"]) + " | suggested |"
     lines = [f"Top-1 on {doc['split']} (n={doc['n']}); unpruned {doc['unpruned_top1']:.2f}%", "",
              head, "|" + "---|" * (len(doc["ratios"]) + 2)]
@@ -100,8 +97,6 @@ def profile(
         )
     except json.JSONDecodeError as err:
         raise _fail(InputError(f"--model-kwargs is not valid JSON: {err}")) from None
-    except CompressError as err:
-        raise _fail(err) from None
     out_console.print(render(result, requests_per_day, max_cv), highlight=False, soft_wrap=True, markup=False)
     if json_out is not None:
         try:
