@@ -261,3 +261,12 @@ def test_speed_rule_fails_when_no_target_meets_it(make_results, make_variant):
     res = make_results({"a": v}, gate={"min_speedup": 1.5})
     assert apply_gate(res)["exit_code"] == 1
     assert res["variants"]["a"]["gate"]["passing_targets"] == []
+
+
+def test_the_gates_check_and_the_typed_results_check_have_the_same_fields():
+    """results.json's checks are written from gate.Check and read as models.Check: one shape."""
+    from dataclasses import fields
+
+    from compress.results import gate, models
+
+    assert {f.name for f in fields(gate.Check)} == set(models.Check.model_fields)

@@ -260,7 +260,7 @@ def variant_details(name: str, v: dict, reference: str, results: dict | None = N
         def mark(c: dict) -> str:
             if c["passed"]:
                 return "✅ "
-            return "❌ " if c.get("decisive", True) else "➖ (other target) "
+            return "❌ " if c.get("decisive") is not False else "➖ (other target) "
 
         lines.append("Gate: " + "; ".join(mark(c) + c["detail"] for c in checks))
         deploy = (v.get("gate") or {}).get("passing_targets")

@@ -6,7 +6,7 @@ exactly which number broke which limit.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 
 @dataclass(frozen=True)
@@ -79,6 +79,7 @@ class Check:
     batch_size: int | None = None
     mode: str | None = None  # point | confident, for rules with an interval
     needed_heldout_n: int | None = None  # held-out too small to decide: about this many needed
+    decisive: bool | None = None  # speed checks: on a target that decides the verdict
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -265,15 +266,9 @@ def gate_variant(name: str, v: dict, gate: dict) -> dict:
     for c in speed:
         by_target.setdefault(c.target, []).append(c)
     passing_targets = [t for t, cs in by_target.items() if t is not None and all(c.passed for c in cs)]
-    decisive = [c for c in checks]
-    if speed and not passing_targets:
-        decisive += speed
-    verdict = "pass" if all(c.passed for c in decisive) else "fail"
-    out = [c.to_dict() for c in checks]
-    for c in speed:
-        d = c.to_dict()
-        d["decisive"] = not passing_targets or c.target in passing_targets
-        out.append(d)
+    speed = [replace(c, decisive=not passing_targets or c.target in passing_targets) for c in speed]
+    verdict = "pass" if all(c.passed for c in checks + speed if c.decisive is not False) else "fail"
+    out = [c.to_dict() for c in checks + speed]
     return {"verdict": verdict, "checks": out, "passing_targets": passing_targets}
 
 
