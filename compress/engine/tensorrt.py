@@ -318,6 +318,20 @@ def split_batch(n: int, batch_min: int, batch_max: int) -> list[tuple[int, int, 
     return chunks
 
 
+def run_in_profile(feed: dict[str, np.ndarray], batch_min: int, batch_max: int, run_chunk) -> np.ndarray:
+    """``run_chunk(chunk) -> outputs`` over ``feed`` in chunks the profile allows (``split_batch``),
+    the padding's outputs dropped; the outputs concatenated in row order."""
+    n = len(next(iter(feed.values())))
+    parts = []
+    for start, stop, size in split_batch(n, batch_min, batch_max):
+        chunk = {k: v[start:stop] for k, v in feed.items()}
+        if size > stop - start:  # under batch_min: pad with zeros, drop their outputs
+            chunk = {k: np.concatenate([v, np.zeros((size - len(v), *v.shape[1:]), v.dtype)])
+                     for k, v in chunk.items()}
+        parts.append(run_chunk(chunk)[: stop - start])
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
 def profile_problems(batch_sizes: Sequence[int], batch_min: int, batch_max: int, where: str) -> list[str]:
     """Messages for batch sizes outside the profile (they would be timed split or padded)."""
     outside = sorted({b for b in batch_sizes if not batch_min <= b <= batch_max})

@@ -22,7 +22,7 @@ from pydantic import Field, field_validator
 
 from compress.errors import RuntimeFailure
 from compress.runtimes.base import RuntimeOptions, Session, register_runtime, target_options
-from compress.sources.inputs import batch_size, bind, take
+from compress.sources.inputs import bind
 
 #: the TensorRT provider's optimisation profile on the batch axis unless the target sets it
 TRT_BATCH_DEFAULTS = {"batch_min": 1, "batch_opt": 32, "batch_max": 256}
@@ -224,16 +224,9 @@ class OrtSession(Session):
                 else np.ascontiguousarray(v) for k, v in feed.items()}
         if self.batch is None:
             return self.sess.run(None, feed)[0]
-        from compress.engine.tensorrt import split_batch
+        from compress.engine.tensorrt import run_in_profile
 
-        parts = []
-        for start, stop, size in split_batch(batch_size(feed), *self.batch):
-            part = take(feed, slice(start, stop))
-            if size > stop - start:  # under the profile's batch_min: pad, drop the padding's outputs
-                part = {k: np.concatenate([v, np.zeros((size - len(v), *v.shape[1:]), v.dtype)])
-                        for k, v in part.items()}
-            parts.append(self.sess.run(None, part)[0][: stop - start])
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+        return run_in_profile(feed, *self.batch, lambda chunk: self.sess.run(None, chunk)[0])
 
 
 @register_runtime(

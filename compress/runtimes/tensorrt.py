@@ -103,21 +103,10 @@ class EngineSession:
         return {n: np.asarray(inputs[n], dtype=self.dtypes[n]) for n in self.inputs}
 
     def run(self, inputs) -> np.ndarray:
-        from compress.engine.tensorrt import split_batch
+        from compress.engine.tensorrt import run_in_profile
 
-        feeds = self._feeds(inputs)
-        n = len(next(iter(feeds.values())))
-        parts = []
         with self.buffers.scope():
-            for start, stop, size in split_batch(n, self.batch_min, self.batch_max):
-                chunk = {}
-                for name, x in feeds.items():
-                    part = x[start:stop]
-                    if size > len(part):  # under batch_min: pad with zeros, drop their outputs below
-                        part = np.concatenate([part, np.zeros((size - len(part), *x.shape[1:]), x.dtype)])
-                    chunk[name] = part
-                parts.append(self._run_chunk(chunk)[: stop - start])
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+            return run_in_profile(self._feeds(inputs), self.batch_min, self.batch_max, self._run_chunk)
 
     def _run_chunk(self, chunk: dict[str, np.ndarray]) -> np.ndarray:
         ctx, keep = self.context, []
