@@ -10,10 +10,14 @@ called, so an ``onnx:`` file exported elsewhere (input ``input``, ``data``, ...)
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
 PIXEL_VALUES = "pixel_values"
+#: a text model's inputs, in the order models take them
+TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 def bind(inputs: Mapping[str, np.ndarray], names: Sequence[str], model: str) -> dict[str, np.ndarray]:
@@ -67,17 +71,92 @@ def call_module(module, inputs: Mapping):
     return module(**inputs)
 
 
-def torch_example(input_shape: Sequence[int], batch: int = 1):
+@dataclass(frozen=True)
+class InputSpec:
+    """The named inputs a model takes, described per sample, with what examples of them look like.
+
+    An image model takes one float32 ``pixel_values`` of ``sample_shape`` (C, H, W). A text model
+    takes int64 token tensors (``input_ids``, ``attention_mask``, optional ``token_type_ids``) of
+    shape (batch, sequence), both axes dynamic; ``seq_len`` is the length examples use unless told
+    (the recipe's ``max_length``) and token ids in random examples stay below ``vocab_size``.
+    Everything that needs example inputs (tracing for pruning, export, timing, memory, TensorRT
+    profiles) asks this object, never builds arrays from a shape by itself."""
+
+    kind: Literal["image", "text"]
+    names: tuple[str, ...]
+    sample_shape: tuple[int, ...] = ()
+    seq_len: int = 0
+    vocab_size: int = 0
+
+    @classmethod
+    def image(cls, shape: Sequence[int]) -> InputSpec:
+        return cls("image", (PIXEL_VALUES,), tuple(int(d) for d in shape))
+
+    @classmethod
+    def text(cls, names: Sequence[str], seq_len: int, vocab_size: int) -> InputSpec:
+        unknown = [n for n in names if n not in TEXT_INPUTS]
+        if unknown or "input_ids" not in names:
+            raise ValueError(f"text inputs are input_ids plus any of {TEXT_INPUTS[1:]}; got {list(names)}")
+        ordered = tuple(n for n in TEXT_INPUTS if n in names)  # the order models take them
+        return cls("text", ordered, (), int(seq_len), int(vocab_size))
+
+    def shape(self, name: str, batch: int, seq_len: int | None = None) -> tuple[int, ...]:
+        """The full shape of input ``name`` for a batch (and, for text, a sequence length)."""
+        if self.kind == "image":
+            return (batch, *self.sample_shape)
+        return (batch, seq_len or self.seq_len)
+
+    def example(self, batch: int = 1, *, fill: str = "zeros", seed: int = 0,
+                seq_len: int | None = None) -> dict[str, np.ndarray]:
+        """Named example inputs: ``zeros`` (tracing; text gets token id 0 with a full attention
+        mask) or ``normal`` (timing: standard normal pixels, uniform token ids below vocab_size)."""
+        if fill not in ("zeros", "normal"):
+            raise ValueError(f"fill must be 'zeros' or 'normal', got {fill!r}")
+        rng = np.random.default_rng(seed)
+        out: dict[str, np.ndarray] = {}
+        for name in self.names:
+            shape = self.shape(name, batch, seq_len)
+            if name == PIXEL_VALUES:
+                out[name] = (np.zeros(shape, np.float32) if fill == "zeros"
+                             else rng.standard_normal(shape).astype(np.float32))
+            elif name == "input_ids":
+                out[name] = (np.zeros(shape, np.int64) if fill == "zeros"
+                             else rng.integers(0, max(1, self.vocab_size), shape, dtype=np.int64))
+            elif name == "attention_mask":
+                out[name] = np.ones(shape, np.int64)
+            else:  # token_type_ids: one segment
+                out[name] = np.zeros(shape, np.int64)
+        return out
+
+    def dynamic_axes(self) -> dict[str, dict[int, str]]:
+        """ONNX dynamic axes of every input: batch, and for text the sequence too."""
+        axes = {0: "batch"} if self.kind == "image" else {0: "batch", 1: "sequence"}
+        return {n: dict(axes) for n in self.names}
+
+    def describe(self) -> str:
+        """One line for logs and reports, e.g. ``pixel_values 3x32x32``."""
+        if self.kind == "image":
+            return f"{PIXEL_VALUES} {'x'.join(map(str, self.sample_shape))}"
+        return f"{', '.join(self.names)} (up to {self.seq_len} tokens, vocabulary {self.vocab_size})"
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "names": list(self.names), "sample_shape": list(self.sample_shape),
+                "seq_len": self.seq_len, "vocab_size": self.vocab_size}
+
+
+def as_input_spec(spec_or_shape) -> InputSpec:
+    """An InputSpec as given, or one image sample's shape (e.g. (3, 32, 32)) made into one."""
+    return spec_or_shape if isinstance(spec_or_shape, InputSpec) else InputSpec.image(spec_or_shape)
+
+
+def torch_example(spec_or_shape, batch: int = 1):
     """Zero example inputs as Torch-Pruning takes them (a tensor is passed positionally, a dict as
     keywords): the one tensor of an image model, else a dict of named tensors."""
-    x = to_torch(example_inputs(input_shape, batch))
+    x = to_torch(example_inputs(spec_or_shape, batch))
     return next(iter(x.values())) if len(x) == 1 else x
 
 
-def example_inputs(input_shape: Sequence[int], batch: int = 1, *, fill: str = "zeros",
-                   seed: int = 0) -> dict[str, np.ndarray]:
-    """Named inputs of one image model's shape: zeros (tracing) or standard normal (timing)."""
-    shape = (batch, *input_shape)
-    if fill == "zeros":
-        return {PIXEL_VALUES: np.zeros(shape, np.float32)}
-    return {PIXEL_VALUES: np.random.default_rng(seed).standard_normal(shape).astype(np.float32)}
+def example_inputs(spec_or_shape, batch: int = 1, *, fill: str = "zeros", seed: int = 0,
+                   seq_len: int | None = None) -> dict[str, np.ndarray]:
+    """Named example inputs of an InputSpec (or of an image sample's shape): ``InputSpec.example``."""
+    return as_input_spec(spec_or_shape).example(batch, fill=fill, seed=seed, seq_len=seq_len)

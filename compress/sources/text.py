@@ -23,7 +23,7 @@ from compress.errors import InputError, MissingDependency
 
 TEXT_SUFFIXES = {".csv": ",", ".tsv": "\t", ".jsonl": None}
 # The arrays a batch may hold, in the order models take them.
-INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+from compress.sources.inputs import TEXT_INPUTS as INPUT_NAMES  # noqa: E402
 
 
 @dataclass(frozen=True)
