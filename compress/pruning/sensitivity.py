@@ -154,7 +154,7 @@ def run_for_recipe(recipe, recipe_path: Path, out_dir: Path, *, variant: str | N
 
     if recipe.model.source.startswith("onnx:"):
         raise InputError("the sensitivity scan prunes a torch model; an onnx: model source cannot be pruned")
-    splits = make_splits(recipe.data, recipe_path.parent, recipe.seed)
+    splits = make_splits(recipe.data, recipe_path.parent, recipe.seed, recipe.model)
     role = "calibration" if "calibration" in splits else "train"
     if role not in splits:
         raise InputError("the sensitivity scan needs a calibration or train split (never held-out)")
@@ -168,7 +168,8 @@ def run_for_recipe(recipe, recipe_path: Path, out_dir: Path, *, variant: str | N
     if cfg.importance in NEEDS_GRADIENTS:
         accumulate_gradients(module, splits.get("train", split), cfg.taylor_batches)
     log(f"scanning with {cfg.importance} importance" + (f" (settings of variant {vname})" if vname else ""))
-    result = scan(module, cfg.plan(0.5), tuple(recipe.model.input_shape), splits.num_classes, split,
+    spec = splits.input_spec if splits.is_text else tuple(recipe.model.input_shape)
+    result = scan(module, cfg.plan(0.5), spec, splits.num_classes, split,
                   ratios=ratios, split_name=role, seed=recipe.seed, log=log)
     out_dir.mkdir(parents=True, exist_ok=True)
     doc = result.to_dict(max_drop_points)

@@ -11,7 +11,7 @@ from pydantic import Field
 
 from compress.artifacts import Artifact
 from compress.errors import StepError
-from compress.sources.inputs import bind, call_module, example_inputs, to_torch
+from compress.sources.inputs import as_input_spec, bind, call_module, example_inputs, to_torch
 from compress.steps.base import StepConfig, StepContext, register_step
 
 # Opset 17: every ORT >= 1.14 and TensorRT >= 8.6 runs it, and the legacy exporter (which writes a
@@ -29,9 +29,11 @@ class ExportConfig(StepConfig):
     atol: float = Field(1e-3, gt=0, description="Largest allowed |onnx - torch| relative to the logits' range")
 
 
-def export_onnx(module, example, path, *, opset: int, dynamic_batch: bool) -> None:
+def export_onnx(module, example, path, *, opset: int, dynamic_batch: bool,
+                dynamic_axes: dict[str, dict[int, str]] | None = None) -> None:
     """Export with the data's input names: ``example`` is a mapping of named example arrays, or one
-    sample's shape (an image model: its one input is ``pixel_values``)."""
+    sample's shape (an image model: its one input is ``pixel_values``). ``dynamic_axes`` (an
+    InputSpec's: batch, and sequence for text) replaces the batch axis alone."""
     import torch
 
     if not isinstance(example, Mapping):
@@ -41,7 +43,8 @@ def export_onnx(module, example, path, *, opset: int, dynamic_batch: bool) -> No
     tensors = to_torch(example)
     # one input goes positionally (image classifiers); several as keywords (a trailing dict)
     args = (tensors[names[0]],) if len(names) == 1 else (tensors,)
-    axes = {**{n: {0: "batch"} for n in names}, "logits": {0: "batch"}} if dynamic_batch else None
+    inputs_axes = dynamic_axes or {n: {0: "batch"} for n in names}
+    axes = {**inputs_axes, "logits": {0: "batch"}} if dynamic_batch else None
     with warnings.catch_warnings():
         # the legacy exporter announces its deprecation; its output is what we verify below
         warnings.simplefilter("ignore")
@@ -109,8 +112,9 @@ def apply(art: Artifact, cfg: ExportConfig, ctx: StepContext) -> Artifact:
     module = art.load_module()
     path = ctx.workdir / "model.onnx"
     try:
-        export_onnx(module, example_inputs(ctx.input_shape, batch=2), path, opset=cfg.opset,
-                    dynamic_batch=cfg.dynamic_batch)
+        spec = as_input_spec(ctx.input_shape)
+        export_onnx(module, spec.example(batch=2), path, opset=cfg.opset, dynamic_batch=cfg.dynamic_batch,
+                    dynamic_axes=spec.dynamic_axes())
     except Exception as err:
         raise StepError(f"torch.onnx.export failed: {type(err).__name__}: {err}") from err
     meta = dict(art.meta)
