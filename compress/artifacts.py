@@ -118,13 +118,12 @@ def save_torch(module, path: Path) -> None:
 
 
 def load_torch(path: Path, model_spec):
+    from compress.sources.hf import SAVED_CONFIG
     from compress.sources.models import (
         load_state_dict_checked,
         read_state_dict,
         resize_to_state_dict,
     )
-
-    from compress.sources.hf import SAVED_CONFIG
 
     sd = read_state_dict(Path(path))
     saved_config = Path(path).with_name(SAVED_CONFIG)
