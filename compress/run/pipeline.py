@@ -68,7 +68,8 @@ def run_recipe(recipe, recipe_path: Path, *, out_dir: Path | None = None, use_ca
     started = dt.datetime.now(dt.timezone.utc)
     base_dir = recipe_path.parent
     root = Path(out_dir) if out_dir is not None else Path(recipe.report.dir)
-    splits = make_splits(recipe.data, base_dir, recipe.seed, recipe.model)  # InputError -> exit 2, nothing written
+    # InputError -> exit 2, nothing written (a tokenizer trained on train goes to the cache)
+    splits = make_splits(recipe.data, base_dir, recipe.seed, recipe.model, root / ".cache" if use_cache else None)
     with sigterm_raises():
         sweep_stale_partials(root, log)
         final_dir, tmp_dir = claim_run_dir(root, started.strftime("%Y%m%d-%H%M%S"))

@@ -293,14 +293,15 @@ def _same_shape(ds: Samples, shape, key: str, other: str) -> None:
         )
 
 
-def make_splits(data_cfg, base_dir, seed: int, model_cfg=None) -> Splits:
+def make_splits(data_cfg, base_dir, seed: int, model_cfg=None, cache_dir=None) -> Splits:
     """Build the train / calibration / tuning / heldout (and drift, production) splits of a recipe.
     Text data (``compress.sources.text_splits``) is tokenized with the tokenizer ``model_cfg``
-    gives (its hf: directory's, or ``model.tokenizer``), else one trained on the train split."""
+    gives (its hf: directory's, or ``model.tokenizer``), else one trained on the train split
+    (kept in ``cache_dir``, so that a re-run tokenizes alike)."""
     if data_cfg.is_text:
         from compress.sources.text_splits import make_text_splits
 
-        return make_text_splits(data_cfg, base_dir, seed, model_cfg)
+        return make_text_splits(data_cfg, base_dir, seed, model_cfg, cache_dir)
     transform = data_cfg.transform
     splits = Splits()
     if data_cfg.source is not None:

@@ -30,6 +30,9 @@ TEXT_SCHEMES = {
 }
 
 
+COLUMN_KEYS = ("data.text.column", "data.text.label_column")
+
+
 def is_text_source(source: str) -> bool:
     return source.partition(":")[0] in TEXT_SCHEMES
 
@@ -51,7 +54,7 @@ def load_text_source(source: str, base_dir, text_cfg, *, label_names: Sequence[s
         if not labelled:
             return _unlabelled_file(path, text_cfg, names, where)
         return read_text_file(path, text_column=column, label_column=text_cfg.label_column,
-                              label_names=names, where=where)
+                              label_names=names, where=where, column_keys=COLUMN_KEYS)
     if scheme in ("hf-dataset", "hf-disk"):
         return _from_dataset(_open_dataset(scheme, ref, base_dir, where), source, text_cfg, names, where, labelled)
     raise InputError(f"{where}: unknown text source scheme {scheme!r}; valid: {', '.join(TEXT_SCHEMES)}")
@@ -65,7 +68,7 @@ def _unlabelled_file(path: Path, text_cfg, names, where: str) -> TextSamples:
     header, rows = _read_rows(path)
     if text_cfg.label_column in header:
         return read_text_file(path, text_column=text_cfg.column, label_column=text_cfg.label_column,
-                              label_names=names, where=where)
+                              label_names=names, where=where, column_keys=COLUMN_KEYS)
     columns = _columns(text_cfg.column)
     _check_columns(header, columns, None, path.name, where)
     texts = [r.get(columns[0], "") for r in rows]
@@ -78,7 +81,7 @@ def _columns(column) -> list[str]:
 
 
 def _check_columns(header, columns, label_column, what: str, where: str) -> None:
-    for key, name in [("data.text.column", c) for c in columns] + [("data.text.label_column", label_column)]:
+    for key, name in [(COLUMN_KEYS[0], c) for c in columns] + [(COLUMN_KEYS[1], label_column)]:
         if name is not None and name not in header:
             raise InputError(
                 f"{where}: {what} has no column {name!r}; its columns are "
@@ -311,9 +314,13 @@ def _model_facts(model_cfg, base_dir) -> tuple[object | None, Path | None]:
     return hf.load_config(path), path
 
 
-def run_tokenizer(data_cfg, model_cfg, base_dir, train: TextSplit | None) -> TextTokenizer:
+def run_tokenizer(data_cfg, model_cfg, base_dir, train: TextSplit | None,
+                  cache_dir: Path | None = None) -> TextTokenizer:
     """The tokenizer of a run: ``model.tokenizer``, else the hf: directory's, else a WordPiece
-    vocabulary trained on the train split (never on held-out)."""
+    vocabulary trained on the train split (never on held-out). A trained one is kept in
+    ``cache_dir`` under a hash of what it was trained on: the `tokenizers` trainer breaks ties
+    between equally frequent pieces differently in every process, so retraining would change the
+    vocabulary (and the cache key of everything trained with it)."""
     from compress.sources import hf
     from compress.sources.models import resolve
     from compress.sources.text import check_tokenizer_fits, load_tokenizer
@@ -332,14 +339,9 @@ def run_tokenizer(data_cfg, model_cfg, base_dir, train: TextSplit | None) -> Tex
                 "data: there is no tokenizer (model.tokenizer is not set and the model directory has none) "
                 "and no train split to train one on: give model.tokenizer: DIR, or a train split"
             )
-        import tempfile
-
-        from compress.sources.wordpiece import train_wordpiece
-
         size = text_cfg.vocab_size or (config.vocab_size if config is not None else 8000)
-        with tempfile.TemporaryDirectory() as tmp:
-            tok = train_wordpiece(train.texts()[0] + (train.texts()[1] or []), tmp, vocab_size=size,
-                                  model_max_length=text_cfg.max_length)
+        texts, pairs = train.texts()
+        tok = _trained_wordpiece(texts + (pairs or []), size, text_cfg.max_length, cache_dir)
         origin = "trained on the train split"
     where = "model.tokenizer" if given is not None else "model.source"
     if config is not None:
@@ -352,7 +354,35 @@ def run_tokenizer(data_cfg, model_cfg, base_dir, train: TextSplit | None) -> Tex
                          hf.tokenizer_digest(tok))
 
 
-def make_text_splits(data_cfg, base_dir, seed: int, model_cfg=None):
+def _trained_wordpiece(texts: list[str], vocab_size: int, max_length: int, cache_dir: Path | None):
+    """A WordPiece tokenizer trained on ``texts``: from ``cache_dir`` when it was trained before."""
+    import os
+    import shutil
+    import tempfile
+
+    from compress.artifacts import digest_of
+    from compress.sources.text import load_tokenizer
+    from compress.sources.wordpiece import train_wordpiece
+
+    if cache_dir is None:
+        with tempfile.TemporaryDirectory() as tmp:
+            return train_wordpiece(texts, tmp, vocab_size=vocab_size, model_max_length=max_length)
+    entry = Path(cache_dir) / f"wordpiece-{digest_of(texts, vocab_size, max_length)}"
+    if not (entry / "tokenizer.json").is_file():
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.tmp-", dir=entry.parent))
+        try:
+            train_wordpiece(texts, tmp, vocab_size=vocab_size, model_max_length=max_length)
+            os.replace(tmp, entry)
+        except OSError:  # another run put the same tokenizer there first
+            if not (entry / "tokenizer.json").is_file():
+                raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return load_tokenizer(entry, "data")
+
+
+def make_text_splits(data_cfg, base_dir, seed: int, model_cfg=None, cache_dir: Path | None = None):
     """The train / calibration / tuning / heldout (and drift, production) splits of text data."""
     from compress.sources.data import Splits, stratified_fractions
 
@@ -379,7 +409,7 @@ def make_text_splits(data_cfg, base_dir, seed: int, model_cfg=None):
             parts[role] = (samples, np.arange(len(samples)), src)
     placeholder = TextTokenizer(None, text_cfg.max_length, ("input_ids",), "")
     train = TextSplit("train", *parts["train"][:2], placeholder, parts["train"][2]) if "train" in parts else None
-    tokenizer = run_tokenizer(data_cfg, model_cfg, base_dir, train)
+    tokenizer = run_tokenizer(data_cfg, model_cfg, base_dir, train, cache_dir)
     splits = Splits()
     for role in ("train", "calibration", "tuning", "heldout"):
         if role in parts:
