@@ -363,3 +363,54 @@ def test_text_recipe_runs_end_to_end(project):
                                                                for s in (1, 3, 5)}
     assert "| **onnx** |" in (run_dir / "report.md").read_text()
     parse_recipe(yaml.safe_load((run_dir / "recipe.yaml").read_text()))  # the recorded recipe is valid
+
+
+# --- more sources: a vision transformer, an explicit tokenizer, a model without token types ---------
+
+
+def test_hf_vision_transformer_trains_on_images(tmp_path, tiny_npz):
+    from transformers import ViTConfig
+
+    from compress.run.build import build_baseline
+
+    ViTConfig(image_size=8, patch_size=4, num_channels=3, hidden_size=32, num_hidden_layers=1,
+              num_attention_heads=2, intermediate_size=64, num_labels=10,
+              architectures=["ViTForImageClassification"]).save_pretrained(str(tmp_path / "vit"))
+    recipe = parse_recipe({
+        "name": "vit", "model": {"source": "hf:vit", "input_shape": [3, 8, 8]},
+        "data": {"source": "npz:tiny.npz"}, "baseline": {"train": {"epochs": 1, "optimizer": "adamw", "lr": 1e-3}},
+        "variants": {"onnx": {"steps": [{"export": {}}]}},
+        "targets": [{"name": "cpu", "runtime": "onnxruntime", "device": "cpu"}],
+    }, base_dir=tmp_path)
+    splits = make_splits(recipe.data, tmp_path, 0, recipe.model)
+    art, info = build_baseline(recipe, tmp_path, splits, Cache(None), log=lambda _m: None)
+    assert info["trained"] and type(art.module.model).__name__ == "ViTForImageClassification"
+    logits = call_module(art.module, to_torch(splits["heldout"].inputs([0, 1])))
+    assert tuple(logits.shape) == (2, 10)
+
+
+def test_explicit_tokenizer_and_the_inputs_a_model_accepts(tmp_path):
+    """model.tokenizer is used as given; a DistilBERT takes no token_type_ids, so none are fed."""
+    from transformers import DistilBertConfig
+
+    from compress.sources.wordpiece import train_wordpiece
+
+    DistilBertConfig(vocab_size=200, dim=32, n_layers=1, n_heads=2, hidden_dim=64, max_position_embeddings=64,
+                     architectures=["DistilBertForSequenceClassification"]).save_pretrained(str(tmp_path / "bert"))
+    write_reviews(tmp_path / "reviews.csv")
+    train_wordpiece([" ".join(POSITIVE + NEGATIVE + FILLER)] * 3, tmp_path / "tok", vocab_size=100, min_frequency=1)
+    recipe = text_recipe()
+    recipe["model"]["tokenizer"] = "tok"
+    splits, _ = splits_of(tmp_path, recipe)
+    assert splits.tokenizer.origin.endswith("(model.tokenizer)")
+    assert splits.input_spec.names == ("input_ids", "attention_mask")
+    module = ModelSpec("hf:bert", {}, tmp_path).build()
+    assert tuple(call_module(module, to_torch(splits["heldout"].inputs([0, 1, 2]))).shape) == (3, 2)
+
+
+def test_unlabelled_production_text(project):
+    (project / "prod.csv").write_text("sentence\na dull film\nlovely acting\n")
+    splits, _ = splits_of(project, text_recipe(production={"source": "csv:prod.csv"}))
+    prod = splits["production"]
+    assert len(prod) == 2 and prod.texts()[0] == ["a dull film", "lovely acting"]
+    assert set(prod.inputs()) == set(splits.input_spec.names)

@@ -89,31 +89,15 @@ def forward_input_names(config) -> list[str]:
     return list(inspect.signature(model_class(config).forward).parameters)
 
 
-def _torch_module_base():
-    from torch import nn
+def wrap(model):
+    """``model`` wrapped so that forward returns the logits tensor (``hf_module``)."""
+    from compress.sources.hf_module import HFClassifier, HFImageClassifier
 
-    return nn.Module
-
-
-class HFClassifier(_torch_module_base()):
-    """A Hugging Face classifier whose forward returns the logits tensor (not a ModelOutput)."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    @property
-    def config(self):
-        return self.model.config
-
-    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, pixel_values=None):
-        # named parameters (not **kwargs) so that tracing for ONNX export binds inputs by name
-        given = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids,
-                 "pixel_values": pixel_values}
-        return self.model(**{k: v for k, v in given.items() if v is not None}, return_dict=True).logits
+    takes_pixels = "pixel_values" in inspect.signature(type(model).forward).parameters
+    return (HFImageClassifier if takes_pixels else HFClassifier)(model).eval()
 
 
-def build(path: Path, *, saved_config: Path | None = None, where: str = "model.source") -> HFClassifier:
+def build(path: Path, *, saved_config: Path | None = None, where: str = "model.source"):
     """The model of ``hf:path``: its weights when there are some, else untrained from its config.
     With ``saved_config`` (a pruned artifact's config), an untrained model of that config (the
     caller loads the artifact's weights into it)."""
@@ -129,17 +113,17 @@ def build(path: Path, *, saved_config: Path | None = None, where: str = "model.s
         model = cls.from_pretrained(str(path), local_files_only=True, attn_implementation="eager")
     except (OSError, ValueError, RuntimeError) as err:
         raise InputError(f"{where}: the weights in {path} cannot be loaded: {str(err).splitlines()[0][:300]}") from err
-    return HFClassifier(model).eval()
+    return wrap(model)
 
 
 def _without_type(d: dict) -> dict:
     return {"model_type": d.pop("model_type"), **d}
 
 
-def _from_config(config, where: str) -> HFClassifier:
+def _from_config(config, where: str):
     config._attn_implementation = "eager"
     model = model_class(config, where)._from_config(config, attn_implementation="eager")
-    return HFClassifier(model).eval()
+    return wrap(model)
 
 
 def save_config(module, path: Path) -> bool:
