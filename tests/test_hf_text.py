@@ -414,3 +414,12 @@ def test_unlabelled_production_text(project):
     prod = splits["production"]
     assert len(prod) == 2 and prod.texts()[0] == ["a dull film", "lovely acting"]
     assert set(prod.inputs()) == set(splits.input_spec.names)
+
+
+def test_labelled_drift_text_file_shares_the_label_mapping(project):
+    (project / "newer.csv").write_text("sentence,label\nan awful sequel,negative\na superb sequel,positive\n")
+    splits, _ = splits_of(project, text_recipe(drift={"source": "csv:newer.csv"}))
+    assert splits["drift"].labels.tolist() == [0, 1] and splits["drift"].source == "csv:newer.csv"
+    (project / "odd.csv").write_text("sentence,label\nmeh,neutral\n")
+    with pytest.raises(InputError, match=r"data.drift.source: odd.csv has labels \['neutral'\] that the label mapping"):
+        splits_of(project, text_recipe(drift={"source": "csv:odd.csv"}))

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from compress.errors import InputError, MissingDependency
+from compress.errors import InputError
 from compress.sources.inputs import TEXT_INPUTS, InputSpec
-from compress.sources.text import TextSamples, _label_ids, content_hash, read_text_file
+from compress.sources.text import TextSamples, content_hash, read_text_file
 
 TEXT_SCHEMES = {
     "csv": "FILE",
@@ -56,7 +56,9 @@ def load_text_source(source: str, base_dir, text_cfg, *, label_names: Sequence[s
         return read_text_file(path, text_column=column, label_column=text_cfg.label_column,
                               label_names=names, where=where, column_keys=COLUMN_KEYS)
     if scheme in ("hf-dataset", "hf-disk"):
-        return _from_dataset(_open_dataset(scheme, ref, base_dir, where), source, text_cfg, names, where, labelled)
+        from compress.sources.hf_datasets import from_dataset, open_dataset
+
+        return from_dataset(open_dataset(scheme, ref, base_dir, where), source, text_cfg, names, where, labelled)
     raise InputError(f"{where}: unknown text source scheme {scheme!r}; valid: {', '.join(TEXT_SCHEMES)}")
 
 
@@ -87,69 +89,6 @@ def _check_columns(header, columns, label_column, what: str, where: str) -> None
                 f"{where}: {what} has no column {name!r}; its columns are "
                 f"{', '.join(repr(h) for h in header)}: set {key} to one of them"
             )
-
-
-def _open_dataset(scheme: str, ref: str, base_dir, where: str):
-    try:
-        import datasets
-    except ImportError as err:
-        raise MissingDependency("datasets", "datasets", f"Reading {scheme}: data") from err
-    if scheme == "hf-disk":
-        from compress.sources.models import resolve
-
-        directory, _, split = ref.partition("@")
-        path = resolve(directory, base_dir)
-        if not path.is_dir():
-            raise InputError(f"{where}: dataset directory {str(path)!r} does not exist")
-        try:
-            ds = datasets.load_from_disk(str(path))
-        except (FileNotFoundError, ValueError) as err:
-            raise InputError(f"{where}: {path} is not a dataset saved with save_to_disk: {err}") from err
-    else:
-        name, at, split = ref.partition("@")
-        if not at or not split:
-            raise InputError(f"{where}: hf-dataset:{ref} needs a split: hf-dataset:NAME[/CONFIG]@SPLIT, "
-                             "e.g. hf-dataset:glue/sst2@validation")
-        # NAME/CONFIG (glue/sst2), or OWNER/NAME/CONFIG for a Hub id with an owner
-        name, _, config = name.rpartition("/") if "/" in name else (name, "", "")
-        try:
-            return datasets.load_dataset(name, config or None, split=split)
-        except Exception as err:  # offline, unknown name or split: the library's reason, and the way out
-            raise InputError(
-                f"{where}: cannot load the Hugging Face dataset {name!r}"
-                f"{f' (config {config!r})' if config else ''} split {split!r}: {type(err).__name__}: "
-                f"{str(err).splitlines()[0][:300]}. It is read from the local cache (~/.cache/huggingface) "
-                "or the Hub when reachable; offline, save it once with dataset.save_to_disk(DIR) on a "
-                "connected machine and use hf-disk:DIR@SPLIT"
-            ) from None
-    if isinstance(ds, datasets.DatasetDict):
-        if not split:
-            raise InputError(f"{where}: {ref} holds splits {', '.join(ds)}: name one, hf-disk:DIR@SPLIT")
-        if split not in ds:
-            raise InputError(f"{where}: {ref.partition('@')[0]} has no split {split!r}; splits: {', '.join(ds)}")
-        return ds[split]
-    if split:
-        raise InputError(f"{where}: {ref.partition('@')[0]} is a single dataset, not a dict of splits: drop @{split}")
-    return ds
-
-
-def _from_dataset(ds, source: str, text_cfg, names, where: str, labelled: bool) -> TextSamples:
-    columns = _columns(text_cfg.column)
-    label_column = text_cfg.label_column if labelled or text_cfg.label_column in ds.column_names else None
-    _check_columns(ds.column_names, columns, label_column, source, where)
-    if len(ds) == 0:
-        raise InputError(f"{where}: {source} has no samples")
-    texts = [str(t) for t in ds[columns[0]]]
-    pairs = [str(t) for t in ds[columns[1]]] if len(columns) == 2 else None
-    if label_column is None:
-        return TextSamples(Path(source), texts, pairs, np.zeros(len(texts), np.int64), list(names or ["0"]))
-    feature = ds.features[label_column]
-    raw = list(ds[label_column])
-    if getattr(feature, "names", None):  # a ClassLabel: ids with names
-        raw = [feature.names[i] if isinstance(i, int) and i >= 0 else str(i) for i in raw]
-        names = names if names is not None else list(feature.names)
-    labels, names = _label_ids([str(v).strip() for v in raw], names, Path(source), where)
-    return TextSamples(Path(source), texts, pairs, labels, names)
 
 
 # --- the tokenizer of a run ---------------------------------------------------------------------
@@ -207,6 +146,7 @@ class TextSplit:
     corruption: TextCorruption | None = None
     labels: np.ndarray = field(init=False, repr=False)
     _lengths: np.ndarray | None = field(default=None, init=False, repr=False)
+    _scan: tuple[str, list[str]] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self):
         self.rows = np.asarray(self.rows, dtype=np.int64)
@@ -270,20 +210,26 @@ class TextSplit:
                          source or f"{self.source} + {name} (severity {severity})",
                          TextCorruption(name, severity, seed))
 
+    def _scanned(self) -> tuple[str, list[str]]:
+        """(fingerprint, per-sample hashes), remembered."""
+        if self._scan is None:
+            texts, pairs = self.texts()
+            h = hashlib.sha256()
+            for part in (texts, pairs or [], self.samples.label_names,
+                         [self.tokenizer.digest, self.tokenizer.max_length, list(self.tokenizer.names)]):
+                h.update(json.dumps(part, ensure_ascii=False).encode("utf-8"))
+            h.update(self.labels.astype(np.int64).tobytes())
+            hashes = [content_hash(t, p) for t, p in zip(texts, pairs or [None] * len(texts), strict=True)]
+            self._scan = (h.hexdigest()[:16], hashes)
+        return self._scan
+
     def sample_hashes(self) -> list[str]:
         """A content hash per sample of its normalised text (pair included), for the overlap check."""
-        texts, pairs = self.texts()
-        return [content_hash(t, p) for t, p in zip(texts, pairs or [None] * len(texts), strict=True)]
+        return self._scanned()[1]
 
     def fingerprint(self) -> str:
         """A hash of the texts, labels, label names, tokenizer and max_length (cache keys, results)."""
-        texts, pairs = self.texts()
-        h = hashlib.sha256()
-        for part in (texts, pairs or [], self.samples.label_names,
-                     [self.tokenizer.digest, self.tokenizer.max_length, list(self.tokenizer.names)]):
-            h.update(json.dumps(part, ensure_ascii=False).encode("utf-8"))
-        h.update(self.labels.astype(np.int64).tobytes())
-        return h.hexdigest()[:16]
+        return self._scanned()[0]
 
 
 def length_order(split) -> np.ndarray:
