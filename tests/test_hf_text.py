@@ -338,6 +338,20 @@ def test_text_keys_refused_for_images():
     assert ModelConfig(source="hf:x").input_shape is None
 
 
+def test_text_model_keys_checked_against_the_data(project, new_tiny_recipe):
+    with_shape = text_recipe()
+    with_shape["model"]["input_shape"] = [3, 8, 8]
+    with pytest.raises(RecipeError, match="model.input_shape: text models take token arrays"):
+        parse_recipe(with_shape, base_dir=project)
+    image = new_tiny_recipe()
+    image["model"]["tokenizer"] = "tok"
+    with pytest.raises(RecipeError, match="model.tokenizer: a tokenizer applies to text data"):
+        parse_recipe(image)
+    del image["model"]["tokenizer"], image["model"]["input_shape"]
+    with pytest.raises(RecipeError, match=r"model.input_shape: image data needs one sample's shape"):
+        parse_recipe(image)
+
+
 # --- a whole run ----------------------------------------------------------------------------------
 
 

@@ -203,6 +203,8 @@ def _modality(recipe: Recipe) -> list[str]:
                         f"valid: {', '.join(sorted(valid))}")
     if not text and recipe.model.input_shape is None and recipe.model.source.partition(":")[0] != "onnx":
         problems.append("model.input_shape: image data needs one sample's shape, e.g. [3, 32, 32]")
+    if not text and recipe.model.tokenizer is not None:
+        problems.append("model.tokenizer: a tokenizer applies to text data; remove it for image data")
     if text and recipe.model.input_shape is not None:
         problems.append("model.input_shape: text models take token arrays (data.text.max_length sets "
                         "their length); remove input_shape")
