@@ -375,7 +375,9 @@ def test_text_recipe_runs_end_to_end(project):
     assert abs(variant["accuracy"]["heldout"]["top1"] - results["baseline"]["accuracy"]["heldout"]["top1"]) < 2
     assert set(results["baseline"]["drift"]["robustness"]["cells"]) == {f"{c}@{s}" for c in ("typo", "case", "dropped_words")
                                                                for s in (1, 3, 5)}
-    assert "| **onnx** |" in (run_dir / "report.md").read_text()
+    report = (run_dir / "report.md").read_text()
+    assert "| **onnx** |" in report
+    assert f"- tokenizer: trained on the train split ({tok['vocab_size']:,} tokens, sha256 {tok['sha256_20']})" in report
     parse_recipe(yaml.safe_load((run_dir / "recipe.yaml").read_text()))  # the recorded recipe is valid
 
 
