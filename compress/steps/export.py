@@ -11,7 +11,14 @@ from pydantic import Field
 
 from compress.artifacts import Artifact
 from compress.errors import StepError
-from compress.sources.inputs import bind, call_module, example_inputs, to_torch
+from compress.sources.inputs import (
+    InputSpec,
+    as_input_spec,
+    bind,
+    call_module,
+    example_inputs,
+    to_torch,
+)
 from compress.steps.base import StepConfig, StepContext, register_step
 
 # Opset 17: every ORT >= 1.14 and TensorRT >= 8.6 runs it, and the legacy exporter (which writes a
@@ -29,19 +36,38 @@ class ExportConfig(StepConfig):
     atol: float = Field(1e-3, gt=0, description="Largest allowed |onnx - torch| relative to the logits' range")
 
 
-def export_onnx(module, example, path, *, opset: int, dynamic_batch: bool) -> None:
-    """Export with the data's input names: ``example`` is a mapping of named example arrays, or one
-    sample's shape (an image model: its one input is ``pixel_values``)."""
+def onnx_dynamic_axes(input_spec: InputSpec, dynamic_batch: bool) -> dict | None:
+    """ONNX dynamic axes: the batch (unless ``dynamic_batch`` is off) and a text input's sequence
+    (always: text batches are padded to their own longest sample); ``logits`` follows the batch."""
+    axes = {n: {a: label for a, label in ax.items() if dynamic_batch or a != 0}
+            for n, ax in input_spec.dynamic_axes().items()}
+    if dynamic_batch:
+        axes["logits"] = {0: "batch"}
+    axes = {n: ax for n, ax in axes.items() if ax}
+    return axes or None
+
+
+def export_onnx(module, example, path, *, opset: int, dynamic_batch: bool = True,
+                dynamic_axes: dict | None = None) -> None:
+    """Export with the data's input names, in the spec's order: ``example`` is an InputSpec, a
+    mapping of named example arrays, or one image sample's shape. ``dynamic_axes`` defaults to the
+    batch axis (``dynamic_batch``), and for an InputSpec to its own axes (text: batch and sequence)."""
     import torch
 
     if not isinstance(example, Mapping):
-        example = example_inputs(tuple(example), batch=2)
+        spec = as_input_spec(example)
+        example = example_inputs(spec, batch=2)
+        if dynamic_axes is None:
+            dynamic_axes = onnx_dynamic_axes(spec, dynamic_batch)
     module = module.eval()
     names = list(example)
     tensors = to_torch(example)
     # one input goes positionally (image classifiers); several as keywords (a trailing dict)
     args = (tensors[names[0]],) if len(names) == 1 else (tensors,)
-    axes = {**{n: {0: "batch"} for n in names}, "logits": {0: "batch"}} if dynamic_batch else None
+    if dynamic_axes is not None:
+        axes = dynamic_axes
+    else:
+        axes = {**{n: {0: "batch"} for n in names}, "logits": {0: "batch"}} if dynamic_batch else None
     with warnings.catch_warnings():
         # the legacy exporter announces its deprecation; its output is what we verify below
         warnings.simplefilter("ignore")
@@ -51,23 +77,41 @@ def export_onnx(module, example, path, *, opset: int, dynamic_batch: bool) -> No
         )
 
 
-def verify_onnx(module, path, inputs: Mapping[str, np.ndarray], atol: float) -> float:
-    """Max |ORT - torch| over ``inputs``, relative to the logits' range; raises above ``atol``."""
+def verify_onnx(module, path, inputs, atol: float, what: str = "the exported ONNX model") -> float:
+    """Max |ORT - torch| over ``inputs`` (one batch of named arrays, or several: text batches of
+    different lengths), relative to the logits' range; raises above ``atol``."""
     import onnxruntime as ort
     import torch
 
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = sess.run(None, bind(inputs, [i.name for i in sess.get_inputs()], "the exported model"))[0]
-    with torch.inference_mode():
-        want = call_module(module.eval(), to_torch(inputs)).numpy()
-    scale = max(1e-6, float(np.abs(want).max()))
-    err = float(np.abs(got - want).max()) / scale
+    names = [i.name for i in sess.get_inputs()]
+    err = 0.0
+    for batch in [inputs] if isinstance(inputs, Mapping) else inputs:
+        got = sess.run(None, bind(batch, names, what))[0]
+        with torch.inference_mode():
+            want = call_module(module.eval(), to_torch(batch)).numpy()
+        scale = max(1e-6, float(np.abs(want).max()))
+        err = max(err, float(np.abs(got - want).max()) / scale)
     if err > atol:
         raise StepError(
-            f"the exported ONNX model disagrees with torch: max relative error {err:.2e} > atol "
+            f"{what} disagrees with torch: max relative error {err:.2e} > atol "
             f"{atol:g}; the model may use an op the exporter translates differently"
         )
     return err
+
+
+def verification_batches(split, input_spec: InputSpec, dynamic_batch: bool) -> list[dict[str, np.ndarray]]:
+    """Real samples to compare ONNX with torch on. Images: one batch (up to 64; 2 for a fixed
+    batch). Text: the shortest and the longest of the first 64 samples as two batches of different
+    sizes, each padded to its own longest sample, so both dynamic axes are exercised."""
+    n = min(len(split), 64)
+    if input_spec.kind != "text":
+        return [split.inputs(np.arange(min(n, 64 if dynamic_batch else 2)))]
+    idx = np.arange(n)
+    if hasattr(split, "lengths"):
+        idx = idx[np.argsort(np.asarray(split.lengths())[:n], kind="stable")]
+    small, large = (2, 2) if not dynamic_batch else (max(1, min(8, n // 4)), max(1, min(16, n // 2)))
+    return [split.inputs(np.sort(idx[:small])), split.inputs(np.sort(idx[-large:]))]
 
 
 def openvino_fingerprint() -> dict:
@@ -105,21 +149,21 @@ def _check(cfg: ExportConfig, recipe) -> list[str]:
     check=_check, example={"format": "onnx", "opset": 17},
 )
 def apply(art: Artifact, cfg: ExportConfig, ctx: StepContext) -> Artifact:
-    """Export to ONNX with a dynamic batch axis, verified against torch on real inputs."""
+    """Export to ONNX with dynamic batch (and, for text, sequence) axes, verified against torch
+    on real inputs."""
     module = art.load_module()
     path = ctx.workdir / "model.onnx"
     try:
-        export_onnx(module, example_inputs(ctx.input_shape, batch=2), path, opset=cfg.opset,
-                    dynamic_batch=cfg.dynamic_batch)
+        export_onnx(module, ctx.input_spec, path, opset=cfg.opset, dynamic_batch=cfg.dynamic_batch)
     except Exception as err:
         raise StepError(f"torch.onnx.export failed: {type(err).__name__}: {err}") from err
     meta = dict(art.meta)
     if cfg.verify:
         role = "calibration" if "calibration" in ctx.splits else "train"
-        split = ctx.data(role)
-        n = min(len(split), 64)
-        inputs = split.inputs(np.arange(min(n, 64 if cfg.dynamic_batch else 2)))
-        meta["export_max_rel_error"] = verify_onnx(module, path, inputs, cfg.atol)
+        batches = verification_batches(ctx.data(role), ctx.input_spec, cfg.dynamic_batch)
+        meta["export_max_rel_error"] = verify_onnx(module, path, batches, cfg.atol)
+        if ctx.input_spec.kind == "text":
+            meta["export_verified_shapes"] = [list(next(iter(b.values())).shape) for b in batches]
     meta["opset"] = cfg.opset
     if cfg.format == "openvino":
         import json
