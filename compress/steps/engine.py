@@ -98,6 +98,10 @@ def apply(art: Artifact, cfg: EngineConfig, ctx: StepContext) -> Artifact:
     """Build a TensorRT engine from ONNX (fp32 / fp16 / int8) for the GPU of this machine."""
     from compress.engine.tensorrt import build_engine, build_plan, import_tensorrt, onnx_has_qdq
 
+    if art.meta.get("transformer_fusions"):
+        raise StepError("this ONNX model has ONNX Runtime's fused transformer ops (Attention, "
+                        "SkipLayerNormalization, ...), which TensorRT cannot parse: export it with "
+                        "optimize: none for a TensorRT engine")
     qdq = onnx_has_qdq(art.path)
     if cfg.precision == "int8-qdq" and not qdq:
         raise StepError("precision int8-qdq needs a QDQ model: put `- quantize: {target: tensorrt}` "
