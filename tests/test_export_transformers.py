@@ -249,10 +249,9 @@ def test_engine_profile_covers_batch_and_sequence_of_every_text_input(tmp_path, 
 
 
 def test_engine_step_sets_sequence_range_from_max_length_and_refuses_fused_models(tmp_path, bert_export, monkeypatch):
+    import compress.engine.tensorrt as engine_mod
     from compress.steps.engine import EngineConfig
     from compress.steps.engine import apply as engine
-
-    import compress.engine.tensorrt as engine_mod
 
     monkeypatch.setattr(engine_mod, "gpu_identity", lambda device=0: {"gpu": "G", "compute_capability": "9.0"})
     monkeypatch.setattr(engine_mod, "driver_version", lambda: "550.54")
