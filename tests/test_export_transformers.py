@@ -230,15 +230,23 @@ def test_a_hand_written_vit_exports_through_the_image_path_and_preprocesses(tmp_
         np.testing.assert_allclose(got, module(torch.from_numpy(x)).numpy(), rtol=1e-4, atol=1e-4)
 
 
-def test_engine_profile_covers_batch_and_sequence_of_every_text_input(tmp_path, bert_export, monkeypatch):
+@pytest.fixture
+def text_trt(monkeypatch):
+    """The fake tensorrt module (NOT TensorRT) parsing networks with the text inputs, on a fake GPU."""
     import compress.engine.tensorrt as engine_mod
-    from compress.engine.tensorrt import build_engine
 
     monkeypatch.setattr(engine_mod, "gpu_identity", lambda device=0: {"gpu": "G", "compute_capability": "9.0"})
     monkeypatch.setattr(engine_mod, "driver_version", lambda: "550.54")
     monkeypatch.setattr(engine_mod, "tensorrt_cuda_major", lambda: "12")
     trt = fake_tensorrt.make("10.13.0", inputs=NAMES)
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    return trt
+
+
+def test_engine_profile_covers_batch_and_sequence_of_every_text_input(tmp_path, bert_export, text_trt):
+    from compress.engine.tensorrt import build_engine
+
+    trt = text_trt
     _, split, plain, _, _ = bert_export
     build_engine(plain.path, tmp_path / "e.plan", precision="fp32", input_spec=split.input_spec,
                  batch_min=1, batch_opt=4, batch_max=8, seq=(2, 16, MAX_LEN), workspace_bytes=1 << 20,
@@ -248,16 +256,11 @@ def test_engine_profile_covers_batch_and_sequence_of_every_text_input(tmp_path, 
     assert sum(c[0] == "add_optimization_profile" for c in trt.calls) == 1
 
 
-def test_engine_step_sets_sequence_range_from_max_length_and_refuses_fused_models(tmp_path, bert_export, monkeypatch):
-    import compress.engine.tensorrt as engine_mod
+def test_engine_step_sets_sequence_range_from_max_length_and_refuses_fused_models(tmp_path, bert_export, text_trt):
     from compress.steps.engine import EngineConfig
     from compress.steps.engine import apply as engine
 
-    monkeypatch.setattr(engine_mod, "gpu_identity", lambda device=0: {"gpu": "G", "compute_capability": "9.0"})
-    monkeypatch.setattr(engine_mod, "driver_version", lambda: "550.54")
-    monkeypatch.setattr(engine_mod, "tensorrt_cuda_major", lambda: "12")
-    trt = fake_tensorrt.make("10.13.0", inputs=NAMES)
-    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    trt = text_trt
     _, split, plain, fused, _ = bert_export
     ctx = _ctx(tmp_path, split, split.input_spec)
     out = engine(plain, EngineConfig(precision="fp32", batch_opt=4, batch_max=8, seq_opt=16), ctx)
