@@ -213,6 +213,24 @@ def train(
     return history
 
 
+@contextlib.contextmanager
+def torch_threads(threads: int | None):
+    """Run the block with ``threads`` torch intra-op threads (None: leave torch's setting), then
+    restore the previous count. On a small shared machine one thread can train faster than two
+    (docs/results/transformers.md)."""
+    import torch
+
+    if threads is None:
+        yield torch.get_num_threads()
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield threads
+    finally:
+        torch.set_num_threads(before)
+
+
 def lr_factor(total_steps: int, warmup_steps: int):
     """The learning-rate multiplier at each step: a linear rise over ``warmup_steps``, then a
     cosine decay to 0 over the rest (the plain cosine when there is no warm-up)."""

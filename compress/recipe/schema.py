@@ -271,6 +271,10 @@ class TrainConfig(Strict):
         "from 0 (then the cosine decay); transformers want about 0.06"
     )
     max_grad_norm: float | None = Field(None, gt=0, description="Clip the gradient norm to this (e.g. 1.0)")
+    threads: int | None = Field(
+        None, ge=1, description="torch threads while training (default: torch's own); on a small, busy "
+        "machine 1 can be faster than 2"
+    )
 
 
 class BaselineConfig(Strict):
@@ -362,6 +366,11 @@ class EvaluateConfig(Strict):
         description="Resamples of the bootstrap of an unpaired drift change (paired intervals do not resample)",
     )
     confidence: float = Field(0.95, gt=0.5, lt=1, description="Level of every interval and test")
+    fit_samples: int | None = Field(
+        None, ge=1, description="Samples of each split a model was fitted on (train, calibration, tuning) "
+        "evaluated for the overfitting gap: a seeded random subset, the same for every model (default: "
+        "all); held-out is always evaluated whole"
+    )
     robustness: RobustnessConfig = Field(default_factory=RobustnessConfig)
 
 

@@ -111,16 +111,18 @@ def build_baseline(recipe, base_dir: Path, splits, cache: Cache, progress=None, 
         else:
             import torch
 
-            from compress.training import train
+            from compress.training import torch_threads, train
 
             torch.manual_seed(recipe.seed)
             module = _checked_labels(spec.build(), splits)
-            history = train(
-                module, splits["train"], epochs=tcfg.epochs, lr=tcfg.lr, batch_size=tcfg.batch_size,
-                momentum=tcfg.momentum, weight_decay=tcfg.weight_decay, seed=recipe.seed,
-                optimizer=tcfg.optimizer, warmup=tcfg.warmup, max_grad_norm=tcfg.max_grad_norm,
-                progress=progress, description="training baseline",
-            )
+            with torch_threads(tcfg.threads) as threads:
+                history = train(
+                    module, splits["train"], epochs=tcfg.epochs, lr=tcfg.lr, batch_size=tcfg.batch_size,
+                    momentum=tcfg.momentum, weight_decay=tcfg.weight_decay, seed=recipe.seed,
+                    optimizer=tcfg.optimizer, warmup=tcfg.warmup, max_grad_norm=tcfg.max_grad_norm,
+                    progress=progress, description="training baseline",
+                )
+            history["threads"] = threads
             art = Artifact(kind="torch", digest=digest, module=module.eval(), model_spec=spec,
                            lineage=["baseline(trained)"], meta={"train": history})
             art = cache.put(art)

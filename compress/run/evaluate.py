@@ -31,6 +31,24 @@ def fit_roles(consumed, baseline_trained: bool, splits) -> list[str]:
     return [r for r in FIT_ROLES if r in roles and r in splits]
 
 
+def fit_subsets(splits, fit_samples: int | None, seed: int) -> dict:
+    """The splits evaluated: each fit split (train, calibration, tuning) cut to a seeded random
+    subset of ``fit_samples`` rows (the same rows for every model, so gaps stay paired); held-out,
+    drift and production whole."""
+    import numpy as np
+
+    out = dict(splits)
+    if fit_samples is None:
+        return out
+    for role in FIT_ROLES:
+        split = splits.get(role)
+        if split is not None and len(split) > fit_samples:
+            rng = np.random.default_rng([seed, FIT_ROLES.index(role)])
+            idx = np.sort(rng.choice(len(split), size=fit_samples, replace=False))
+            out[role] = split.subset(idx, source=f"{split.source} ({fit_samples} of {len(split)} samples)")
+    return out
+
+
 def robustness_active(recipe, splits) -> bool:
     when = recipe.evaluate.robustness.when
     if when == "never":
@@ -127,9 +145,10 @@ def evaluate_all(recipe, splits, baseline, baseline_info: dict, built: dict, var
         corrupted = corrupted_splits(splits["heldout"], names, rb.severities, seed=recipe.seed)
     log("evaluating on " + ", ".join(roles + (["production"] if "production" in splits else []))
         + " ...")
+    judged = fit_subsets(splits, recipe.evaluate.fit_samples, recipe.seed)
     session = load(baseline)
     try:
-        base = _evaluate_model(session, "baseline", roles, splits, corrupted, recipe, progress)
+        base = _evaluate_model(session, "baseline", roles, judged, corrupted, recipe, progress)
     finally:
         session.close()
     baseline_entry = {
@@ -151,7 +170,7 @@ def evaluate_all(recipe, splits, baseline, baseline_info: dict, built: dict, var
         try:
             session = load(b.artifact)
             try:
-                model = _evaluate_model(session, name, roles, splits, corrupted, recipe, progress)
+                model = _evaluate_model(session, name, roles, judged, corrupted, recipe, progress)
             finally:
                 session.close()
         except Exception as err:

@@ -50,11 +50,19 @@ class FinetuneConfig(StepConfig):
     augment: AugmentConfig | None = Field(
         None, description="Augment training images (flips, padded crops); off when absent"
     )
+    samples: int | None = Field(
+        None, ge=2, description="Fine-tune on a seeded, stratified subset of this many train samples "
+        "(default: all of train): a time budget for a large train split"
+    )
+    threads: int | None = Field(
+        None, ge=1, description="torch threads while fine-tuning (default: torch's own); on a small, "
+        "busy machine 1 can be faster than 2"
+    )
 
 
 def run_finetune(module, cfg: FinetuneConfig, ctx: StepContext, label: str = "fine-tuning") -> dict:
     """Train ``module`` in place on the train split; returns the training history."""
-    from compress.training import carve_validation, train
+    from compress.training import carve_validation, torch_threads, train
 
     teacher = None
     if cfg.distill is not None:
@@ -65,6 +73,9 @@ def run_finetune(module, cfg: FinetuneConfig, ctx: StepContext, label: str = "fi
             )
         teacher = ctx.baseline.load_module().eval()
     split = ctx.data("train")
+    full_n = len(split)
+    if cfg.samples is not None and cfg.samples < full_n:
+        split = train_subset(split, cfg.samples, ctx.seed)
     validation = None
     if cfg.early_stopping is not None:
         try:
@@ -77,18 +88,27 @@ def run_finetune(module, cfg: FinetuneConfig, ctx: StepContext, label: str = "fi
         raise StepError(
             f"finetune.augment needs image inputs (N, C, H, W); this train split holds {what}: remove augment"
         )
-    history = train(
-        module, split, epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size,
-        weight_decay=cfg.weight_decay, seed=ctx.seed, teacher=teacher,
-        temperature=cfg.distill.temperature if cfg.distill else 4.0,
-        alpha=cfg.distill.alpha if cfg.distill else 0.0, progress=ctx.progress, description=label,
-        validation=validation, patience=cfg.early_stopping.patience if cfg.early_stopping else None,
-        augment=cfg.augment.model_dump() if cfg.augment else None,
-        feature_layers=cfg.distill.features if cfg.distill else None,
-        feature_weight=cfg.distill.feature_weight if cfg.distill else 1.0,
-    )
-    history["distilled"] = teacher is not None
+    with torch_threads(cfg.threads) as threads:
+        history = train(
+            module, split, epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size,
+            weight_decay=cfg.weight_decay, seed=ctx.seed, teacher=teacher,
+            temperature=cfg.distill.temperature if cfg.distill else 4.0,
+            alpha=cfg.distill.alpha if cfg.distill else 0.0, progress=ctx.progress, description=label,
+            validation=validation, patience=cfg.early_stopping.patience if cfg.early_stopping else None,
+            augment=cfg.augment.model_dump() if cfg.augment else None,
+            feature_layers=cfg.distill.features if cfg.distill else None,
+            feature_weight=cfg.distill.feature_weight if cfg.distill else 1.0,
+        )
+    history.update(distilled=teacher is not None, threads=threads, train_split_n=full_n)
     return history
+
+
+def train_subset(split, samples: int, seed: int):
+    """A seeded subset of ``samples`` rows of a train split with its class proportions."""
+    from compress.sources.data import stratified_fractions
+
+    rows = stratified_fractions(split.labels, {"kept": samples / len(split)}, seed)["kept"]
+    return split.subset(rows, source=f"{split.source} ({len(rows)} of {len(split)} samples)")
 
 
 @register_step(
