@@ -92,3 +92,95 @@ def test_grid_times_every_cell_and_real_lengths_pad_less(bert_pair):
         assert real[how]["throughput_per_s"] == pytest.approx(32 / (real[how]["p50_ms"] / 1e3))
     # 64-token batches of mostly ~12-token sentences: padding costs work
     assert real["speedup"]["estimate"] > 1.0
+
+
+@pytest.fixture(scope="module")
+def text_run(bert_pair, new_tiny_recipe):
+    """The run's profile and cost stages on a text model (a stand-in text split, the tiny BERT as
+    baseline and variant), and the report's serving section from them."""
+    from compress.recipe.schema import Recipe
+    from compress.run.pipeline import cost_stage, profile_stage
+    from compress.sources.inputs import InputSpec
+    from tests.text_fixtures import VOCAB
+
+    raw = new_tiny_recipe()
+    raw["profile"].update(seq_lens=[16, 64], real_lengths={"batch_size": 8, "samples": 32, "batching": "length"})
+    raw["targets"][0]["usd_per_hour"] = 0.1
+    recipe = Recipe.model_validate(raw)  # the schema only: the text data section is not in this recipe
+    split = short_sentences()
+    split.input_spec = InputSpec.text(["input_ids", "attention_mask"], 64, VOCAB)
+    art = bert_pair[0]
+    entries = {"baseline": {}, "onnx-fp32": {"steps": []}}
+    profile_stage(recipe, {"heldout": split, "calibration": split}, {"baseline": art, "onnx-fp32": art},
+                  entries, None, lambda m: None)
+    cost_stage(recipe, entries)
+    return recipe, entries
+
+
+def test_a_run_profiles_text_on_the_grid_and_at_real_lengths(text_run):
+    from compress.results.models import Measured
+
+    _, entries = text_run
+    for entry in entries.values():
+        Measured.model_validate(entry)  # the typed results accept every new key
+        grid = entry["latency_by_seq_len"]["cpu"]
+        assert {n: sorted(c) for n, c in grid.items()} == {"16": ["1", "4"], "64": ["1", "4"]}
+        assert entry["latency"]["cpu"] == grid["64"]
+        assert all(m["usd_per_1m"] > 0 for c in grid.values() for m in c.values())  # every cell priced
+        real = entry["real_lengths"]["cpu"]
+        assert real["batching"] == "length" and real["n_samples"] == 32 and real["batch_size"] == 8
+        assert real["dynamic"]["usd_per_1m"] < real["padded"]["usd_per_1m"]
+    speed = entries["baseline"]["speedup_by_seq_len"]["cpu"]
+    assert set(speed) == {"16", "64"} and speed["64"] == entries["baseline"]["speedup"]["cpu"]
+
+
+def test_report_shows_the_grid_and_the_real_length_line(text_run):
+    from compress.report.serving import serving_section
+
+    recipe, entries = text_run
+    results = {"recipe": recipe.model_dump(mode="json", by_alias=True), "baseline": entries["baseline"],
+               "variants": {"onnx-fp32": entries["onnx-fp32"]}}
+    text = serving_section(results, {"name": "cpu"})
+    assert "| variant | b1 × 16 tokens | b1 × 64 tokens | b4 × 16 tokens | b4 × 64 tokens |" in text
+    real = entries["baseline"]["real_lengths"]["cpu"]
+    assert (f"**At the heldout split's own lengths** (32 samples, mean {real['mean_length']:.1f} tokens, "
+            "in 4 batches of 8 grouped by length") in text
+    assert f"{real['speedup']['estimate']:.2f}x [" in text and "faster than padding to 64 tokens" in text
+
+
+@pytest.mark.parametrize(("profile", "message"), [
+    ({"seq_lens": [128]}, "profile.seq_lens: only a text model has a sequence axis to profile"),
+    ({"real_lengths": {"batching": "length"}}, "profile.real_lengths: only a text model has a sequence axis"),
+    ({"seq_lens": [0, 128]}, "profile.seq_lens: seq_lens must be positive numbers of tokens"),
+    ({"real_lengths": {"sample": 64}}, "profile.real_lengths.sample: unknown key"),
+    ({"real_lengths": {"batching": "sorted"}}, "profile.real_lengths.batching: Input should be 'arrival' or 'length'"),
+])
+def test_validate_refuses_bad_shape_keys_with_exit_2(cli, write_recipe, recipe_dict, profile, message):
+    from compress.cli import app
+
+    recipe_dict["profile"].update(profile)
+    result = cli.invoke(app, ["validate", str(write_recipe(recipe_dict))])
+    assert result.exit_code == 2, result.output
+    assert message in " ".join(result.stderr.split())
+    assert "Traceback" not in result.output
+
+
+def test_an_image_recipe_may_switch_real_lengths_off(recipe_dict):
+    from compress.recipe import parse_recipe
+
+    recipe_dict["profile"]["real_lengths"] = False
+    profile = parse_recipe(recipe_dict).profile
+    assert profile.real_lengths_config(text=False) is None and profile.real_lengths_config(text=True) is None
+
+
+def test_real_lengths_must_name_a_split_the_data_has(recipe_dict, monkeypatch):
+    from compress.errors import RecipeError
+    from compress.recipe import parse_recipe, rules
+
+    monkeypatch.setattr(rules, "is_text", lambda recipe: True)  # until the recipe has text data
+    recipe_dict["profile"]["real_lengths"] = {"split": "tuning"}
+    with pytest.raises(RecipeError, match=r"profile.real_lengths.split: the data has no tuning split; use one "
+                                          r"of calibration, heldout, train"):
+        parse_recipe(recipe_dict)
+    recipe_dict["profile"]["real_lengths"] = True
+    assert parse_recipe(recipe_dict).profile.real_lengths_config(text=True).split == "heldout"

@@ -180,6 +180,7 @@ def _other_keys(recipe: Recipe) -> list[str]:
                 f"{recipe.profile.batch_sizes}"
             )
     problems += _baseline(recipe)
+    problems += _profile_shapes(recipe)
     if recipe.data.drift and recipe.data.drift.corruption:
         from compress.measure.corruptions import CORRUPTIONS
 
@@ -189,6 +190,27 @@ def _other_keys(recipe: Recipe) -> list[str]:
                 f"valid: {', '.join(sorted(CORRUPTIONS))}"
             )
     return problems
+
+
+def is_text(recipe: Recipe) -> bool:
+    """Whether the recipe's model reads text (its data has a ``text`` section)."""
+    return getattr(recipe.data, "text", None) is not None
+
+
+def _profile_shapes(recipe: Recipe) -> list[str]:
+    """Sequence lengths and real-length timing apply to text models only, on a split that exists."""
+    profile = recipe.profile
+    if not is_text(recipe):
+        return [f"profile.{key}: only a text model has a sequence axis to profile; this recipe's data "
+                f"has no text section, so remove profile.{key}"
+                for key, given in (("seq_lens", profile.seq_lens is not None),
+                                   ("real_lengths", profile.real_lengths is not None and profile.real_lengths.enabled))
+                if given]
+    real = profile.real_lengths_config(text=True)
+    if real is not None and real.split not in recipe.data.roles():
+        return [f"profile.real_lengths.split: the data has no {real.split} split; use one of "
+                f"{', '.join(sorted(recipe.data.roles()))}"]
+    return []
 
 
 def _baseline(recipe: Recipe) -> list[str]:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from compress.errors import CompressError
-from compress.measure.cost import serving_costs
+from compress.measure.cost import serving_costs, usd_per_1m
 from compress.measure.energy import meter_device
 from compress.measure.lengths import ServedLengths, time_grid, time_served
 from compress.measure.memory import measure_memory_many
@@ -96,3 +96,15 @@ def add_costs(entries: dict[str, dict], targets, *, reference: str, requests_per
             serving_costs(entries, target.name, target.usd_per_hour, reference=reference,
                           requests_per_day=requests_per_day,
                           compression_usd_per_hour=compression_usd_per_hour)
+            _price_shapes(entries, target.name, target.usd_per_hour)
+
+
+def _price_shapes(entries: dict[str, dict], target: str, usd_per_hour: float) -> None:
+    """$ per 1M inferences of every grid cell and of the real-length passes of a text model."""
+    for entry in entries.values():
+        cells = [m for per_bs in (entry.get("latency_by_seq_len") or {}).get(target, {}).values()
+                 for m in per_bs.values()]
+        real = (entry.get("real_lengths") or {}).get(target)
+        cells += [real[how] for how in ("dynamic", "padded")] if real else []
+        for m in cells:
+            m.setdefault("usd_per_1m", usd_per_1m(m["throughput_per_s"], usd_per_hour))
