@@ -25,7 +25,7 @@ from compress.report.markdown import render_report
 from compress.report.plots import write_plots
 from compress.results.gate import apply_gate
 from compress.results.schema import SCHEMA_VERSION, validate_results
-from compress.run.build import Built, build_baseline, build_variants
+from compress.run.build import Built, build_baseline, build_variants, input_spec_for
 from compress.run.environment import environment
 from compress.run.evaluate import evaluate_all
 from compress.run.profiling import add_costs, profile_pairs, timing_plan
@@ -174,8 +174,8 @@ def profile_stage(recipe, splits, artifacts: dict[str, Artifact], entries: dict[
     text model on the batch size x sequence length grid and at the real lengths of a split too."""
     probe = splits["calibration"] if "calibration" in splits else splits.get("train", splits["heldout"])
     rng = np.random.default_rng(recipe.seed)
-    spec = getattr(splits["heldout"], "input_spec", None)
-    text = spec is not None and spec.kind == "text"
+    spec = input_spec_for(recipe, splits)
+    text = spec.kind == "text"
 
     def make_batch(bs: int, seq_len: int | None = None) -> dict:
         idx = rng.choice(len(probe), size=bs, replace=len(probe) < bs)
@@ -191,7 +191,7 @@ def profile_stage(recipe, splits, artifacts: dict[str, Artifact], entries: dict[
                 owner[f"{name}@{target.name}"] = name
     measured = profile_pairs(
         pairs, make_batch, recipe.profile.batch_sizes, plan=timing_plan(recipe.profile),
-        memory_input_shape=tuple(recipe.model.input_shape) if recipe.profile.memory else None,
+        memory_input_spec=spec if recipe.profile.memory else None,
         seq_lens=(recipe.profile.seq_lens or [spec.seq_len]) if text else None,
         served=served_for(recipe, splits, spec) if text else None, seed=recipe.seed,
         progress=progress, log=log,

@@ -33,7 +33,7 @@ def profile_pairs(
     batch_sizes: list[int],
     *,
     plan: dict[str, Any] | None = None,
-    memory_input_shape: tuple[int, ...] | None = None,
+    memory_input_spec=None,
     seq_lens: list[int] | None = None,
     served: ServedLengths | None = None,
     seed: int = 0,
@@ -43,7 +43,7 @@ def profile_pairs(
     """``{key: (artifact, target)}`` -> ``{key: {"latency": {bs: summary}, "runtime_info": ...,
     "memory": ...}}``, or ``{key: {"not_profiled": why}}`` for a pair that cannot run.
 
-    Peak memory is measured when ``memory_input_shape`` is given (one sample's shape). A text
+    Peak memory is measured when ``memory_input_spec`` (an InputSpec) is given. A text
     model is timed on the batch size x sequence length grid when ``seq_lens`` is given
     (``make_batch(bs, seq_len)``; ``"latency_by_seq_len": {seq_len: {bs: summary}}``, and
     ``latency`` holds the longest length's cells), and on the real lengths of ``served``
@@ -80,9 +80,9 @@ def profile_pairs(
                     str(n): {str(bs): m for bs, m in per_bs.items()} for n, per_bs in grid[key].items()}
             if key in real:
                 out[key]["real_lengths"] = real[key]
-    if memory_input_shape is not None:
+    if memory_input_spec is not None:
         jobs = {key: pairs[key] for key, got in out.items() if "latency" in got}
-        for key, mem in measure_memory_many(jobs, memory_input_shape, batch_sizes, log=log).items():
+        for key, mem in measure_memory_many(jobs, memory_input_spec, batch_sizes, log=log).items():
             out[key]["memory"] = mem
     return out
 
