@@ -15,6 +15,8 @@ from typing import Literal
 
 import numpy as np
 
+from compress.measure.timing import check_sizes, speedup, time_sessions
+
 BATCHING = ("arrival", "length")
 
 
@@ -116,8 +118,6 @@ def time_grid(sessions: dict, make_batch, batch_sizes: list[int], seq_lens: list
     """``{name: {seq_len: {batch_size: summary}}}``: every cell of the batch size x sequence length
     grid, each sequence length one interleaved loop over all sessions (``time_sessions``, which
     also takes ``timing``), with ``make_batch(batch_size, seq_len)`` as the batch."""
-    from compress.measure.timing import time_sessions
-
     out: dict[str, dict[int, dict[int, dict]]] = {n: {} for n in sessions}
     for seq_len in check_seq_lens(seq_lens):
         timed = time_sessions(sessions, lambda bs, n=seq_len: make_batch(bs, n), batch_sizes, **timing)
@@ -130,8 +130,6 @@ def time_served(sessions: dict, served: ServedLengths, *, seed: int = 0, **timin
     """``{name: {facts, "dynamic": pass summary, "padded": pass summary, "speedup": interval}}``:
     one pass over ``served``'s batches with dynamic padding and padded to max_length, for every
     session, all in one interleaved loop; speed-up = padded median / dynamic median."""
-    from compress.measure.timing import speedup, time_sessions
-
     passes = {}
     for name, session in sessions.items():
         passes[(name, "dynamic")] = PassSession(session, served.dynamic)
@@ -150,9 +148,4 @@ def time_served(sessions: dict, served: ServedLengths, *, seed: int = 0, **timin
 
 def check_seq_lens(seq_lens: list[int]) -> list[int]:
     """Sorted, distinct, positive sequence lengths (tokens)."""
-    if not seq_lens:
-        raise ValueError("sequence lengths: give at least one, e.g. [128]")
-    bad = [n for n in seq_lens if not isinstance(n, (int, np.integer)) or n < 1]
-    if bad:
-        raise ValueError(f"sequence lengths must be positive numbers of tokens, got {bad} in {list(seq_lens)}")
-    return sorted({int(n) for n in seq_lens})
+    return check_sizes(seq_lens, "sequence lengths", "[128]")
