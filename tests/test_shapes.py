@@ -173,14 +173,56 @@ def test_an_image_recipe_may_switch_real_lengths_off(recipe_dict):
     assert profile.real_lengths_config(text=False) is None and profile.real_lengths_config(text=True) is None
 
 
-def test_real_lengths_must_name_a_split_the_data_has(recipe_dict, monkeypatch):
+def test_real_lengths_must_name_a_split_the_data_has(tmp_path):
     from compress.errors import RecipeError
-    from compress.recipe import parse_recipe, rules
+    from compress.recipe import parse_recipe
+    from tests.test_hf_text import text_recipe, write_bert, write_reviews
 
-    monkeypatch.setattr(rules, "is_text", lambda recipe: True)  # until the recipe has text data
-    recipe_dict["profile"]["real_lengths"] = {"split": "tuning"}
+    write_bert(tmp_path / "bert")
+    write_reviews(tmp_path / "reviews.csv")
+    recipe = text_recipe()
+    recipe["profile"].update(seq_lens=[16, 32], real_lengths={"split": "tuning"})
     with pytest.raises(RecipeError, match=r"profile.real_lengths.split: the data has no tuning split; use one "
                                           r"of calibration, heldout, train"):
-        parse_recipe(recipe_dict)
-    recipe_dict["profile"]["real_lengths"] = True
-    assert parse_recipe(recipe_dict).profile.real_lengths_config(text=True).split == "heldout"
+        parse_recipe(recipe, base_dir=tmp_path)
+    recipe["profile"]["real_lengths"] = True
+    profile = parse_recipe(recipe, base_dir=tmp_path).profile
+    assert profile.seq_lens == [16, 32] and profile.real_lengths_config(text=True).split == "heldout"
+
+
+@pytest.mark.slow
+def test_a_text_run_reports_the_grid_and_the_real_lengths(tmp_path):
+    import json
+
+    import yaml
+    from typer.testing import CliRunner
+
+    from compress.cli import app
+    from tests.test_hf_text import text_recipe, write_bert, write_reviews
+
+    write_bert(tmp_path / "bert")
+    write_reviews(tmp_path / "reviews.csv")
+    recipe = text_recipe()
+    recipe["baseline"]["train"]["epochs"] = 1
+    recipe["profile"].update(seq_lens=[8, 32], real_lengths={"batch_size": 8, "samples": 40})
+    recipe["targets"][0]["usd_per_hour"] = 0.1
+    recipe["gate"] = {"reference": "onnx"}  # the torch baseline is not timed on ONNX Runtime
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    result = CliRunner().invoke(app, ["run", str(path), "--out", str(tmp_path / "runs"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    (run_dir,) = [p for p in (tmp_path / "runs").iterdir() if p.is_dir() and not p.name.startswith(".")]
+    results = json.loads((run_dir / "results.json").read_text())  # written only after the schema accepted it
+    onnx = results["variants"]["onnx"]
+    grid = onnx["latency_by_seq_len"]["ort-cpu"]
+    assert {n: sorted(c, key=int) for n, c in grid.items()} == {"8": ["1", "8"], "32": ["1", "8"]}
+    assert onnx["latency"]["ort-cpu"]["8"]["seq_len"] == 32  # the gate and $ / 1M read the longest length
+    speed = onnx["speedup_by_seq_len"]["ort-cpu"]
+    assert set(speed) == {"8", "32"} and speed["32"] == onnx["speedup"]["ort-cpu"]
+    real = onnx["real_lengths"]["ort-cpu"]
+    assert real["split"] == "heldout" and real["n_samples"] == 40 and real["max_length"] == 32
+    assert real["padding_fraction"] < real["padding_fraction_max_length"]
+    report = (run_dir / "report.md").read_text()
+    assert "| variant | b1 × 8 tokens | b1 × 32 tokens | b8 × 8 tokens | b8 × 32 tokens |" in report
+    assert "**At the heldout split's own lengths** (40 samples" in report
+    assert "- `onnx`: " in report and "faster than padding to 32 tokens" in report
