@@ -94,7 +94,7 @@ def main(argv=None) -> int:
     p.add_argument("--seq-len", type=int, action="append", help="grid sequence lengths (default 32, 128)")
     p.add_argument("--real-batch", type=int, default=32)
     p.add_argument("--batching", choices=["arrival", "length"], default="arrival")
-    p.add_argument("--samples", type=int, default=256, help="dev sentences timed per pass (0: all 872)")
+    p.add_argument("--samples", type=int, default=128, help="dev sentences timed per pass (0: all 872)")
     p.add_argument("--rounds", type=int, default=7)
     args = p.parse_args(argv)
 

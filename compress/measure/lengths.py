@@ -134,6 +134,8 @@ def time_served(sessions: dict, served: ServedLengths, *, seed: int = 0, **timin
     for name, session in sessions.items():
         passes[(name, "dynamic")] = PassSession(session, served.dynamic)
         passes[(name, "padded")] = PassSession(session, served.padded)
+    n_batches = max(1, int(served.facts["n_batches"]))  # a pass is n_batches calls: fewer fixed warm-up passes
+    timing = {**timing, "warmup": -(-int(timing.get("warmup", 5)) // n_batches)}
     timed = time_sessions(passes, lambda _n: None, [served.n_samples], **timing)
     out = {}
     for name in sessions:

@@ -291,7 +291,7 @@ class RealLengthsConfig(Strict):
         "arrival", description="arrival: batches in the split's order; length: sorted by length first "
         "(a server that buckets requests by length)")
     samples: int | None = Field(
-        256, ge=1, description="A seeded random subset of this many samples, timed in one pass per call "
+        128, ge=1, description="A seeded random subset of this many samples, timed in one pass per call "
         "(null: the whole split)")
 
 
