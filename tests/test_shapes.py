@@ -226,3 +226,30 @@ def test_a_text_run_reports_the_grid_and_the_real_lengths(tmp_path):
     assert "| variant | b1 × 8 tokens | b1 × 32 tokens | b8 × 8 tokens | b8 × 32 tokens |" in report
     assert "**At the heldout split's own lengths** (40 samples" in report
     assert "- `onnx`: " in report and "faster than padding to 32 tokens" in report
+
+
+def test_compress_profile_times_a_text_onnx_file_on_the_grid(bert_pair, cli, tmp_path):
+    import json
+
+    from compress.cli import app
+
+    out = tmp_path / "p.json"
+    result = cli.invoke(app, ["profile", str(bert_pair[0].path), "--target", "onnxruntime:cpu,threads=1",
+                              "-b", "1", "-b", "2", "--seq-len", "8", "--seq-len", "32", "--rounds", "1",
+                              "--min-round-s", "0.01", "--no-memory", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    got = json.loads(out.read_text())
+    assert got["inputs"] == "input_ids, attention_mask (up to 32 tokens, vocabulary 64)"  # read from the file
+    entry = got["targets"]["onnxruntime-cpu"]
+    assert {n: sorted(c) for n, c in entry["latency_by_seq_len"].items()} == {"8": ["1", "2"], "32": ["1", "2"]}
+    assert entry["latency"] == entry["latency_by_seq_len"]["32"]
+    assert "| variant | b1 × 8 tokens | b1 × 32 tokens | b2 × 8 tokens | b2 × 32 tokens |" in result.stdout
+
+
+def test_compress_profile_refuses_seq_len_for_an_image_model(tiny_onnx_artifact, cli):
+    from compress.cli import app
+
+    result = cli.invoke(app, ["profile", str(tiny_onnx_artifact.path), "--seq-len", "16", "--no-memory"])
+    assert result.exit_code == 2
+    assert "--seq-len applies to text models (token inputs); this model takes pixel_values" in " ".join(
+        result.stderr.split())

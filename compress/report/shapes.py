@@ -11,11 +11,11 @@ def _entries(results: dict) -> list[tuple[str, dict]]:
     return [("baseline", results["baseline"]), *results["variants"].items()]
 
 
-def grid_table(results: dict, target: str) -> str | None:
-    """One row per model, one column per (batch size, sequence length): p50 ms per batch, and the
-    speed-up over the gate's reference in the same cell."""
+def grid_table(results: dict, target: str, entries: list[tuple[str, dict]] | None = None) -> str | None:
+    """One row per model (``entries``, default the baseline and every variant), one column per
+    (batch size, sequence length): p50 ms per batch, and the speed-up over the gate's reference."""
     rows = [(name, (v.get("latency_by_seq_len") or {}).get(target), (v.get("speedup_by_seq_len") or {}).get(target) or {})
-            for name, v in _entries(results)]
+            for name, v in (entries if entries is not None else _entries(results))]
     rows = [r for r in rows if r[1]]
     if not rows:
         return None
@@ -28,7 +28,7 @@ def grid_table(results: dict, target: str) -> str | None:
             m = grid.get(str(n), {}).get(str(bs))
             sp = speed.get(str(n), {}).get(str(bs))
             text = "—" if m is None else f"{m['p50_ms']:.2f} ms"
-            if m is not None and sp is not None and name != results["recipe"]["gate"].get("reference", "baseline"):
+            if m is not None and sp is not None and name != (results["recipe"].get("gate") or {}).get("reference", "baseline"):
                 text += f" ({sp['estimate']:.2f}x)"
             row.append(text)
         lines.append("| " + " | ".join(row) + " |")
