@@ -1,0 +1,210 @@
+"""`compress run --ray-address` on a real two-node Ray cluster started on this machine: the same
+artifacts (digests), accuracies and verdict as the in-process run; a worker killed mid-build is
+retried, and one that always dies fails its variant (exit 3); a target no node provides is refused
+before anything is built (exit 2)."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytest.importorskip("ray", reason="needs the ray extra (pip install -e '.[ray]')")
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parent.parent
+
+# The tiny CNN of conftest, which (built in the Ray task named in crash-in.txt) kills its own worker
+# process: once, or on every attempt when crash-always is there. A task builds it when it reads a
+# torch artifact from the store (here: "build pruned-onnx" reads pruned's).
+CRASHING_MODEL = textwrap.dedent(
+    """
+    import os
+    from pathlib import Path
+
+    from torch import nn
+
+    HERE = Path(__file__).parent
+
+
+    def _maybe_die():
+        import ray
+
+        in_task = ray.is_initialized() and ray.get_runtime_context().worker.mode == ray.WORKER_MODE
+        task = ray.get_runtime_context().get_task_name() if in_task else None
+        wanted = (HERE / "crash-in.txt").read_text().strip() if (HERE / "crash-in.txt").exists() else None
+        if task is None or task != wanted:
+            return
+        if (HERE / "crash-always").exists() or not (HERE / "crashed").exists():
+            with open(HERE / "crashed", "a") as f:
+                f.write(f"{os.getpid()}\\n")
+            os._exit(1)
+
+
+    def tiny_cnn(num_classes=10, in_channels=3):
+        _maybe_die()
+        return nn.Sequential(
+            nn.Conv2d(in_channels, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+            nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, num_classes),
+        )
+    """
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Cluster:
+    """A head (1 CPU, no target) and a worker node (1 CPU, targets cpu and torch), each in its own temp dir,
+    with their own auth token; ``stop`` ends exactly the processes started for them."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        token = root / "token"
+        token.write_text(secrets.token_hex(32))
+        self.env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token),
+                    "PYTHONPATH": str(REPO), "RAY_USAGE_STATS_ENABLED": "0"}
+        self.dirs: list[str] = []
+        self.address = f"127.0.0.1:{_free_port()}"
+
+    def _start(self, *args: str) -> None:
+        temp = tempfile.mkdtemp(prefix="cr-", dir="/tmp")  # short: Ray's socket paths must stay short
+        self.dirs.append(temp)
+        cmd = [str(Path(sys.executable).with_name("ray")), "start", f"--temp-dir={temp}", "--num-cpus=1",
+               "--object-store-memory=80000000", "--disable-usage-stats",
+               f"--dashboard-agent-listen-port={_free_port()}", f"--metrics-export-port={_free_port()}", *args]
+        subprocess.run(cmd, env=self.env, check=True, capture_output=True, timeout=180)
+
+    def start(self) -> Cluster:
+        port = self.address.split(":")[1]
+        self._start("--head", f"--port={port}", "--include-dashboard=false",
+                    f"--ray-client-server-port={_free_port()}", f"--dashboard-port={_free_port()}")
+        self._start(f"--address={self.address}", '--resources={"target:cpu": 1, "target:torch": 1}')
+        return self
+
+    def stop(self) -> None:
+        import shutil
+
+        import psutil
+
+        mine = [p for p in psutil.process_iter(["cmdline"])
+                if any(d in arg for arg in (p.info["cmdline"] or []) for d in self.dirs)]
+        for p in mine:
+            p.terminate()
+        _gone, alive = psutil.wait_procs(mine, timeout=15)
+        for p in alive:
+            p.kill()
+        for d in self.dirs:
+            shutil.rmtree(d, ignore_errors=True)
+
+    def run(self, recipe: Path, out: Path) -> subprocess.CompletedProcess:
+        cmd = [str(Path(sys.executable).with_name("compress")), "run", str(recipe), "--out", str(out),
+               "--ray-address", self.address, "--quiet"]
+        return subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    c = Cluster(tmp_path_factory.mktemp("ray"))
+    try:
+        yield c.start()
+    finally:
+        c.stop()
+
+
+TARGETS = [{"name": "cpu", "runtime": "onnxruntime", "device": "cpu", "threads": 1},
+           {"name": "torch", "runtime": "torch", "device": "cpu", "threads": 1}]
+
+
+def _digits_recipe(folder: Path, new_tiny_recipe, *, targets=TARGETS) -> Path:
+    """The tiny CNN on scikit-learn's digits (3x8x8): two independent branches, each with a child."""
+    (folder / "crashing_model.py").write_text(CRASHING_MODEL)
+    recipe = new_tiny_recipe()
+    recipe["model"]["source"] = "python:crashing_model.py:tiny_cnn"
+    recipe["data"] = {"source": "sklearn:digits", "transform": {"channels": 3},
+                      "split": {"train": 0.6, "calibration": 0.1, "heldout": 0.3}}
+    recipe["baseline"]["train"]["epochs"] = 2
+    recipe["variants"]["pruned"] = {"steps": [{"prune": {"ratio": 0.5, "finetune": {"epochs": 1}}}]}
+    recipe["variants"]["pruned-onnx"] = {"from": "pruned", "steps": [{"export": {"format": "onnx"}}]}
+    recipe["gate"] = {"max_accuracy_drop": 100.0, "reference": "onnx-fp32"}  # no noisy speed-up rule
+    recipe["targets"] = targets
+    path = folder / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return path
+
+
+def _results(out: Path) -> dict:
+    (run,) = [p for p in out.iterdir() if (p / "results.json").is_file()]
+    return json.loads((run / "results.json").read_text())
+
+
+def _answer(results: dict) -> dict:
+    """What must not depend on where a run ran: lineage, accuracies and paired changes, verdict."""
+    models = {"baseline": results["baseline"], **results["variants"]}
+    return {
+        "models": {n: (m["status"], m.get("artifact", {}).get("lineage"),
+                       {r: a["top1"] for r, a in m.get("accuracy", {}).items() if isinstance(a, dict) and "top1" in a},
+                       m.get("accuracy", {}).get("change_points"))
+                   for n, m in models.items()},
+        "verdict": (results["verdict"]["exit_code"],
+                    {n: v["gate"]["verdict"] for n, v in results["variants"].items() if "gate" in v}),
+    }
+
+
+def _digests(out: Path) -> set[str]:
+    return {p.name for p in (out / ".cache").iterdir() if (p / "artifact.json").is_file()}
+
+
+def test_a_run_on_two_nodes_matches_the_in_process_run_and_survives_a_killed_worker(
+        cluster, tmp_path, new_tiny_recipe):
+    import compress
+
+    recipe = _digits_recipe(tmp_path, new_tiny_recipe)
+    local = compress.run(recipe, out_dir=tmp_path / "local", log=None)
+    (tmp_path / "crash-in.txt").write_text("build pruned-onnx")  # its first worker dies mid-build
+    got = cluster.run(recipe, tmp_path / "ray")
+    assert got.returncode == local.verdict.exit_code == 0, got.stderr[-3000:]
+    assert len((tmp_path / "crashed").read_text().split()) == 1  # it did die, once, and was retried
+    on_ray = _results(tmp_path / "ray")
+    assert _answer(on_ray) == _answer(_results(tmp_path / "local"))
+    assert _digests(tmp_path / "ray") == _digests(tmp_path / "local")
+    assert set(on_ray["variants"]) == {"onnx-fp32", "int8", "pruned", "pruned-onnx"}
+    assert on_ray["variants"]["int8"]["latency"]["cpu"]["1"]["p50_ms"] > 0  # timed on the target node
+
+
+def test_a_worker_that_always_dies_fails_its_variant_and_the_run(cluster, tmp_path, new_tiny_recipe):
+    recipe = _digits_recipe(tmp_path, new_tiny_recipe)
+    (tmp_path / "crash-in.txt").write_text("build pruned-onnx")
+    (tmp_path / "crash-always").write_text("")
+    got = cluster.run(recipe, tmp_path / "ray")
+    assert got.returncode == 3, got.stderr[-3000:]
+    results = _results(tmp_path / "ray")
+    failed = results["variants"]["pruned-onnx"]
+    assert failed["status"] == "failed" and "build on Ray failed" in failed["error"], failed["error"]
+    assert len((tmp_path / "crashed").read_text().split()) == 3  # the first try and two retries
+    assert {n: v["status"] for n, v in results["variants"].items() if n != "pruned-onnx"} == dict.fromkeys(
+        ["onnx-fp32", "int8", "pruned"], "ok")
+
+
+def test_a_target_no_node_provides_is_refused_before_anything_is_built(cluster, tmp_path, new_tiny_recipe):
+    targets = [*TARGETS, {"name": "cpu-openvino", "runtime": "onnxruntime", "device": "cpu", "threads": 1}]
+    recipe = _digits_recipe(tmp_path, new_tiny_recipe, targets=targets)
+    got = cluster.run(recipe, tmp_path / "ray")
+    assert got.returncode == 2, got.stderr[-3000:]
+    message = " ".join(got.stderr.split())  # as one line, however the console wrapped it
+    assert "provides target(s) ['cpu-openvino']" in message
+    assert '"target:cpu-openvino": 1' in message
+    assert not (tmp_path / "ray").exists()  # nothing built, no run directory
