@@ -6,17 +6,13 @@ before anything is built (exit 2)."""
 from __future__ import annotations
 
 import json
-import os
-import secrets
-import socket
-import subprocess
-import sys
-import tempfile
 import textwrap
 from pathlib import Path
 
 import pytest
 import yaml
+
+from tests.ray_cluster import LocalCluster
 
 pytest.importorskip("ray", reason="needs the ray extra (pip install -e '.[ray]')")
 pytestmark = pytest.mark.slow
@@ -61,66 +57,12 @@ CRASHING_MODEL = textwrap.dedent(
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Cluster:
-    """A head (1 CPU, no target) and a worker node (1 CPU, targets cpu and torch), each in its own temp dir,
-    with their own auth token; ``stop`` ends exactly the processes started for them."""
-
-    def __init__(self, root: Path):
-        self.root = root
-        token = root / "token"
-        token.write_text(secrets.token_hex(32))
-        self.env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token),
-                    "PYTHONPATH": str(REPO), "RAY_USAGE_STATS_ENABLED": "0"}
-        self.dirs: list[str] = []
-        self.address = f"127.0.0.1:{_free_port()}"
-
-    def _start(self, *args: str) -> None:
-        temp = tempfile.mkdtemp(prefix="cr-", dir="/tmp")  # short: Ray's socket paths must stay short
-        self.dirs.append(temp)
-        cmd = [str(Path(sys.executable).with_name("ray")), "start", f"--temp-dir={temp}", "--num-cpus=1",
-               "--object-store-memory=80000000", "--disable-usage-stats",
-               f"--dashboard-agent-listen-port={_free_port()}", f"--metrics-export-port={_free_port()}", *args]
-        subprocess.run(cmd, env=self.env, check=True, capture_output=True, timeout=180)
-
-    def start(self) -> Cluster:
-        port = self.address.split(":")[1]
-        self._start("--head", f"--port={port}", "--include-dashboard=false",
-                    f"--ray-client-server-port={_free_port()}", f"--dashboard-port={_free_port()}")
-        self._start(f"--address={self.address}", '--resources={"target:cpu": 1, "target:torch": 1}')
-        return self
-
-    def stop(self) -> None:
-        import shutil
-
-        import psutil
-
-        mine = [p for p in psutil.process_iter(["cmdline"])
-                if any(d in arg for arg in (p.info["cmdline"] or []) for d in self.dirs)]
-        for p in mine:
-            p.terminate()
-        _gone, alive = psutil.wait_procs(mine, timeout=15)
-        for p in alive:
-            p.kill()
-        for d in self.dirs:
-            shutil.rmtree(d, ignore_errors=True)
-
-    def run(self, recipe: Path, out: Path) -> subprocess.CompletedProcess:
-        cmd = [str(Path(sys.executable).with_name("compress")), "run", str(recipe), "--out", str(out),
-               "--ray-address", self.address, "--quiet"]
-        return subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=900)
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    c = Cluster(tmp_path_factory.mktemp("ray"))
+    """A head (1 CPU, no target) and a worker node (1 CPU, targets cpu and torch)."""
+    c = LocalCluster(tmp_path_factory.mktemp("ray"), pythonpath=REPO)
     try:
-        yield c.start()
+        yield c.start([{}, {"target:cpu": 1, "target:torch": 1}])
     finally:
         c.stop()
 
@@ -175,7 +117,7 @@ def test_a_run_on_two_nodes_matches_the_in_process_run_and_survives_a_killed_wor
     recipe = _digits_recipe(tmp_path, new_tiny_recipe)
     local = compress.run(recipe, out_dir=tmp_path / "local", log=None)
     (tmp_path / "crash-in.txt").write_text("build pruned-onnx")  # its first worker dies mid-build
-    got = cluster.run(recipe, tmp_path / "ray")
+    got = cluster.compress_run(recipe, tmp_path / "ray")
     assert got.returncode == local.verdict.exit_code == 0, got.stderr[-3000:]
     assert len((tmp_path / "crashed").read_text().split()) == 1  # it did die, once, and was retried
     on_ray = _results(tmp_path / "ray")
@@ -189,7 +131,7 @@ def test_a_worker_that_always_dies_fails_its_variant_and_the_run(cluster, tmp_pa
     recipe = _digits_recipe(tmp_path, new_tiny_recipe)
     (tmp_path / "crash-in.txt").write_text("build pruned-onnx")
     (tmp_path / "crash-always").write_text("")
-    got = cluster.run(recipe, tmp_path / "ray")
+    got = cluster.compress_run(recipe, tmp_path / "ray")
     assert got.returncode == 3, got.stderr[-3000:]
     results = _results(tmp_path / "ray")
     failed = results["variants"]["pruned-onnx"]
@@ -202,7 +144,7 @@ def test_a_worker_that_always_dies_fails_its_variant_and_the_run(cluster, tmp_pa
 def test_a_target_no_node_provides_is_refused_before_anything_is_built(cluster, tmp_path, new_tiny_recipe):
     targets = [*TARGETS, {"name": "cpu-openvino", "runtime": "onnxruntime", "device": "cpu", "threads": 1}]
     recipe = _digits_recipe(tmp_path, new_tiny_recipe, targets=targets)
-    got = cluster.run(recipe, tmp_path / "ray")
+    got = cluster.compress_run(recipe, tmp_path / "ray")
     assert got.returncode == 2, got.stderr[-3000:]
     message = " ".join(got.stderr.split())  # as one line, however the console wrapped it
     assert "provides target(s) ['cpu-openvino']" in message
