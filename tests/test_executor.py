@@ -91,3 +91,31 @@ def test_missing_ray_is_a_missing_dependency(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(MissingDependency, match=r"pip install .*\[ray\]"):
         make_executor(ray=True)
+
+
+# --- the store Ray workers share ------------------------------------------------------------------
+
+
+def test_a_second_writer_of_a_digest_leaves_the_first_complete_entry_in_place(tmp_path):
+    from compress.artifacts import Artifact, Cache
+
+    cache = Cache(tmp_path / "store")
+    first, second = tmp_path / "a" / "model.onnx", tmp_path / "b" / "model.onnx"
+    for path, text in ((first, b"first"), (second, b"second")):
+        path.parent.mkdir()
+        path.write_bytes(text)
+    cache.put(Artifact(kind="onnx", digest="d1", path=first, lineage=["a"]))
+    reader = cache.get("d1")
+    # a worker that built the same digest stores it after the first: its rename loses, quietly
+    stored = cache.put(Artifact(kind="onnx", digest="d1", path=second, lineage=["a"]))
+    assert stored.path == reader.path and reader.path.read_bytes() == b"first"
+    assert sorted(p.name for p in (tmp_path / "store").iterdir()) == ["d1"]  # no temp dir left
+
+
+def test_a_damaged_entry_is_replaced(tmp_path):
+    from compress.artifacts import Artifact, Cache
+
+    (tmp_path / "store" / "d1").mkdir(parents=True)  # no artifact.json: not an entry
+    (tmp_path / "model.onnx").write_bytes(b"x")
+    Cache(tmp_path / "store").put(Artifact(kind="onnx", digest="d1", path=tmp_path / "model.onnx"))
+    assert Cache(tmp_path / "store").get("d1").path.read_bytes() == b"x"

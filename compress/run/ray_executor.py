@@ -105,8 +105,10 @@ class RayExecutor:
     def _run(self, recipe, recipe_path: Path, cache, baseline) -> ray_worker.RunRef:
         if cache.root is None:
             raise ValueError("a Ray run needs an artifact store every worker reads (Cache with a root)")
+        import torch
+
         return ray_worker.RunRef(recipe, Path(recipe_path).resolve(), Path(cache.root).resolve(), code_digest(),
-                                 baseline.digest)
+                                 baseline.digest, torch.get_num_threads())
 
     def _task(self, fn, **options):
         return self.ray.remote(max_retries=MAX_RETRIES, retry_exceptions=False, **options)(fn)

@@ -33,13 +33,15 @@ def light(art: Artifact | None) -> Artifact | None:
 @dataclasses.dataclass(frozen=True)
 class RunRef:
     """What every task of a run is given: the recipe, where its files are, the shared store, and
-    the driver's code and baseline digests (a worker checks it would make the same artifacts)."""
+    the driver's code and baseline digests (a worker checks it would make the same artifacts), and
+    the driver's torch thread count (training's float sums, so its weights, depend on it)."""
 
     recipe: object
     recipe_path: Path
     store_root: Path
     code: str
     baseline_digest: str
+    torch_threads: int
 
 
 def state(run: RunRef) -> dict:
@@ -49,6 +51,11 @@ def state(run: RunRef) -> dict:
             f"this Ray worker runs other compress code (code digest {code_digest()}) than the driver "
             f"({run.code}), so its artifacts would differ: install the same compress on every node"
         )
+    import torch
+
+    # Ray sets OMP_NUM_THREADS to a task's CPUs; training with the driver's thread count gives the
+    # in-process run's weights (on the same kind of CPU), hence the same accuracies
+    torch.set_num_threads(run.torch_threads)
     if _STATE.get("run") != run:
         from compress.run.build import build_baseline, data_fingerprints
         from compress.sources.data import make_splits
