@@ -36,7 +36,7 @@ class Executor(Protocol):
                         load: Callable, eval_target: Callable, progress=None) -> dict:
         """``compress.run.evaluate.evaluate_models``: {model: results or the exception}."""
 
-    def profile_pairs(self, recipe, recipe_path: Path, pairs: dict, make_batch: Callable,
+    def profile_pairs(self, recipe, recipe_path: Path, splits, pairs: dict, make_batch: Callable,
                       progress=None, log=print) -> dict:
         """``compress.run.profiling.profile_pairs`` with the recipe's profile settings."""
 
@@ -48,12 +48,13 @@ class Executor(Protocol):
         """Release what the executor started (a local Ray)."""
 
 
-def profile_settings(recipe) -> dict[str, Any]:
+def profile_settings(recipe, splits) -> dict[str, Any]:
     """The profile_pairs keywords a recipe's profile section sets."""
+    from compress.run.build import input_spec_for
     from compress.run.profiling import timing_plan
 
     return {"batch_sizes": recipe.profile.batch_sizes, "plan": timing_plan(recipe.profile),
-            "memory_input_shape": tuple(recipe.model.input_shape) if recipe.profile.memory else None}
+            "memory_input_spec": input_spec_for(recipe, splits) if recipe.profile.memory else None}
 
 
 class InProcess:
@@ -72,8 +73,8 @@ class InProcess:
                         progress=None):
         return evaluate_models(recipe, splits, models, roles, corrupted, load, progress)
 
-    def profile_pairs(self, recipe, recipe_path, pairs, make_batch, progress=None, log=print):
-        settings = profile_settings(recipe)
+    def profile_pairs(self, recipe, recipe_path, splits, pairs, make_batch, progress=None, log=print):
+        settings = profile_settings(recipe, splits)
         return profile_pairs(pairs, make_batch, settings.pop("batch_sizes"), **settings,
                              progress=progress, log=log)
 

@@ -209,7 +209,7 @@ def profile_stage(recipe, splits, artifacts: dict[str, Artifact], entries: dict[
             if wanted is None or target.name in wanted:
                 pairs[f"{name}@{target.name}"] = (art, target)
                 owner[f"{name}@{target.name}"] = name
-    measured = executor.profile_pairs(recipe, recipe_path, pairs, batch_maker(recipe, splits), progress, log)
+    measured = executor.profile_pairs(recipe, recipe_path, splits, pairs, batch_maker(recipe, splits), progress, log)
     reference, ref_target = recipe.gate.reference, recipe.gate.reference_target
     for key, got in measured.items():
         entry, target = entries[owner[key]], pairs[key][1]

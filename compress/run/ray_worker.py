@@ -137,6 +137,6 @@ def profile(run: RunRef, pairs: dict) -> dict:
 
     st, recipe = state(run), run.recipe
     loaded = {key: (load(st, art), target) for key, (art, target) in pairs.items()}
-    settings = profile_settings(recipe)
+    settings = profile_settings(recipe, st["splits"])
     return profile_pairs(loaded, batch_maker(recipe, st["splits"]), settings.pop("batch_sizes"), **settings,
                          log=log_to_stderr)
