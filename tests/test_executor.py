@@ -66,6 +66,16 @@ def test_a_target_no_node_provides_is_an_input_error_naming_the_resource(fake_ra
         ex.check(_recipe(recipe_dict, [CPU, OV]))
 
 
+def test_a_cluster_that_cannot_be_joined_is_an_input_error(fake_ray, recipe_dict):
+    def refuse(**_kw):
+        raise ConnectionError("no GCS at 10.0.0.9:6379")
+
+    fake_ray.is_initialized = lambda: False
+    fake_ray.init = refuse
+    with pytest.raises(InputError, match=r"could not join the Ray cluster at 10.0.0.9:6379 .*ray start --head"):
+        make_executor(ray_address="10.0.0.9:6379", log=lambda _m: None).check(_recipe(recipe_dict, [CPU]))
+
+
 def test_a_tensorrt_variant_needs_a_gpu_node(fake_ray, recipe_dict):
     gpu = {"name": "gpu", "runtime": "tensorrt", "device": "cuda"}
     recipe = _recipe(recipe_dict, [CPU, gpu], {"trt": {"steps": [{"export": {}}, {"engine": {}}], "targets": ["gpu"]}})

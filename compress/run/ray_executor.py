@@ -82,7 +82,13 @@ class RayExecutor:
                          object_store_memory=LOCAL_OBJECT_STORE_BYTES, include_dashboard=False,
                          configure_logging=False)
             else:
-                ray.init(address=self.address, configure_logging=False)
+                try:
+                    ray.init(address=self.address, configure_logging=False)
+                except (ConnectionError, RuntimeError) as err:
+                    raise InputError(
+                        f"could not join the Ray cluster at {self.address} ({err}): start its head with "
+                        "`ray start --head --port PORT` and give --ray-address HEAD_IP:PORT"
+                    ) from None
             self._started = True
         nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
         where = self.address or "the local Ray"
