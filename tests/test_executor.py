@@ -12,9 +12,9 @@ from types import SimpleNamespace
 import pytest
 
 from compress.cli import app
-from compress.errors import InputError, MissingDependency
+from compress.errors import InputError, MissingDependency, RecipeError
 from compress.recipe import parse_recipe
-from compress.run.executor import InProcess, make_executor
+from compress.run.executor import EXECUTORS, InProcess, make_executor
 
 
 def test_the_default_executor_is_in_process_and_imports_no_ray():
@@ -22,6 +22,24 @@ def test_the_default_executor_is_in_process_and_imports_no_ray():
             "e = make_executor(); assert e.name == 'in-process', e; assert 'ray' not in sys.modules, 'ray imported'")
     got = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert got.returncode == 0, got.stderr
+
+
+@pytest.mark.parametrize("name", EXECUTORS.names())
+def test_executor_conformance(name):
+    """Every registered executor has the whole interface and says its registered name."""
+    if name == "ray":
+        pytest.importorskip("ray", reason="needs the ray extra")
+    ex = EXECUTORS.get(name)(address=None, log=lambda _m: None)
+    assert ex.name == name and isinstance(ex.shared_store, bool)
+    for method in ("check", "build_variants", "evaluate_models", "profile_pairs", "map", "close"):
+        assert callable(getattr(ex, method)), f"{name} has no {method}"
+    with ex:  # a context manager that closes what it started (nothing yet)
+        pass
+
+
+def test_an_unknown_executor_lists_the_known_ones():
+    with pytest.raises(RecipeError, match="unknown executor 'dask'; valid executors: in-process, ray"):
+        EXECUTORS.get("dask")
 
 
 def test_run_with_ray_but_no_ray_installed_names_the_extra(cli, monkeypatch, write_recipe, recipe_dict, tmp_path):

@@ -150,3 +150,21 @@ def test_a_target_no_node_provides_is_refused_before_anything_is_built(cluster, 
     assert "provides target(s) ['cpu-openvino']" in message
     assert '"target:cpu-openvino": 1' in message
     assert not (tmp_path / "ray").exists()  # nothing built, no run directory
+
+
+def test_map_runs_each_item_as_a_task_and_returns_a_failure_in_its_place(cluster, monkeypatch):
+    """The hook for search trials: results in order, a failed item's error in its place."""
+    from compress.run.ray_executor import RayExecutor
+
+    for key in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH"):
+        monkeypatch.setenv(key, cluster.env[key])
+
+    def trial(x):
+        if x == 0:
+            raise ValueError("no trial at zero")
+        return 12 // x
+
+    with RayExecutor(address=cluster.address, log=lambda _m: None) as ex:
+        got = ex.map(trial, [3, 0, 4])
+    assert got[0] == 4 and got[2] == 3
+    assert isinstance(got[1], RuntimeError) and "ValueError: no trial at zero" in str(got[1])

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+from compress.registry import Registry
 from compress.run.build import build_variants
 from compress.run.evaluate import evaluate_models
 from compress.run.profiling import profile_pairs
@@ -97,11 +98,20 @@ class InProcess:
         self.close()
 
 
+def _ray_executor(address: str | None = None, log=print) -> Executor:
+    from compress.run.ray_executor import RayExecutor  # Ray is imported only here
+
+    return RayExecutor(address=address, log=log)
+
+
+#: name -> factory(address=None, log=print); tests/test_executor.py checks each against Executor
+EXECUTORS: Registry[Callable[..., Executor]] = Registry("executor")
+EXECUTORS.add("in-process", lambda address=None, log=print: InProcess())
+EXECUTORS.add("ray", _ray_executor)
+
+
 def make_executor(*, ray: bool = False, ray_address: str | None = None, log=print) -> Executor:
     """The executor ``compress run`` options ask for: ``--ray`` (a local Ray started here),
     ``--ray-address ADDRESS`` (join a cluster), else in-process. Ray is imported only for Ray."""
-    if not ray and ray_address is None:
-        return InProcess()
-    from compress.run.ray_executor import RayExecutor
-
-    return RayExecutor(address=ray_address, log=log)
+    name = "ray" if ray or ray_address is not None else "in-process"
+    return EXECUTORS.get(name)(address=ray_address, log=log)

@@ -74,22 +74,28 @@ class RayExecutor:
 
     # --- placement, checked before anything is built ------------------------------------------
 
+    def _start(self, targets=()) -> None:
+        """Join the cluster, or start a local Ray that provides ``targets`` (this machine is every one)."""
+        ray = self.ray
+        if ray.is_initialized():
+            return
+        if self.address is None:
+            ray.init(resources={target_resource(t.name): 1 for t in targets},
+                     object_store_memory=LOCAL_OBJECT_STORE_BYTES, include_dashboard=False,
+                     configure_logging=False)
+        else:
+            try:
+                ray.init(address=self.address, configure_logging=False)
+            except (ConnectionError, RuntimeError) as err:
+                raise InputError(
+                    f"could not join the Ray cluster at {self.address} ({err}): start its head with "
+                    "`ray start --head --port PORT` and give --ray-address HEAD_IP:PORT"
+                ) from None
+        self._started = True
+
     def check(self, recipe) -> None:
         ray = self.ray
-        if not ray.is_initialized():
-            if self.address is None:  # this machine is every target of the recipe
-                ray.init(resources={target_resource(t.name): 1 for t in recipe.targets},
-                         object_store_memory=LOCAL_OBJECT_STORE_BYTES, include_dashboard=False,
-                         configure_logging=False)
-            else:
-                try:
-                    ray.init(address=self.address, configure_logging=False)
-                except (ConnectionError, RuntimeError) as err:
-                    raise InputError(
-                        f"could not join the Ray cluster at {self.address} ({err}): start its head with "
-                        "`ray start --head --port PORT` and give --ray-address HEAD_IP:PORT"
-                    ) from None
-            self._started = True
+        self._start(recipe.targets)
         nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
         where = self.address or "the local Ray"
         missing = [t.name for t in recipe.targets if not any(target_resource(t.name) in n for n in nodes)]
@@ -188,6 +194,7 @@ class RayExecutor:
         return out
 
     def map(self, fn, items, *, num_cpus=1, num_gpus=0):
+        self._start()
         task = self._task(fn, num_cpus=num_cpus, num_gpus=num_gpus)
         refs = [task.remote(item) for item in items]
         out = []
