@@ -152,19 +152,32 @@ def test_a_target_no_node_provides_is_refused_before_anything_is_built(cluster, 
     assert not (tmp_path / "ray").exists()  # nothing built, no run directory
 
 
-def test_map_runs_each_item_as_a_task_and_returns_a_failure_in_its_place(cluster, monkeypatch):
-    """The hook for search trials: results in order, a failed item's error in its place."""
+MAP_SCRIPT = textwrap.dedent(
+    """
+    import sys
     from compress.run.ray_executor import RayExecutor
 
-    for key in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH"):
-        monkeypatch.setenv(key, cluster.env[key])
 
     def trial(x):
         if x == 0:
             raise ValueError("no trial at zero")
         return 12 // x
 
-    with RayExecutor(address=cluster.address, log=lambda _m: None) as ex:
+
+    with RayExecutor(address=sys.argv[1], log=lambda _m: None) as ex:
         got = ex.map(trial, [3, 0, 4])
-    assert got[0] == 4 and got[2] == 3
-    assert isinstance(got[1], RuntimeError) and "ValueError: no trial at zero" in str(got[1])
+    print(repr(got[0]), type(got[1]).__name__, repr(str(got[1])), repr(got[2]))
+    """
+)
+
+
+def test_map_runs_each_item_as_a_task_and_returns_a_failure_in_its_place(cluster):
+    """The hook for search trials: results in order, a failed item's error in its place (run in a
+    fresh process, as a driver joining with the cluster's token)."""
+    import subprocess
+    import sys
+
+    got = subprocess.run([sys.executable, "-c", MAP_SCRIPT, cluster.address], env=cluster.env,
+                         capture_output=True, text=True, timeout=600)
+    assert got.returncode == 0, got.stderr[-3000:]
+    assert got.stdout.split("\n")[-2] == "4 RuntimeError 'ValueError: no trial at zero' 3"
