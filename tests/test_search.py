@@ -130,7 +130,7 @@ def test_sampled_options_land_in_the_chain_and_the_start_is_the_first_trial(new_
 
 
 def test_paths_are_made_absolute_for_the_copies(tmp_path):
-    from compress.search.study import absolute_paths
+    from compress.search.directory import absolute_paths
 
     data = {"model": {"source": "python:m.py:f", "checkpoint": "w.pt"},
             "data": {"source": "npz:d.npz", "drift": {"source": "sklearn:digits"}}}
@@ -165,7 +165,10 @@ def test_tiny_search_writes_the_front_and_a_result_that_run_reproduces(cli, writ
     (search_dir,) = out.glob("search-*")
     summary = json.loads((search_dir / "search.json").read_text())
     assert len(summary["trials"]) == 3
-    assert summary["trials"][0]["start"] is True  # the hand-written start is trial 0
+    assert summary["trials"][0]["start"] is True  # the hand-written start is trial 0, measured in full
+    assert summary["trials"][0]["state"] == "COMPLETE" and "screen" not in summary["trials"][0]
+    assert all(t["screen"]["finetune_epochs_cap"] == 1 and t["screen"]["tuning_n"] == 10
+               for t in summary["trials"][1:])  # the others were screened at low fidelity first
     assert summary["members"]["search-best"]["trial"] in summary["front"]
     best = summary["members"]["search-best"]
     for m in summary["members"].values():

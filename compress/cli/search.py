@@ -36,7 +36,8 @@ def search(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from compress.search.study import RECIPE_FILE, new_search_dir, run_search
+    from compress.search.directory import RECIPE_FILE, new_search_dir
+    from compress.search.study import run_search
 
     if (recipe is None) == (resume is None):
         raise InputError("give a RECIPE to start a search, or --resume SEARCH_DIR to continue one (not both)")

@@ -132,7 +132,7 @@ def finish(ctx, study, progress=None, log=print) -> int:
         lat = ((v.get("latency") or {}).get(target) or {}).get(str(u["batch_size"])) or {}
         sp = ((v.get("speedup") or {}).get(target) or {}).get(str(u["batch_size"])) or {}
         summary["members"][name] = {
-            "trial": t.number, "target": target, "params": t.params, "digest": u.get("digest"),
+            "trial": t.number, "target": target, "params": t.user_attrs.get("options", t.params), "digest": u.get("digest"),
             "tuning_change_points": -u["drop_points"], "heldout_change_points": heldout,
             "selection_optimism_points": None if heldout is None else -u["drop_points"] - heldout,
             "tuning_speedup": u["speedup"], "heldout_speedup": sp.get("estimate"),
@@ -151,7 +151,7 @@ def _trial_rows(study) -> list[dict]:
     rows = []
     for t in study.get_trials(deepcopy=False):
         u = dict(t.user_attrs)
-        rows.append({"number": t.number, "state": t.state.name, "params": t.params,
+        rows.append({"number": t.number, "state": t.state.name, "params": u.get("options", t.params),
                      "values": t.values, **{k: u[k] for k in sorted(u) if k not in ("steps", "target")},
                      "target": (u.get("target") or {}).get("name")})
     return rows
@@ -214,7 +214,8 @@ def render(summary: dict, recipe, run_dir: Path | None, plot: Path | None) -> st
         value = None if not r["values"] else r["values"][0]
         change = -r["drop_points"] if "drop_points" in r else (
             -r["screen"]["drop_points"] if "screen" in r else None)
-        lines.append(f"| {r['number']} | {r['state'].lower()} | {r.get('target') or ''} | "
+        state = {"PRUNED": "screened out"}.get(r["state"], r["state"].lower())
+        lines.append(f"| {r['number']} | {state} | {r.get('target') or ''} | "
                      f"{_f(change, '{:+.2f}')} | {_f(r.get('speedup'))} | {_f(value, '{:.4g}')} | "
                      f"{_f(r.get('seconds'), '{:.0f}')} | {json.dumps(r['params'])} |")
     return "\n".join(lines) + "\n"

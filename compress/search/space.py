@@ -73,7 +73,8 @@ class Dimension(_Strict):
             return self.choices[trial.suggest_categorical(name, list(range(len(self.choices))))]
         if self.is_int:
             return trial.suggest_int(name, self.low, self.high, step=self.step or 1, log=self.log)
-        return trial.suggest_float(name, float(self.low), float(self.high), step=self.step, log=self.log)
+        value = trial.suggest_float(name, float(self.low), float(self.high), step=self.step, log=self.log)
+        return round(value, 12)  # a grid step's float error (0.6000000000000001) stays out of configs
 
     def param_value(self, value: Any) -> Any:
         """What Optuna stores for ``value`` (the index of a non-scalar choice)."""

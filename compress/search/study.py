@@ -9,18 +9,15 @@ Held-out is never read here: ``compress.search.report.finish`` measures the fina
 
 from __future__ import annotations
 
-import copy
-import datetime as dt
 import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from compress.artifacts import Cache
-from compress.errors import CompressError, InputError, MissingDependency, Terminated
+from compress.errors import CompressError, MissingDependency, Terminated
 from compress.measure.accuracy import evaluate
 from compress.measure.cost import usd_per_1m
 from compress.recipe.load import load_recipe, parse_recipe
@@ -28,12 +25,11 @@ from compress.run.build import build_baseline, build_variants
 from compress.run.pipeline import _eval_target
 from compress.run.profiling import profile_pairs, timing_plan
 from compress.runtimes.base import RUNTIMES
+from compress.search.directory import RECIPE_FILE
 from compress.search.space import sample, start_params
 from compress.sources.data import make_splits
 
 STUDY_FILE = "study.db"
-RECIPE_FILE = "recipe.yaml"
-PATH_SCHEMES = ("npz", "imagefolder", "onnx", "csv", "tsv", "jsonl", "hf", "hf-disk")
 
 
 def _optuna():
@@ -43,72 +39,6 @@ def _optuna():
         raise MissingDependency("optuna", "search", "compress search") from None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     return optuna
-
-
-# --------------------------------------------------------------------------- the search directory
-
-
-def _absolute(value: str, base_dir: Path) -> str:
-    """A source with its file made absolute (python:FILE.py:NAME, npz:FILE, ...); names stay."""
-    scheme, sep, ref = value.partition(":")
-    if not sep:
-        return value
-    if scheme == "python":
-        module, colon, name = ref.rpartition(":")
-        if module.endswith(".py") and not Path(module).is_absolute():
-            return f"python:{(base_dir / module).resolve()}{colon}{name}"
-        return value
-    if scheme in PATH_SCHEMES:
-        path, at, split = ref.partition("@") if scheme == "hf-disk" else (ref, "", "")
-        if not Path(path).expanduser().is_absolute():
-            return f"{scheme}:{(base_dir / path).resolve()}{at}{split}"
-    return value
-
-
-def absolute_paths(data: dict, base_dir: Path) -> dict:
-    """The recipe mapping with every file it names made absolute, so copies of it (the search
-    directory's recipe.yaml, search-result.yaml) read the same files and key the same cache."""
-    out = copy.deepcopy(data)
-    model, dat = out.get("model", {}), out.get("data", {})
-    if isinstance(model.get("source"), str):
-        model["source"] = _absolute(model["source"], base_dir)
-    ck = model.get("checkpoint")
-    if isinstance(ck, str):
-        model["checkpoint"] = str((base_dir / ck).resolve())
-    elif isinstance(ck, dict) and ck.get("path"):
-        ck["path"] = str((base_dir / ck["path"]).resolve())
-    if isinstance(dat.get("source"), str):
-        dat["source"] = _absolute(dat["source"], base_dir)
-    for role, src in (dat.get("sources") or {}).items():
-        dat["sources"][role] = _absolute(src, base_dir)
-    for key in ("drift", "production"):
-        if isinstance(dat.get(key), dict) and isinstance(dat[key].get("source"), str):
-            dat[key]["source"] = _absolute(dat[key]["source"], base_dir)
-    return out
-
-
-def new_search_dir(recipe_path: Path, out_dir: Path | None) -> Path:
-    """Validate the recipe (it must have a search section) and create ``<root>/search-<time>/``
-    holding its copy with absolute paths; the cache is ``<root>/.cache``, shared with `compress run`."""
-    recipe = load_recipe(recipe_path)
-    if recipe.search is None:
-        raise InputError(f"{recipe_path}: has no `search:` section; see docs/search.md for one")
-    data = absolute_paths(json.loads(recipe.model_dump_json(by_alias=True, exclude_unset=True)),
-                          recipe_path.parent.resolve())
-    root = Path(out_dir) if out_dir is not None else Path(recipe.report.dir)
-    data.setdefault("report", {})["dir"] = str(root.resolve())
-    root.mkdir(parents=True, exist_ok=True)
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
-    n = 1
-    while True:
-        search_dir = root / f"search-{stamp}" if n == 1 else root / f"search-{stamp}-{n}"
-        try:
-            search_dir.mkdir()
-            break
-        except FileExistsError:
-            n += 1
-    (search_dir / RECIPE_FILE).write_text(yaml.safe_dump(data, sort_keys=False))
-    return search_dir
 
 
 # --------------------------------------------------------------------------- one trial
@@ -215,9 +145,11 @@ def run_trial(ctx: Context, trial) -> tuple[list[float] | None, dict]:
     s, gate = ctx.recipe.search, ctx.recipe.gate
     cand = sample(ctx.recipe, trial)
     workdir = ctx.search_dir / "work" / f"trial-{trial.number}"
-    record: dict = {"steps": [[n, c] for n, c in cand.steps], "target": cand.target}
+    record: dict = {"steps": [[n, c] for n, c in cand.steps], "target": cand.target, "options": cand.params}
     tol = gate.max_accuracy_drop
-    two_stage = s.fidelity.tuning_samples is not None or s.fidelity.finetune_epochs is not None
+    # the hand-written start is always measured in full: the result is never worse than it on tuning
+    two_stage = (s.fidelity.tuning_samples is not None or s.fidelity.finetune_epochs is not None) \
+        and not trial.user_attrs.get("start")
     if two_stage:
         art, target = _build(ctx, _capped(cand.steps, s.fidelity.finetune_epochs), cand.target, workdir / "screen")
         top1, n = _top1(ctx, art, target, ctx.screen_idx)
