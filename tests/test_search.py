@@ -171,6 +171,8 @@ def test_tiny_search_writes_the_front_and_a_result_that_run_reproduces(cli, writ
                for t in summary["trials"][1:])  # the others were screened at low fidelity first
     assert summary["members"]["search-best"]["trial"] in summary["front"]
     best = summary["members"]["search-best"]
+    # the hand-written start is measured on held-out too (as a front member or as search-start)
+    assert [m["trial"] for m in summary["members"].values() if m["start"]] == [0]
     for m in summary["members"].values():
         assert m["selection_optimism_points"] == pytest.approx(m["tuning_change_points"] - m["heldout_change_points"])
         assert m["verdict_point"] in ("pass", "fail") and m["verdict_confident"] in ("pass", "fail")

@@ -40,6 +40,10 @@ def render_search_plot(summary: dict, metric: str, path: Path) -> Path | None:
             ax.scatter(m[key], m["heldout_change_points"], s=70, facecolors="none", edgecolors="#1565c0",
                        linewidths=1.5, zorder=3)
             labels.append((m[key], m["heldout_change_points"], f"{name} (held-out)"))
+            tuning_key = key.replace("heldout_", "tuning_")
+            if m.get(tuning_key) is not None:  # tuning estimate -> held-out result: the optimism
+                ax.plot([m[tuning_key], m[key]], [m["tuning_change_points"], m["heldout_change_points"]],
+                        ":", color="#1565c0", zorder=1)
     ax.scatter([], [], s=70, facecolors="none", edgecolors="#1565c0", label="front member on held-out")
     ax.set_xlabel("$ per 1M inferences" if metric == "usd_per_1m" else "p50 latency, ms per batch")
     ax.set_ylabel("top-1 change vs baseline (points)")

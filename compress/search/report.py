@@ -18,6 +18,7 @@ from compress.results.gate import gate_variant
 RESULT_FILE = "search-result.yaml"
 WINNER = "search-best"
 FIRST_PASS = "search-first-pass"
+START = "search-start"
 
 
 def _feasible(t) -> bool:
@@ -32,22 +33,26 @@ def pareto(trials: list) -> list:
     return sorted(front, key=lambda t: (t.values[0], -t.values[1], t.number))
 
 
-def select(study, front_size: int) -> tuple[list, object | None, list]:
-    """(front members measured on held-out, the first trial that passed on tuning, the whole front)."""
+def select(study, front_size: int) -> tuple[list, object | None, list, object | None]:
+    """(front members measured on held-out, the first trial that passed on tuning, the whole front,
+    the hand-written start when it was measured)."""
     from optuna.trial import TrialState
 
     done = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
     feasible = [t for t in done if _feasible(t)]
     front = pareto(feasible)
     first = min(feasible, key=lambda t: t.number) if feasible else None
-    return front[:front_size], first, front
+    start = next((t for t in done if t.user_attrs.get("start")), None)
+    return front[:front_size], first, front, start
 
 
-def member_names(members: list, first) -> dict[int, str]:
-    """Trial number -> variant name in search-result.yaml."""
+def member_names(members: list, first, start=None) -> dict[int, str]:
+    """Trial number -> variant name in search-result.yaml: the front, then the first trial that
+    passed and the hand-written start (when measured), for comparison."""
     names = {t.number: (WINNER if i == 0 else f"search-front-{i + 1}") for i, t in enumerate(members)}
-    if first is not None and first.number not in names:
-        names[first.number] = FIRST_PASS
+    for extra, name in ((first, FIRST_PASS), (start, START)):
+        if extra is not None and extra.number not in names:
+            names[extra.number] = name
     return names
 
 
@@ -109,15 +114,15 @@ def finish(ctx, study, progress=None, log=print) -> int:
     from compress.run.pipeline import run_recipe
 
     s = ctx.recipe.search
-    members, first, front = select(study, s.front_size)
+    members, first, front, start = select(study, s.front_size)
     summary = {"trials": _trial_rows(study), "front": [t.number for t in front], "members": {},
                "objective": s.objective.model_dump(), "gate": ctx.recipe.gate.model_dump(mode="json")}
     if not members:
         log("search: no trial passed the gate on the tuning split; nothing to measure on held-out")
         _write(ctx, summary, None)
         return 1
-    names = member_names(members, first)
-    by_name = {names[t.number]: t for t in [*members, first] if t is not None}
+    names = member_names(members, first, start)
+    by_name = {names[t.number]: t for t in [*members, first, start] if t is not None}
     path = write_result(ctx, result_recipe(ctx, by_name))
     recipe = parse_recipe(yaml.safe_load(path.read_text()), origin=str(path))
     log(f"search: measuring {len(by_name)} front member(s) on held-out against {ctx.recipe.gate.reference} ...")
@@ -140,7 +145,7 @@ def finish(ctx, study, progress=None, log=print) -> int:
             "tuning_latency_ms_p50": u["latency_ms_p50"], "heldout_latency_ms_p50": lat.get("p50_ms"),
             "verdict_point": gate_variant(name, {**v, "gated": True}, {**gate, "mode": "point"})["verdict"],
             "verdict_confident": gate_variant(name, {**v, "gated": True}, {**gate, "mode": "confident"})["verdict"],
-            "first_pass": t is first,
+            "first_pass": t is first, "start": t is start,
         }
     summary["heldout_run"] = str(outcome.run_dir)
     _write(ctx, summary, outcome.run_dir)
@@ -163,6 +168,11 @@ def _write(ctx, summary: dict, run_dir: Path | None) -> None:
     (ctx.search_dir / "search.json").write_text(json.dumps(summary, indent=1, default=str))
     plot = render_search_plot(summary, ctx.recipe.search.objective.metric, ctx.search_dir / "search-pareto.png")
     (ctx.search_dir / "report.md").write_text(render(summary, ctx.recipe, run_dir, plot))
+
+
+def _roles(m: dict) -> str:
+    roles = [r for r, on in (("first to pass", m["first_pass"]), ("the start", m["start"])) if on]
+    return f" ({', '.join(roles)})" if roles else ""
 
 
 def _f(x, fmt: str = "{:.2f}") -> str:
@@ -198,13 +208,14 @@ def render(summary: dict, recipe, run_dir: Path | None, plot: Path | None) -> st
         fmt = "{:.4g}"
         for name, m in summary["members"].items():
             lines.append(
-                f"| {name}{' (first to pass)' if m['first_pass'] else ''} | {m['trial']} | {m['target']} | "
+                f"| {name}{_roles(m)} | {m['trial']} | {m['target']} | "
                 f"{_f(m['tuning_change_points'], '{:+.2f}')} | {_f(m['heldout_change_points'], '{:+.2f}')} | "
                 f"{_f(m['selection_optimism_points'], '{:+.2f}')} | {_f(m['tuning_speedup'])}x / "
                 f"{_f(m['heldout_speedup'])}x | {_f(m['tuning_' + key], fmt)} / {_f(m['heldout_' + key], fmt)} | "
                 f"{m['verdict_point']} | {m['verdict_confident']} |")
-        lines += ["", "The winner is `search-best`; `search-first-pass` (when listed) is the first trial that "
-                  "passed on tuning, for the gain over stopping at the first passing configuration.", ""]
+        lines += ["", "The winner is `search-best`; `search-first-pass` is the first trial that passed on "
+                  "tuning (the gain over stopping there) and `search-start` the hand-written starting "
+                  "variant, each listed under its own name when it is not already a front member.", ""]
     if plot is not None:
         lines += [f"![tuning-split trials and front]({plot.name})", ""]
     lines += ["## Every trial (tuning split)", "",

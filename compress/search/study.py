@@ -98,17 +98,15 @@ def _top1(ctx: Context, art, target, idx: np.ndarray | None) -> tuple[float, int
 
 
 def _capped(steps: list[tuple[str, dict]], epochs: int | None) -> list[tuple[str, dict]]:
-    """``steps`` with every ``finetune.epochs`` (default 2) capped at ``epochs``."""
-    if epochs is None:
-        return steps
+    """``steps`` (normalised by their configs) with every ``finetune.epochs`` capped at ``epochs``."""
     from compress.steps.base import STEPS
 
     out = []
     for name, cfg in steps:
-        full = STEPS.get(name).config.model_validate(cfg).model_dump(mode="json", exclude_unset=True)
-        if isinstance(full.get("finetune"), dict):
-            ft = STEPS.get(name).config.model_validate(cfg).finetune
-            full["finetune"]["epochs"] = min(ft.epochs, epochs)
+        model = STEPS.get(name).config.model_validate(cfg)
+        full = model.model_dump(mode="json", exclude_unset=True)
+        if epochs is not None and isinstance(full.get("finetune"), dict):
+            full["finetune"]["epochs"] = min(model.finetune.epochs, epochs)
         out.append((name, full))
     return out
 
@@ -150,8 +148,11 @@ def run_trial(ctx: Context, trial) -> tuple[list[float] | None, dict]:
     # the hand-written start is always measured in full: the result is never worse than it on tuning
     two_stage = (s.fidelity.tuning_samples is not None or s.fidelity.finetune_epochs is not None) \
         and not trial.user_attrs.get("start")
+    screen_steps = _capped(cand.steps, s.fidelity.finetune_epochs)
+    # nothing to cap and no subsample: the first stage is the full one (built and scored once)
+    same = screen_steps == _capped(cand.steps, None) and ctx.screen_idx is None
     if two_stage:
-        art, target = _build(ctx, _capped(cand.steps, s.fidelity.finetune_epochs), cand.target, workdir / "screen")
+        art, target = _build(ctx, screen_steps, cand.target, workdir / "screen")
         top1, n = _top1(ctx, art, target, ctx.screen_idx)
         drop = ctx.base_top1["screen"] - top1
         record["screen"] = {"tuning_top1": top1, "tuning_n": n, "drop_points": drop,
@@ -159,8 +160,9 @@ def run_trial(ctx: Context, trial) -> tuple[list[float] | None, dict]:
         if tol is not None and drop > tol + s.fidelity.promote_margin_points:
             record["constraint"] = [drop - tol, 0.0]
             return None, record
-    art, target = _build(ctx, cand.steps, cand.target, workdir / "full")
-    top1, n = _top1(ctx, art, target, None)
+    if not (two_stage and same):
+        art, target = _build(ctx, cand.steps, cand.target, workdir / "full")
+        top1, n = _top1(ctx, art, target, None)
     drop = ctx.base_top1["full"] - top1
     timing = _time(ctx, art, target)
     record.update(tuning_top1=top1, tuning_n=n, drop_points=drop, digest=art.digest, **timing)
