@@ -189,15 +189,18 @@ def _set_constraint(trial, record: dict) -> None:
 
 
 def open_study(recipe, search_dir: Path):
+    """The study in ``search_dir`` (created or loaded). The sampler is seeded by the recipe's seed
+    plus the trials already stored, so a resumed search does not replay the first invocation's draws."""
     optuna = _optuna()
-    s = recipe.search
-    sampler = {"tpe": lambda: optuna.samplers.TPESampler(seed=recipe.seed),
-               "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=recipe.seed),
-               "random": lambda: optuna.samplers.RandomSampler(seed=recipe.seed)}[s.sampler]()
-    return optuna.create_study(
-        study_name="search", storage=f"sqlite:///{(search_dir / STUDY_FILE).resolve()}", sampler=sampler,
-        directions=["minimize", "maximize"], load_if_exists=True,
+    kind = {"tpe": optuna.samplers.TPESampler, "nsga2": optuna.samplers.NSGAIISampler,
+            "random": optuna.samplers.RandomSampler}[recipe.search.sampler]
+    study = optuna.create_study(
+        study_name="search", storage=f"sqlite:///{(search_dir / STUDY_FILE).resolve()}",
+        sampler=kind(seed=recipe.seed), directions=["minimize", "maximize"], load_if_exists=True,
     )
+    if study.trials:
+        study.sampler = kind(seed=recipe.seed + len(study.trials))
+    return study
 
 
 def finished(study) -> list:
