@@ -235,12 +235,18 @@ def test_stopped_search_resumes_without_redoing_trials(cli, write_recipe, new_ti
 def test_nothing_passing_on_tuning_exits_1_without_touching_heldout(cli, write_recipe, new_tiny_recipe, tmp_path):
     recipe = _search_recipe(new_tiny_recipe, trials=2)
     recipe["gate"]["min_speedup"] = 1000.0  # no candidate is 1000x faster than fp32
+    # one point in the space: the second trial draws the start's options again
+    recipe["search"]["space"] = {"quantize.calibration.method": {"choices": ["minmax"]}}
     out = tmp_path / "runs"
     result = _search(cli, write_recipe(recipe), out)
     assert result.exit_code == 1, result.output
     (search_dir,) = out.glob("search-*")
     summary = json.loads((search_dir / "search.json").read_text())
     assert summary["members"] == {} and "heldout_run" not in summary
+    first, again = summary["trials"]
+    assert first["state"] == "COMPLETE" and max(first["constraint"]) > 0  # measured, fails the speed rule
+    assert again["state"] == "PRUNED" and again["duplicate_of"] == 0 and "drop_points" not in again
+    assert again["constraint"] == first["constraint"]
     assert not (search_dir / "search-result.yaml").exists()
     assert [p for p in out.iterdir() if p.is_dir() and not p.name.startswith((".", "search-"))] == []
     assert "No trial passed the gate on the tuning split" in (search_dir / "report.md").read_text()

@@ -190,7 +190,7 @@ def render(summary: dict, recipe, run_dir: Path | None, plot: Path | None) -> st
         f"Objective: minimise {metric} at batch {s.objective.batch_size}; constraint: the gate "
         f"(max_accuracy_drop {gate.max_accuracy_drop}, min_speedup {gate.min_speedup} against "
         f"{gate.reference}) on the **tuning** split. Trials: {len(rows)} ({states['COMPLETE']} measured, "
-        f"{states['PRUNED']} screened out at low fidelity, {states['FAIL']} failed or interrupted).",
+        f"{states['PRUNED']} screened out at low fidelity or drawn again, {states['FAIL']} failed or interrupted).",
         "",
     ]
     if not summary["members"]:
@@ -226,6 +226,8 @@ def render(summary: dict, recipe, run_dir: Path | None, plot: Path | None) -> st
         change = -r["drop_points"] if "drop_points" in r else (
             -r["screen"]["drop_points"] if "screen" in r else None)
         state = {"PRUNED": "screened out"}.get(r["state"], r["state"].lower())
+        if "duplicate_of" in r:
+            state = f"same as trial {r['duplicate_of']}"
         lines.append(f"| {r['number']} | {state} | {r.get('target') or ''} | "
                      f"{_f(change, '{:+.2f}')} | {_f(r.get('speedup'))} | {_f(value, '{:.4g}')} | "
                      f"{_f(r.get('seconds'), '{:.0f}')} | {json.dumps(r['params'])} |")

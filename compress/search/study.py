@@ -144,6 +144,12 @@ def run_trial(ctx: Context, trial) -> tuple[list[float] | None, dict]:
     cand = sample(ctx.recipe, trial)
     workdir = ctx.search_dir / "work" / f"trial-{trial.number}"
     record: dict = {"steps": [[n, c] for n, c in cand.steps], "target": cand.target, "options": cand.params}
+    earlier = _same_options(trial, cand.params)
+    if earlier is not None:  # a sampler may draw a point again: its timing would only add noise
+        record["duplicate_of"] = earlier.number
+        if "constraint" in earlier.user_attrs:
+            record["constraint"] = earlier.user_attrs["constraint"]
+        return None, record
     tol = gate.max_accuracy_drop
     # the hand-written start is always measured in full: the result is never worse than it on tuning
     two_stage = (s.fidelity.tuning_samples is not None or s.fidelity.finetune_epochs is not None) \
@@ -172,6 +178,16 @@ def run_trial(ctx: Context, trial) -> tuple[list[float] | None, dict]:
     if value is None:
         raise TrialFailed(f"target {target.name} has no usd_per_hour: $ per 1M cannot be measured")
     return [value, top1], record
+
+
+def _same_options(trial, options: dict):
+    """An earlier finished trial (measured or screened out) with exactly these options, or None."""
+    from optuna.trial import TrialState
+
+    for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+        if t.number != trial.number and t.user_attrs.get("options") == options:
+            return t
+    return None
 
 
 # --------------------------------------------------------------------------- the study
@@ -331,6 +347,8 @@ def run_search(search_dir: Path, *, max_new_trials: int | None = None, progress=
 def _trial_line(number: int, r: dict) -> str:
     if "error" in r:
         return f"trial {number}: failed: {r['error']}"
+    if "duplicate_of" in r:
+        return f"trial {number}: the same options as trial {r['duplicate_of']}: not measured again"
     if "drop_points" not in r:
         return f"trial {number}: screened out (tuning drop {r['screen']['drop_points']:.2f} points at low fidelity)"
     cost = f", ${r['usd_per_1m']:.4f}/1M" if r.get("usd_per_1m") is not None else ""
