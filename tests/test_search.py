@@ -132,12 +132,15 @@ def test_sampled_options_land_in_the_chain_and_the_start_is_the_first_trial(new_
 def test_paths_are_made_absolute_for_the_copies(tmp_path):
     from compress.search.directory import absolute_paths
 
-    data = {"model": {"source": "python:m.py:f", "checkpoint": "w.pt"},
-            "data": {"source": "npz:d.npz", "drift": {"source": "sklearn:digits"}}}
+    data = {"model": {"source": "python:m.py:f", "checkpoint": "w.pt", "tokenizer": "tok"},
+            "data": {"sources": {"train": "hf-disk:ds@train", "heldout": "hf-dataset:glue/sst2@validation"},
+                     "drift": {"source": "sklearn:digits"}}}
     out = absolute_paths(data, tmp_path)
     assert out["model"]["source"] == f"python:{tmp_path / 'm.py'}:f"
     assert out["model"]["checkpoint"] == str(tmp_path / "w.pt")
-    assert out["data"]["source"] == f"npz:{tmp_path / 'd.npz'}"
+    assert out["model"]["tokenizer"] == str(tmp_path / "tok")
+    assert out["data"]["sources"] == {"train": f"hf-disk:{tmp_path / 'ds'}@train",
+                                      "heldout": "hf-dataset:glue/sst2@validation"}  # a name, not a path
     assert out["data"]["drift"]["source"] == "sklearn:digits"
     assert data["model"]["source"] == "python:m.py:f"  # the user's mapping is untouched
 

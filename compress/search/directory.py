@@ -42,6 +42,8 @@ def absolute_paths(data: dict, base_dir: Path) -> dict:
     model, dat = out.get("model", {}), out.get("data", {})
     if isinstance(model.get("source"), str):
         model["source"] = _absolute(model["source"], base_dir)
+    if isinstance(model.get("tokenizer"), str):
+        model["tokenizer"] = str((base_dir / model["tokenizer"]).resolve())
     ck = model.get("checkpoint")
     if isinstance(ck, str):
         model["checkpoint"] = str((base_dir / ck).resolve())
