@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from compress.registry import Registry
 from compress.run.build import build_variants
@@ -37,9 +37,10 @@ class Executor(Protocol):
                         load: Callable, eval_target: Callable, progress=None) -> dict:
         """``compress.run.evaluate.evaluate_models``: {model: results or the exception}."""
 
-    def profile_pairs(self, recipe, recipe_path: Path, splits, pairs: dict, make_batch: Callable,
+    def profile_pairs(self, recipe, recipe_path: Path, pairs: dict, make_batch: Callable, settings: dict,
                       progress=None, log=print) -> dict:
-        """``compress.run.profiling.profile_pairs`` with the recipe's profile settings."""
+        """``compress.run.profiling.profile_pairs(pairs, make_batch, **settings)``, the settings of
+        ``compress.run.pipeline.profile_settings`` (a worker makes its own batches and settings)."""
 
     def map(self, fn: Callable, items: list, *, num_cpus: float = 1, num_gpus: float = 0) -> list:
         """``fn(item)`` for every item (e.g. search trials), in order; an item whose call failed
@@ -47,15 +48,6 @@ class Executor(Protocol):
 
     def close(self) -> None:
         """Release what the executor started (a local Ray)."""
-
-
-def profile_settings(recipe, splits) -> dict[str, Any]:
-    """The profile_pairs keywords a recipe's profile section sets."""
-    from compress.run.build import input_spec_for
-    from compress.run.profiling import timing_plan
-
-    return {"batch_sizes": recipe.profile.batch_sizes, "plan": timing_plan(recipe.profile),
-            "memory_input_spec": input_spec_for(recipe, splits) if recipe.profile.memory else None}
 
 
 class InProcess:
@@ -74,10 +66,8 @@ class InProcess:
                         progress=None):
         return evaluate_models(recipe, splits, models, roles, corrupted, load, progress)
 
-    def profile_pairs(self, recipe, recipe_path, splits, pairs, make_batch, progress=None, log=print):
-        settings = profile_settings(recipe, splits)
-        return profile_pairs(pairs, make_batch, settings.pop("batch_sizes"), **settings,
-                             progress=progress, log=log)
+    def profile_pairs(self, recipe, recipe_path, pairs, make_batch, settings, progress=None, log=print):
+        return profile_pairs(pairs, make_batch, **settings, progress=progress, log=log)
 
     def map(self, fn, items, *, num_cpus=1, num_gpus=0):
         out = []

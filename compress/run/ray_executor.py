@@ -175,7 +175,7 @@ class RayExecutor:
             out[name] = model_results(got, roles, corrupted)
         return out
 
-    def profile_pairs(self, recipe, recipe_path, splits, pairs, make_batch, progress=None, log=print):
+    def profile_pairs(self, recipe, recipe_path, pairs, make_batch, settings, progress=None, log=print):
         run = self._run_ref
         refs = []
         for group in self._groups:

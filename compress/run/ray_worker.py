@@ -64,7 +64,8 @@ def state(run: RunRef) -> dict:
         trains = recipe.model.checkpoint_config is None and not recipe.model.source.startswith("onnx:")
         if trains and not (Path(run.store_root) / run.baseline_digest / "artifact.json").is_file():
             raise CompressError(_not_shared(run.store_root, f"the trained baseline {run.baseline_digest}"))
-        splits = make_splits(recipe.data, Path(run.recipe_path).parent, recipe.seed)
+        # a tokenizer trained on train is read from the store, as the driver stored it
+        splits = make_splits(recipe.data, Path(run.recipe_path).parent, recipe.seed, recipe.model, cache.root)
         baseline, _ = build_baseline(recipe, Path(run.recipe_path).parent, splits, cache, log=lambda _m: None)
         _STATE.clear()
         _STATE.update(run=run, splits=splits, cache=cache, baseline=baseline,
@@ -124,19 +125,17 @@ def _corrupted(st: dict, recipe) -> dict:
         st["corrupted"] = {}
         if robustness_active(recipe, st["splits"]):
             rb = recipe.evaluate.robustness
-            st["corrupted"] = corrupted_splits(st["splits"]["heldout"], rb.corruptions, rb.severities,
-                                               seed=recipe.seed)
+            names = rb.corruptions_for(st["splits"].is_text)
+            st["corrupted"] = corrupted_splits(st["splits"]["heldout"], names, rb.severities, seed=recipe.seed)
     return st["corrupted"]
 
 
 def profile(run: RunRef, pairs: dict) -> dict:
     """One group of targets' (model, target) pairs, timed in one interleaved loop on this node."""
-    from compress.run.executor import profile_settings
-    from compress.run.pipeline import batch_maker
+    from compress.run.pipeline import batch_maker, profile_settings
     from compress.run.profiling import profile_pairs
 
     st, recipe = state(run), run.recipe
     loaded = {key: (load(st, art), target) for key, (art, target) in pairs.items()}
-    settings = profile_settings(recipe, st["splits"])
-    return profile_pairs(loaded, batch_maker(recipe, st["splits"]), settings.pop("batch_sizes"), **settings,
+    return profile_pairs(loaded, batch_maker(recipe, st["splits"]), **profile_settings(recipe, st["splits"]),
                          log=log_to_stderr)
