@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from compress.artifacts import Artifact, Cache
 from compress.errors import RecipeError, StepError
 from compress.pruning.channels import count_macs_params
+from compress.pruning.report import pruning_table
 from compress.pruning.transformers import attention_modules, ffn_layers, layer_pairs
 from compress.recipe import parse_recipe
 from compress.sources.data import Split, Splits
@@ -182,6 +183,12 @@ def test_heads_and_ffn_pruning_shrinks_bert_and_its_config_follows(tmp_path, ber
             logits = call_module(module, _tokens(3, seq_len))
             assert logits.shape == (3, NUM_CLASSES) and torch.isfinite(logits).all()
     assert "heads" in out.lineage[-1]
+    # the report's pruning table shows the cut and the MAC promise next to the measured speed-up
+    results = {"variants": {"p": {"status": "ok", "artifact": {"facts": {"pruning": pr}},
+                                  "speedup": {"cpu": {32: {"estimate": 1.25}}}}}}
+    row = pruning_table(results, "cpu").splitlines()[-1]
+    assert "heads 0.5, FFN 0.5 (heads 16 → 8, FFN 256 → 128, layers 4 → 4)" in row
+    assert f"{pr['macs_before'] / pr['macs_after']:.2f}x | 1.25x (b32)" in row
 
 
 @pytest.mark.slow

@@ -263,3 +263,55 @@ def restore_removed_blocks(module, state_dict: dict) -> None:
                 continue  # the loader reports the unexpected key with the others
             if not isinstance(current, RemovedBlock):
                 _set_submodule(module, name, RemovedBlock())
+
+
+class BlockCut:
+    """Block pruning as the prune step runs it: the candidates, their ranking, cuts of copies for the
+    budget searches, and the real cut in one or more steps. ``train()`` gives the train split (Taylor)."""
+
+    def __init__(self, module, patterns: list[str], importance: str, input_spec, *, seed: int = 0,
+                 train: Callable | None = None, taylor_batches: int = 4):
+        self.importance, self.seed, self.train, self.taylor_batches = importance, seed, train, taylor_batches
+        self.plan = find_candidates(module, patterns, input_spec)
+        # original name -> name in the module being cut (removing a transformer layer renames the later ones)
+        self.current = {n: n for n in self.plan.candidates}
+        self.scores = self.score(module, self.plan.candidates)
+        self.order = removal_order(self.scores)
+        self.removed: list[str] = []
+
+    def score(self, module, names: list[str]) -> dict[str, float]:
+        import itertools
+
+        import numpy as np
+
+        batches = None
+        if self.importance == "taylor":
+            train = self.train()
+            rows = np.arange(min(len(train), 32 * self.taylor_batches))  # read only what is used
+            batches = itertools.islice(train.batches(32, rows), self.taylor_batches)
+        scores = score_blocks(module, [self.current[n] for n in names], self.importance, batches=batches,
+                              seed=self.seed)
+        return {n: scores[self.current[n]] for n in names}
+
+    def count(self, ratio: float) -> int:
+        return count_to_remove(len(self.order), ratio)
+
+    def cut_copy(self, module, ratio: float) -> None:
+        remove_blocks(module, self.order[: self.count(ratio)])
+
+    def cut_step(self, module, ratio: float, step: int, steps: int) -> None:
+        """Remove this step's share of the blocks; after the first step the remaining candidates
+        are ranked again on the (fine-tuned) model."""
+        total = self.count(ratio)
+        goal = round(total * (step + 1) / steps)
+        left = [n for n in self.plan.candidates if n not in self.removed]
+        order = self.order if step == 0 else removal_order(self.score(module, left))
+        order = [n for n in order if n not in self.removed]
+        take = order[: max(0, goal - len(self.removed))]
+        moved = remove_blocks(module, [self.current.pop(n) for n in take])
+        self.current = {n: moved.get(now, now) for n, now in self.current.items()}
+        self.removed += take
+
+    def facts(self) -> dict:
+        return {"block_candidates": list(self.plan.candidates), "blocks_skipped": dict(self.plan.skipped),
+                "block_scores": dict(self.scores), "removed_blocks": list(self.removed)}

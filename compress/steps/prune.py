@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from typing import Literal
 
-import numpy as np
 from pydantic import Field, field_validator, model_validator
 
 from compress.artifacts import Artifact
@@ -195,58 +194,8 @@ def _recovery_summary(h: dict) -> dict:
     return {k: h[k] for k in keys if k in h}
 
 
-class _Blocks:
-    """Block pruning's state inside the step: the candidates, their ranking, and the cut."""
-
-    def __init__(self, module, cfg: PruneConfig, ctx: StepContext):
-        from compress.pruning import blocks
-
-        self.lib, self.cfg, self.ctx = blocks, cfg, ctx
-        self.plan = blocks.find_candidates(module, cfg.blocks, ctx.input_shape)
-        # original name -> name in the module being cut (removing a transformer layer renames the later ones)
-        self.current = {n: n for n in self.plan.candidates}
-        self.scores = self.score(module, self.plan.candidates)
-        self.order = blocks.removal_order(self.scores)
-        self.removed: list[str] = []
-
-    def score(self, module, names: list[str]) -> dict[str, float]:
-        import itertools
-
-        batches = None
-        if self.cfg.importance == "taylor":
-            train = self.ctx.data("train")
-            rows = np.arange(min(len(train), 32 * self.cfg.taylor_batches))  # read only what is used
-            batches = itertools.islice(train.batches(32, rows), self.cfg.taylor_batches)
-        scores = self.lib.score_blocks(module, [self.current[n] for n in names], self.cfg.importance,
-                                       batches=batches, seed=self.ctx.seed)
-        return {n: scores[self.current[n]] for n in names}
-
-    def count(self, ratio: float) -> int:
-        return self.lib.count_to_remove(len(self.order), ratio)
-
-    def cut_copy(self, module, ratio: float) -> None:
-        self.lib.remove_blocks(module, self.order[: self.count(ratio)])
-
-    def cut_step(self, module, ratio: float, step: int, steps: int) -> None:
-        """Remove this step's share of the blocks; after the first step the remaining candidates
-        are ranked again on the (fine-tuned) model."""
-        total = self.count(ratio)
-        goal = round(total * (step + 1) / steps)
-        left = [n for n in self.plan.candidates if n not in self.removed]
-        order = self.order if step == 0 else self.lib.removal_order(self.score(module, left))
-        order = [n for n in order if n not in self.removed]
-        take = order[: max(0, goal - len(self.removed))]
-        moved = self.lib.remove_blocks(module, [self.current.pop(n) for n in take])
-        self.current = {n: moved.get(now, now) for n, now in self.current.items()}
-        self.removed += take
-
-    def facts(self) -> dict:
-        return {"block_candidates": list(self.plan.candidates), "blocks_skipped": dict(self.plan.skipped),
-                "block_scores": dict(self.scores), "removed_blocks": list(self.removed)}
-
-
 def _resolve_ratio(module, cfg: PruneConfig, ctx: StepContext, macs0: int, reference_macs: int,
-                   blocks: _Blocks | None, heads=None) -> tuple[float | None, dict]:
+                   blocks=None, heads=None) -> tuple[float | None, dict]:
     """The ratio that meets the config's target (None: the target is already met): the fraction of
     channels removed per layer, with blocks the fraction of candidate blocks removed, with heads the
     fraction of heads and FFN neurons removed."""
@@ -269,7 +218,9 @@ def _resolve_ratio(module, cfg: PruneConfig, ctx: StepContext, macs0: int, refer
             return None, {"note": f"the model already has {macs0 / reference_macs:.1%} of the baseline's "
                                   f"MACs, within macs_budget {cfg.macs_budget:.0%}: nothing pruned"}
         if blocks is not None:
-            k, trace = blocks.lib.count_for_macs(
+            from compress.pruning.blocks import count_for_macs
+
+            k, trace = count_for_macs(
                 module, blocks.order, ctx.input_shape, limit,
                 lambda m: count_macs_params(m, ctx.input_shape)[0])
             return k / len(blocks.order), {"search": trace}
@@ -347,7 +298,12 @@ def apply(art: Artifact, cfg: PruneConfig, ctx: StepContext) -> Artifact:
     if ctx.baseline is not None and ctx.baseline.meta.get("macs"):
         reference_macs = int(ctx.baseline.meta["macs"])
     before = _slice_top1(module, ctx)
-    blocks = _Blocks(module, cfg, ctx) if cfg.granularity == "blocks" else None
+    blocks = None
+    if cfg.granularity == "blocks":
+        from compress.pruning.blocks import BlockCut
+
+        blocks = BlockCut(module, cfg.blocks, cfg.importance, ctx.input_shape, seed=ctx.seed,
+                          train=lambda: ctx.data("train"), taylor_batches=cfg.taylor_batches)
     heads = None
     if cfg.granularity == "heads":
         heads = transformers.HeadCut(
