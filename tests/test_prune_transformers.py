@@ -21,6 +21,8 @@ from compress.sources.data import Split, Splits
 from compress.sources.inputs import InputSpec, call_module, to_torch
 from compress.sources.models import ModelSpec
 from compress.steps.base import StepContext
+from compress.steps.export import ExportConfig
+from compress.steps.export import apply as export
 from compress.steps.finetune import FinetuneConfig
 from compress.steps.finetune import apply as finetune
 from compress.steps.prune import PruneConfig
@@ -86,7 +88,7 @@ class TokenSplit:
     """A text split as the data sources give one: named int64 token inputs, labels, batches by rows."""
 
     def __init__(self, role: str, ids: np.ndarray, lengths: np.ndarray, labels: np.ndarray):
-        self.role, self.ids, self.lengths, self.labels = role, ids, lengths, labels
+        self.role, self.ids, self.lengths_, self.labels = role, ids, lengths, labels
         self.input_spec, self.source = TEXT, "test"
 
     def __len__(self) -> int:
@@ -94,10 +96,13 @@ class TokenSplit:
 
     def inputs(self, idx=None) -> dict[str, np.ndarray]:
         rows = np.arange(len(self)) if idx is None else np.asarray(idx)
-        width = int(self.lengths[rows].max())  # padded to the longest of the batch
+        width = int(self.lengths_[rows].max())  # padded to the longest of the batch
         ids = self.ids[rows, :width]
-        mask = (np.arange(width)[None] < self.lengths[rows, None]).astype(np.int64)
+        mask = (np.arange(width)[None] < self.lengths_[rows, None]).astype(np.int64)
         return {"input_ids": ids * mask, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+
+    def lengths(self) -> np.ndarray:
+        return self.lengths_
 
     def batches(self, batch_size: int, idx=None):
         rows = np.arange(len(self)) if idx is None else np.asarray(idx)
@@ -106,7 +111,7 @@ class TokenSplit:
 
     def subset(self, idx, role=None, source=None):
         idx = np.asarray(idx)
-        return TokenSplit(role or self.role, self.ids[idx], self.lengths[idx], self.labels[idx])
+        return TokenSplit(role or self.role, self.ids[idx], self.lengths_[idx], self.labels[idx])
 
 
 def _text_splits(n: int = 96) -> Splits:
@@ -155,7 +160,8 @@ def bert(models_file) -> Artifact:
 
 def _ctx(tmp_path, baseline, spec=TEXT, splits=None) -> StepContext:
     splits = splits or (_text_splits() if spec is TEXT else _image_splits())
-    return StepContext(splits=splits, model_spec=baseline.model_spec, input_shape=spec, seed=0,
+    spec = spec if isinstance(spec, InputSpec) else InputSpec.image(spec)
+    return StepContext(splits=splits, model_spec=baseline.model_spec, input_spec=spec, seed=0,
                        workdir=tmp_path, baseline=baseline, log=lambda _m: None)
 
 
@@ -205,6 +211,16 @@ def test_head_pruned_bert_saves_and_reloads_exactly(tmp_path, bert):
     cfg = again.module.config
     assert (cfg.num_attention_heads, cfg.intermediate_size, cfg.num_hidden_layers) == (2, 32, 2)
     assert _heads(again.module) == [2, 2]
+
+
+def test_a_head_pruned_bert_exports_with_attention_fused_in_every_layer(tmp_path, bert):
+    ctx = _ctx(tmp_path, bert)
+    out = prune(bert, PruneConfig(granularity="heads", head_ratio=0.5, ffn_ratio=0.25), ctx)
+    onnx_art = export(out, ExportConfig(), ctx)  # verified against torch on padded calibration batches
+    facts = onnx_art.meta["transformer_fusions"]
+    # ONNX Runtime fuses attention only when told the attention width (2 heads x 8), not the model's (32)
+    assert (facts["num_heads"], facts["hidden_size"]) == (2, 16)
+    assert facts["fused"]["Attention"] == 4 and facts["max_rel_error"] < 1e-3
 
 
 def test_vit_heads_and_ffn_pruning_reloads_from_its_own_hugging_face_config(tmp_path, models_file):

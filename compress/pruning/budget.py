@@ -19,16 +19,16 @@ class BudgetSearch:
     trace: list[dict] = field(default_factory=list)
 
 
-def macs_after(module, plan: ChannelPlan, input_shape, num_classes: int, ratio: float, seed: int,
+def macs_after(module, plan: ChannelPlan, input_spec, num_classes: int, ratio: float, seed: int,
                cut: Callable[[object, float], None] | None = None) -> int:
     """MACs of a copy of ``module`` cut to ``ratio`` (the module itself is untouched): channels by
     ``plan``, or by ``cut(copy, ratio)`` (e.g. heads and FFN neurons)."""
     trial = copy_with_grads(module)  # Taylor scores the copy as it would the original
     if cut is None:
-        prune_once(trial, plan, input_shape, num_classes, ratio, seed=seed)
+        prune_once(trial, plan, input_spec, num_classes, ratio, seed=seed)
     else:
         cut(trial, ratio)
-    return count_macs_params(trial, input_shape)[0]
+    return count_macs_params(trial, input_spec)[0]
 
 
 def ratio_upper_bound(plan: ChannelPlan) -> float:
@@ -36,7 +36,7 @@ def ratio_upper_bound(plan: ChannelPlan) -> float:
     return min(0.95, plan.max_layer_ratio)
 
 
-def search_macs_budget(module, plan: ChannelPlan, input_shape, num_classes: int, *,
+def search_macs_budget(module, plan: ChannelPlan, input_spec, num_classes: int, *,
                        budget_macs: int, reference_macs: int, seed: int = 0,
                        iterations: int = 8, cut: Callable[[object, float], None] | None = None,
                        top: float | None = None) -> BudgetSearch:
@@ -49,7 +49,7 @@ def search_macs_budget(module, plan: ChannelPlan, input_shape, num_classes: int,
     grid = [r for r in ratio_schedule(0.05, top)]
 
     def macs_at(r: float) -> int:
-        return macs_after(module, plan, input_shape, num_classes, r, seed, cut)
+        return macs_after(module, plan, input_spec, num_classes, r, seed, cut)
 
     trace = [{"ratio": r, "macs": macs_at(r)} for r in grid]
     floor = min(trace, key=lambda t: (t["macs"], t["ratio"]))
@@ -82,7 +82,7 @@ def ratio_schedule(step: float, max_ratio: float) -> list[float]:
     return ratios
 
 
-def search_latency_budget(module, cut: Callable[[object, float], None], input_shape, *,
+def search_latency_budget(module, cut: Callable[[object, float], None], input_spec, *,
                           ratios: list[float], meets: Callable[[object], dict]) -> BudgetSearch:
     """Cut copies of ``module`` to each ratio in turn with ``cut(copy, ratio)`` (channels or blocks),
     measure each with ``meets(candidate)`` (a dict with at least ``ok``), and stop at the first that
@@ -91,7 +91,7 @@ def search_latency_budget(module, cut: Callable[[object, float], None], input_sh
     for ratio in ratios:
         trial = copy_with_grads(module)
         cut(trial, ratio)
-        macs = count_macs_params(trial, input_shape)[0]
+        macs = count_macs_params(trial, input_spec)[0]
         measured = meets(trial)
         trace.append({"ratio": ratio, "macs": macs, **measured})
         if measured["ok"]:

@@ -209,7 +209,7 @@ def _resolve_ratio(module, cfg: PruneConfig, ctx: StepContext, macs0: int, refer
         cut = heads.cut_copy
     else:
         def cut(m, ratio):
-            prune_once(m, cfg.plan(0.5), ctx.input_shape, num_classes, ratio, seed=ctx.seed)
+            prune_once(m, cfg.plan(0.5), ctx.input_spec, num_classes, ratio, seed=ctx.seed)
     if cfg.target_kind == "ratio":
         return (cfg.ratio if cfg.ratio is not None else 0.5), {}
     if cfg.target_kind == "macs_budget":
@@ -221,10 +221,10 @@ def _resolve_ratio(module, cfg: PruneConfig, ctx: StepContext, macs0: int, refer
             from compress.pruning.blocks import count_for_macs
 
             k, trace = count_for_macs(
-                module, blocks.order, ctx.input_shape, limit,
-                lambda m: count_macs_params(m, ctx.input_shape)[0])
+                module, blocks.order, ctx.input_spec, limit,
+                lambda m: count_macs_params(m, ctx.input_spec)[0])
             return k / len(blocks.order), {"search": trace}
-        found = budget.search_macs_budget(module, cfg.plan(0.5), ctx.input_shape, num_classes,
+        found = budget.search_macs_budget(module, cfg.plan(0.5), ctx.input_spec, num_classes,
                                           budget_macs=limit, reference_macs=reference_macs, seed=ctx.seed,
                                           cut=heads.cut_copy if heads else None,
                                           top=heads.max_ratio if heads else None)
@@ -233,7 +233,7 @@ def _resolve_ratio(module, cfg: PruneConfig, ctx: StepContext, macs0: int, refer
 
     lb = cfg.latency_budget
     target = ctx.target(lb.target)
-    probe = LatencyProbe(module, target, ctx.input_shape, ctx.workdir / "latency-search",
+    probe = LatencyProbe(module, target, ctx.input_spec, ctx.workdir / "latency-search",
                          batch_size=lb.batch_size, rounds=lb.rounds, seed=ctx.seed)
     try:
         if lb.max_ms is not None:
@@ -251,7 +251,7 @@ def _resolve_ratio(module, cfg: PruneConfig, ctx: StepContext, macs0: int, refer
             return {**m, "ok": ok}
 
         found = budget.search_latency_budget(
-            module, cut, ctx.input_shape, ratios=budget.ratio_schedule(lb.ratio_step, lb.max_ratio), meets=meets,
+            module, cut, ctx.input_spec, ratios=budget.ratio_schedule(lb.ratio_step, lb.max_ratio), meets=meets,
         )
     finally:
         probe.close()
@@ -293,7 +293,7 @@ def apply(art: Artifact, cfg: PruneConfig, ctx: StepContext) -> Artifact:
                         "use granularity: heads (attention heads and FFN neurons) or blocks (whole layers)")
     num_classes = ctx.splits.num_classes
     shape0 = transformers.shape_summary(module) if transformers.is_transformer(module) else None
-    macs0, params0 = count_macs_params(module, ctx.input_shape)
+    macs0, params0 = count_macs_params(module, ctx.input_spec)
     reference_macs = macs0
     if ctx.baseline is not None and ctx.baseline.meta.get("macs"):
         reference_macs = int(ctx.baseline.meta["macs"])
@@ -302,13 +302,13 @@ def apply(art: Artifact, cfg: PruneConfig, ctx: StepContext) -> Artifact:
     if cfg.granularity == "blocks":
         from compress.pruning.blocks import BlockCut
 
-        blocks = BlockCut(module, cfg.blocks, cfg.importance, ctx.input_shape, seed=ctx.seed,
+        blocks = BlockCut(module, cfg.blocks, cfg.importance, ctx.input_spec, seed=ctx.seed,
                           train=lambda: ctx.data("train"), taylor_batches=cfg.taylor_batches)
     heads = None
     if cfg.granularity == "heads":
         heads = transformers.HeadCut(
             module, head_ratio=cfg.head_ratio, ffn_ratio=cfg.ffn_ratio, importance=cfg.importance,
-            input_spec=ctx.input_shape, num_classes=num_classes, ignore=cfg.ignore, round_to=cfg.round_to,
+            input_spec=ctx.input_spec, num_classes=num_classes, ignore=cfg.ignore, round_to=cfg.round_to,
             seed=ctx.seed)
     if blocks is None and cfg.importance in NEEDS_GRADIENTS:
         accumulate_gradients(module, ctx.data("train"), cfg.taylor_batches)
@@ -328,7 +328,7 @@ def apply(art: Artifact, cfg: PruneConfig, ctx: StepContext) -> Artifact:
     else:
         torch.manual_seed(ctx.seed)
         if blocks is None and heads is None:
-            pruner = make_pruner(module, cfg.plan(ratio), ctx.input_shape, num_classes)
+            pruner = make_pruner(module, cfg.plan(ratio), ctx.input_spec, num_classes)
         for step in range(cfg.iterative_steps):
             if blocks is not None:
                 blocks.cut_step(module, ratio, step, cfg.iterative_steps)
@@ -345,7 +345,7 @@ def apply(art: Artifact, cfg: PruneConfig, ctx: StepContext) -> Artifact:
             if cfg.finetune is not None:
                 label = f"fine-tuning {step + 1}/{cfg.iterative_steps}" if cfg.iterative_steps > 1 else "fine-tuning"
                 history.append(run_finetune(module, cfg.finetune, ctx, label))
-        macs1, params1 = count_macs_params(module, ctx.input_shape)
+        macs1, params1 = count_macs_params(module, ctx.input_spec)
         if macs1 >= macs0:
             raise StepError(
                 "pruning removed nothing: every prunable layer is ignored or already at its minimum width"
