@@ -3,9 +3,10 @@
 A BERT of 4 layers x 256 (4 heads, FFN 1024, eager attention) is built from its config (random
 weights: latency does not depend on them), cut by compress's prune step code (``granularity: heads``,
 L2 magnitude: ``head_ratio`` of every layer's heads and ``ffn_ratio`` of every FFN's neurons), exported
-to ONNX fp32 and timed with compress's profiler (ORT CPU, 2 threads, interleaved rounds) against the
-unpruned model at batch 32 x 128 tokens. Prints params, MACs and the measured latency side by side,
-and how many Attention nodes ONNX Runtime fused in each.
+to ONNX fp32 by the export step's code, plain and with ONNX Runtime's transformer fusions (the export
+step's default for text), and all four files are timed with compress's profiler (ORT CPU, 2 threads,
+interleaved rounds) at batch 32 x 128 tokens. Prints params, MACs and the measured latency side by
+side, and the fused ops of each.
 
     python eval/bench_transformer_pruning.py [--head-ratio 0.5] [--ffn-ratio 0.5] [--rounds 9]
 """
@@ -39,30 +40,7 @@ def fused_ops(path: Path, threads: int) -> Counter:
     return Counter(n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node)
 
 
-def export(module, spec, path: Path) -> None:
-    """ONNX fp32 with named token inputs, batch and sequence axes dynamic (legacy exporter, opset 17)."""
-    import torch
-
-    names = list(spec.names)
-
-    class Positional(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.inner = module
-
-        def forward(self, *args):
-            return self.inner(**dict(zip(names, args, strict=True)))
-
-    tensors = tuple(torch.from_numpy(v) for v in spec.example(2).values())
-    axes = {**{n: {0: "batch", 1: "sequence"} for n in names}, "logits": {0: "batch"}}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(Positional().eval(), tensors, str(path), input_names=names, output_names=["logits"],
-                          opset_version=17, dynamic_axes=axes, dynamo=False)
-
-
 def main() -> int:
-    import numpy as np
     import torch
     from torch import nn
     from transformers import BertConfig, BertForSequenceClassification
@@ -72,6 +50,13 @@ def main() -> int:
     from compress.pruning.transformers import HeadCut, attention_modules
     from compress.runtimes.onnxruntime import OrtSession
     from compress.sources.inputs import InputSpec
+    from compress.steps.export import (
+        FUSED_OPS,
+        export_onnx,
+        onnx_dynamic_axes,
+        transformer_fusions,
+        verify_onnx,
+    )
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--head-ratio", type=float, default=0.5)
@@ -100,22 +85,24 @@ def main() -> int:
     HeadCut(models["pruned"], head_ratio=args.head_ratio, ffn_ratio=args.ffn_ratio, importance="l2",
             input_spec=spec, num_classes=2, ignore=[], round_to=None).cut_copy(models["pruned"], 0.0)
     batch = spec.example(BATCH, fill="normal", seed=0)
+    check = spec.example(4, fill="normal", seed=1)
+    check["attention_mask"][:, TOKENS // 2:] = 0  # padded rows too
     rows = {}
     with tempfile.TemporaryDirectory(prefix="bench-tprune-") as tmp:
         paths = {}
         for name, m in models.items():
             macs, params = count_macs_params(m, spec)
-            paths[name] = Path(tmp) / f"{name}.onnx"
-            export(m, spec, paths[name])
-            sess = OrtSession(str(paths[name]), "cpu", args.threads, "all", {})
-            with torch.inference_mode():
-                ref = m(**{k: torch.from_numpy(v) for k, v in batch.items()}).numpy()
-            diff = float(np.abs(sess.run(batch) - ref).max())
-            sess.close()
-            ops = fused_ops(paths[name], args.threads)
-            rows[name] = {"macs": macs, "params": params, "diff": diff, "attention": ops.get("Attention", 0),
-                          "heads": sum(a.heads for a in attention_modules(m)),
-                          "ffn": m.config.intermediate_size}
+            for fused in (False, True):
+                label = f"{name}, {'fused' if fused else 'plain'}"
+                path = paths[label] = Path(tmp) / f"{name}-{int(fused)}.onnx"
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    export_onnx(m, spec.example(2), path, opset=17, dynamic_axes=onnx_dynamic_axes(spec, True))
+                    err = verify_onnx(m, path, [check], 1e-3)
+                    facts = transformer_fusions(m, path, spec, [check], 1e-3, lambda _m: None) if fused else {}
+                rows[label] = {"macs": macs, "params": params, "err": facts.get("max_rel_error", err),
+                               "fused": fused_ops(path, args.threads),
+                               "heads": sum(a.heads for a in attention_modules(m)), "ffn": m.config.intermediate_size}
         sessions = {n: OrtSession(str(p), "cpu", args.threads, "all", {}) for n, p in paths.items()}
         out = time_sessions(sessions, lambda _bs: batch, [BATCH], rounds=args.rounds, min_round_s=0.5)
         for s in sessions.values():
@@ -124,16 +111,16 @@ def main() -> int:
     load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     command = "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
     print(f"```\n{command}\n```\n{host}; {load}\n")
-    base = rows["unpruned"]
-    print(f"| model | heads | FFN | params | MACs/sample ({TOKENS} tok) | MACs kept | fused Attention | "
-          f"|ORT-torch| | ORT p50 b{BATCH} | latency kept | speed-up |")
+    print(f"| model | heads | FFN | params | MACs/sample ({TOKENS} tok) | MACs kept | ops ORT runs | "
+          f"max rel. error vs torch | ORT p50 b{BATCH} | latency kept | speed-up |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for name, r in rows.items():
-        p50 = out[name][BATCH]["p50_ms"]
-        ratio = p50 / out["unpruned"][BATCH]["p50_ms"]
-        print(f"| {name} | {r['heads']} | {r['ffn']} | {r['params'] / 1e6:.2f}M | {r['macs'] / 1e6:.1f}M | "
-              f"{r['macs'] / base['macs']:.1%} | {r['attention']} | {r['diff']:.1e} | {p50:.1f} ms | "
-              f"{ratio:.1%} | {1 / ratio:.2f}x |")
+    for label, r in rows.items():
+        ref = label.replace("pruned", "unpruned") if label.startswith("pruned") else label
+        p50, p50_ref = out[label][BATCH]["p50_ms"], out[ref][BATCH]["p50_ms"]
+        ops = ", ".join(f"{op} {n}" for op, n in sorted(r["fused"].items()) if op in FUSED_OPS) or "no fused ops"
+        print(f"| {label} | {r['heads']} | {r['ffn']} | {r['params'] / 1e6:.2f}M | {r['macs'] / 1e6:.1f}M | "
+              f"{r['macs'] / rows[ref]['macs']:.1%} | {ops} | {r['err']:.1e} | {p50:.1f} ms | "
+              f"{p50 / p50_ref:.1%} | {p50_ref / p50:.2f}x |")
     return 0
 
 

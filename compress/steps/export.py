@@ -164,10 +164,15 @@ def fuse_transformer(src, out, settings: dict) -> dict[str, int]:
 
     from onnxruntime.transformers.optimizer import optimize_model
 
-    # its fusion logs are INFO/WARNING chatter ("word_embedding_table size ..."); the counts say it
+    # its fusion logs are INFO/WARNING chatter ("word_embedding_table size ..."; after head pruning,
+    # "Input hidden size (128) is not same as weight matrix dimension of q,k,v (256)", which is the
+    # point: the attention is narrower than the model); the counts say it
     logger = logging.getLogger("onnxruntime.transformers")
     level = logger.level
     logger.setLevel(logging.ERROR)
+    attention_logger = logging.getLogger("fusion_attention")  # ORT names its fusion loggers by module
+    attention_level = attention_logger.level
+    attention_logger.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -176,6 +181,7 @@ def fuse_transformer(src, out, settings: dict) -> dict[str, int]:
             model.save_model_to_file(str(out))
     finally:
         logger.setLevel(level)
+        attention_logger.setLevel(attention_level)
     return {op: int(stats.get(op, 0)) for op in FUSED_OPS if stats.get(op)}
 
 
