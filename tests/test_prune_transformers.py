@@ -330,7 +330,7 @@ def test_hidden_state_distillation_pairs_kept_layers_and_pulls_them_to_the_teach
 
 
 def test_finetune_refuses_image_augmentation_on_text(tmp_path, bert):
-    with pytest.raises(StepError, match="augment flips and crops images.*holds text: remove augment"):
+    with pytest.raises(StepError, match="augment needs image inputs.*holds text: remove augment"):
         finetune(bert, FinetuneConfig(epochs=1, augment={}), _ctx(tmp_path, bert))
 
 

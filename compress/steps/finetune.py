@@ -52,6 +52,11 @@ class FinetuneConfig(StepConfig):
     lr: float | None = Field(None, gt=0, description="Learning rate; 0.01 with sgd, 5e-5 with adamw when not given")
     batch_size: int = Field(32, ge=1)
     weight_decay: float = Field(5e-4, ge=0, description="Weight decay (with adamw: on weight matrices only)")
+    warmup: float = Field(
+        0.0, ge=0, lt=1, description="Fraction of the steps over which the learning rate rises linearly "
+        "from 0 (then the cosine decay), as baseline.train"
+    )
+    max_grad_norm: float | None = Field(None, gt=0, description="Clip the gradient norm to this (e.g. 1.0)")
     distill: DistillConfig | None = Field(None, description="Knowledge distillation from the baseline")
     early_stopping: EarlyStoppingConfig | None = Field(
         None, description="Keep the best epoch on a validation slice of train; stop when it stalls"
@@ -93,13 +98,12 @@ def run_finetune(module, cfg: FinetuneConfig, ctx: StepContext, label: str = "fi
             split, validation = carve_validation(split, cfg.early_stopping.validation_fraction, ctx.seed)
         except ValueError as err:
             raise StepError(f"finetune.{err}") from None
-    if cfg.augment is not None:
-        spec = getattr(split, "input_spec", None)
-        sample_shape = tuple(getattr(split, "sample_shape", ()))
-        if (spec is not None and spec.kind != "image") or len(sample_shape) != 3:
-            what = "text" if spec is not None and spec.kind == "text" else f"samples of shape {sample_shape}"
-            raise StepError(f"finetune.augment flips and crops images (N, C, H, W); this train split holds "
-                            f"{what}: remove augment")
+    sample_shape = getattr(split, "sample_shape", None)  # text splits have none
+    if cfg.augment is not None and (sample_shape is None or len(sample_shape) != 3):
+        what = "text" if sample_shape is None else f"samples of shape {sample_shape}"
+        raise StepError(
+            f"finetune.augment needs image inputs (N, C, H, W); this train split holds {what}: remove augment"
+        )
     history = train(
         module, split, epochs=cfg.epochs, lr=cfg.lr or DEFAULT_LR[cfg.optimizer], batch_size=cfg.batch_size,
         weight_decay=cfg.weight_decay, seed=ctx.seed, teacher=teacher,
@@ -109,6 +113,7 @@ def run_finetune(module, cfg: FinetuneConfig, ctx: StepContext, label: str = "fi
         augment=cfg.augment.model_dump() if cfg.augment else None,
         feature_layers=_features(module, teacher, cfg),
         feature_weight=cfg.distill.feature_weight if cfg.distill else 1.0, optimizer=cfg.optimizer,
+        warmup=cfg.warmup, max_grad_norm=cfg.max_grad_norm,
     )
     history["distilled"] = teacher is not None
     return history
