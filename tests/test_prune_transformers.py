@@ -213,6 +213,29 @@ def test_head_pruned_bert_saves_and_reloads_exactly(tmp_path, bert):
     assert _heads(again.module) == [2, 2]
 
 
+@pytest.mark.slow
+def test_an_hf_source_bert_pruned_to_3_of_4_heads_reloads_from_its_saved_config(tmp_path):
+    torch.manual_seed(0)
+    config = transformers.BertConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
+                                     intermediate_size=64, max_position_embeddings=64, num_labels=NUM_CLASSES)
+    transformers.BertForSequenceClassification(config).save_pretrained(tmp_path / "bert")
+    spec = ModelSpec(f"hf:{tmp_path / 'bert'}", {}, tmp_path)
+    base = Artifact(kind="torch", digest="hf-bert", module=spec.build().eval(), model_spec=spec)
+    ctx = _ctx(tmp_path, base)
+    out = prune(base, PruneConfig(granularity="heads", head_ratio=0.25, ffn_ratio=0.5), ctx)
+    out = prune(out, PruneConfig(granularity="blocks", blocks=["*encoder.layer.*"], ratio=0.34), ctx)
+    out.digest = "pruned"
+    Cache(tmp_path / "cache").put(out)  # the state_dict and the pruned HF config beside it
+    again = Cache(tmp_path / "cache").get("pruned", spec)
+    # 3 heads do not divide the width 32: built at full width, narrowed by the stored weights
+    cfg = again.module.config
+    assert (cfg.num_attention_heads, cfg.head_dim, cfg.intermediate_size, cfg.num_hidden_layers) == (3, 8, 32, 2)
+    assert _heads(again.module) == [3, 3]
+    x = _tokens(2, 13)
+    with torch.inference_mode():
+        assert torch.equal(call_module(out.module, x), call_module(again.module, x))
+
+
 def test_a_head_pruned_bert_exports_with_attention_fused_in_every_layer(tmp_path, bert):
     ctx = _ctx(tmp_path, bert)
     out = prune(bert, PruneConfig(granularity="heads", head_ratio=0.5, ffn_ratio=0.25), ctx)
