@@ -393,3 +393,42 @@ def test_invalid_transformer_options_are_recipe_errors_naming_the_key(recipe_dic
     with pytest.raises(RecipeError, match=re.escape(key)) as info:
         parse_recipe(recipe_dict)
     assert info.value.exit_code == 2
+
+
+@pytest.mark.slow
+def test_a_text_recipe_prunes_heads_and_layers_with_distillation_end_to_end(tmp_path):
+    import json
+
+    import yaml
+    from typer.testing import CliRunner
+
+    from compress.cli import app
+    from tests.test_hf_text import text_recipe, write_bert, write_reviews
+
+    write_bert(tmp_path / "bert", layers=4)  # 2 heads of 16, FFN 64
+    write_reviews(tmp_path / "reviews.csv")
+    recipe = text_recipe()
+    tune = {"epochs": 3, "optimizer": "adamw", "lr": 0.003, "batch_size": 16,
+            "distill": {"alpha": 0.5, "hidden_states": True}}
+    recipe["variants"] = {
+        "heads": {"steps": [{"prune": {"granularity": "heads", "head_ratio": 0.5, "ffn_ratio": 0.5,
+                                       "finetune": tune}}, {"export": {}}]},
+        "layers": {"steps": [{"prune": {"granularity": "blocks", "blocks": ["*encoder.layer.*"], "ratio": 0.5,
+                                        "finetune": tune}}, {"export": {}}]},
+    }
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    result = CliRunner().invoke(app, ["run", str(path), "--out", str(tmp_path / "runs"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    (run_dir,) = [p for p in (tmp_path / "runs").iterdir() if p.is_dir() and not p.name.startswith(".")]
+    results = json.loads((run_dir / "results.json").read_text())
+    for name, after in (("heads", {"heads": 4, "ffn_neurons": 128, "layers": 4}),
+                        ("layers", {"heads": 4, "ffn_neurons": 128, "layers": 2})):
+        v = results["variants"][name]
+        facts = v["artifact"]["facts"]
+        assert v["status"] == "ok" and facts["pruning"]["transformer"]["after"] == after
+        assert facts["pruning"]["finetune"][0]["distilled"]
+        assert facts["transformer_fusions"]["fused"]["Attention"] == after["layers"]  # every layer fused
+        assert v["accuracy"]["heldout"]["top1"] > 70  # one word gives the class away
+    report = (run_dir / "report.md").read_text()
+    assert "heads 0.5, FFN 0.5 (heads 8 → 4, FFN 256 → 128, layers 4 → 4)" in report
