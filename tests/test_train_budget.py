@@ -90,3 +90,20 @@ def test_fit_samples_cuts_fit_splits_only_and_alike_for_every_model():
     assert np.array_equal(judged["train"].rows, fit_subsets(splits, 100, seed=0)["train"].rows)
     assert len(set(judged["train"].rows.tolist())) == 100
     assert fit_subsets(splits, None, seed=0) == dict(splits)
+
+
+def test_prune_reads_top1_on_a_seeded_subset_of_a_large_calibration_split(monkeypatch, tmp_path):
+    import compress.steps.prune as prune
+
+    monkeypatch.setattr(prune, "SLICE_SAMPLES", 30)
+    seen: list = []
+    monkeypatch.setattr("compress.training.accuracy", lambda module, split: seen.append(split) or 50.0)
+    ctx = StepContext(splits=_splits(train=60, calibration=100, heldout=20), model_spec=None,
+                      input_shape=(3, 8, 8), seed=0, workdir=tmp_path)
+    assert prune._slice_top1(None, ctx) == ("calibration", 50.0)
+    assert prune._slice_top1(None, ctx) == ("calibration", 50.0)
+    assert len(seen[0]) == 30 and np.array_equal(seen[0].rows, seen[1].rows)  # the same rows each time
+    small = StepContext(splits=_splits(train=60, calibration=20, heldout=20), model_spec=None,
+                        input_shape=(3, 8, 8), seed=0, workdir=tmp_path)
+    prune._slice_top1(None, small)
+    assert len(seen[2]) == 20  # a small split is read whole
