@@ -24,14 +24,14 @@ from compress.quantization.nncf import NNCFConfig, quantize_nncf
 from compress.quantization.ort import (
     QUANTIZABLE_COMPUTE,
     BatchReader,
-    default_op_types,
-    is_transformer,
-    quantizable_op_types,
     StaticSettings,
     compute_nodes,
+    default_op_types,
     input_names,
+    is_transformer,
     preprocess,
     qtype,
+    quantizable_op_types,
     quantize_static_file,
 )
 from compress.quantization.rewrite import rewrite_for_int8
@@ -99,7 +99,7 @@ class QuantizeConfig(StepConfig):
     exclude_op_types: list[str] = Field(default_factory=list, description="Op types kept in float")
     op_types: list[str] | None = Field(
         None, description="Op types to quantize. Unset: mode dynamic: MatMul, Gemm and fused Attention "
-        "(QAttention); mode static: MatMul and Gemm for a transformer (a graph with attention), "
+        "(QAttention); mode static: MatMul for a transformer (a graph with attention), "
         "every op type ORT quantizes otherwise",
     )
     activation_matmuls: bool = Field(
