@@ -215,6 +215,27 @@ def quantize_static_file(src: Path, out: Path, s: StaticSettings, *, reader=None
     return out
 
 
+def quantize_dynamic_file(src: Path, out: Path, s: StaticSettings) -> Path:
+    """quantize_dynamic of ``s.op_types`` (default MatMul, Gemm) with the weight settings of ``s``."""
+    import onnx
+    from onnxruntime.quantization import quantize_dynamic
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            quantize_dynamic(
+                str(src), str(out), weight_type=qtype(s.weight_type), per_channel=s.per_channel,
+                reduce_range=s.reduce_range, op_types_to_quantize=list(s.op_types or ("MatMul", "Gemm")),
+                nodes_to_exclude=list(s.exclude_nodes) or None,
+                extra_options={"WeightSymmetric": s.symmetric_weights,
+                               "MatMulConstBOnly": not s.activation_matmuls,
+                               "DefaultTensorType": onnx.TensorProto.FLOAT},
+            )
+        except Exception as err:
+            raise StepError(f"ONNX Runtime quantize_dynamic failed: {type(err).__name__}: {err}") from err
+    return out
+
+
 class OrtRunner:
     """A CPU ONNX Runtime session for the build machine's own measurements (tuning accuracy)."""
 

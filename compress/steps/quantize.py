@@ -30,8 +30,8 @@ from compress.quantization.ort import (
     input_names,
     is_transformer,
     preprocess,
-    qtype,
     quantizable_op_types,
+    quantize_dynamic_file,
     quantize_static_file,
 )
 from compress.quantization.rewrite import rewrite_for_int8
@@ -202,9 +202,7 @@ def _tuning_data(ctx: StepContext, mp: MixedPrecisionConfig) -> tuple[dict[str, 
     return tuning.inputs(idx), tuning.labels[idx]
 
 
-def _dynamic(src, out, cfg: QuantizeConfig, s: StaticSettings, ops, ctx: StepContext) -> None:
-    from onnxruntime.quantization import quantize_dynamic
-
+def _dynamic(src, out, s: StaticSettings, ops, ctx: StepContext) -> None:
     n_mm = ops.get("MatMul", 0) + ops.get("Gemm", 0) + ops.get("Attention", 0)
     if n_mm == 0:
         raise StepError(
@@ -217,23 +215,7 @@ def _dynamic(src, out, cfg: QuantizeConfig, s: StaticSettings, ops, ctx: StepCon
             "Conv ops stay float (dynamic ConvInteger is about 5x slower than fp32 on x86), so a "
             "conv net gains little: use mode: static for it"
         )
-    import warnings
-
-    import onnx
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            quantize_dynamic(
-                str(src), str(out), weight_type=qtype(s.weight_type), per_channel=s.per_channel,
-                reduce_range=s.reduce_range, op_types_to_quantize=list(s.op_types or ("MatMul", "Gemm")),
-                nodes_to_exclude=list(s.exclude_nodes) or None,
-                extra_options={"WeightSymmetric": s.symmetric_weights,
-                               "MatMulConstBOnly": not s.activation_matmuls,
-                               "DefaultTensorType": onnx.TensorProto.FLOAT},
-            )
-        except Exception as err:
-            raise StepError(f"ONNX Runtime quantize_dynamic failed: {type(err).__name__}: {err}") from err
+    quantize_dynamic_file(src, out, s)
 
 
 def _produces(cfg: QuantizeConfig, _kind: str) -> str:
@@ -314,7 +296,7 @@ def apply(art: Artifact, cfg: QuantizeConfig, ctx: StepContext) -> Artifact:
                 "with preprocess: false their pads are not folded into constants; set preprocess: true"
             )
     if cfg.mode == "dynamic":
-        _dynamic(src, out, cfg, s, ops, ctx)
+        _dynamic(src, out, s, ops, ctx)
     else:
         batches, n, pad_to = _calibration_batches(ctx, cfg.calibration)
         cache = ctx.workdir / "calibration.json"  # this call's ranges, re-used by mixed precision
