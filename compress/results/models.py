@@ -139,6 +139,11 @@ class Facts(Model):
     macs: Count | None = None
     export_max_rel_error: float | None = Field(None, description="ONNX export vs torch, relative to the logits' range")
     opset: int | None = Field(None, description="ONNX opset of the export")
+    export_verified_shapes: list[list[int]] | None = Field(
+        None, description="text models: the (batch, sequence) shapes the export was verified at")
+    transformer_fusions: dict[str, Any] | None = Field(
+        None, description="ONNX Runtime's transformer optimizer: settings, fused op counts "
+        "(Attention, SkipLayerNormalization, ...), attention_layers, max_rel_error after fusion")
     fp16_max_rel_error: float | None = Field(None, description="fp16 vs fp32, relative to the logits' range")
     precision: dict[str, Any] | None = Field(None, description="fp16 step: weights and I/O precision")
     int8_coverage: dict[str, Any] | None = Field(None, description="which compute ops run in int8")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from compress.artifacts import Artifact, Cache, code_digest, digest_of, file_digest
 from compress.errors import CompressError, InputError, StepError
+from compress.sources.inputs import InputSpec
 from compress.sources.models import (
     ModelSpec,
     load_state_dict_checked,
@@ -47,16 +48,30 @@ class Built:
         return self.artifact is not None
 
 
+def input_spec_for(recipe, splits) -> InputSpec:
+    """The model's inputs: a text split's own spec (token names, max_length, vocabulary), else one
+    ``pixel_values`` of ``model.input_shape``, checked against the data's image samples."""
+    heldout = splits["heldout"]
+    spec = getattr(heldout, "input_spec", None)
+    if spec is not None and spec.kind == "text":
+        return spec
+    shape = recipe.model.input_shape
+    if shape is None:
+        raise InputError("model.input_shape is required for image data, e.g. [3, 32, 32]")
+    sample_shape = tuple(spec.sample_shape if spec is not None else heldout.sample_shape)
+    if tuple(shape) != sample_shape:
+        raise InputError(
+            f"model.input_shape {list(shape)} does not match the data's samples "
+            f"{list(sample_shape)}; fix input_shape or data.transform (resize/channels)"
+        )
+    return InputSpec.image(shape)
+
+
 def build_baseline(recipe, base_dir: Path, splits, cache: Cache, progress=None, log=print) -> tuple[Artifact, dict]:
     """The uncompressed model: an ONNX file, a checkpoint, or (no checkpoint) trained on train."""
     mcfg = recipe.model
     info: dict = {"source": mcfg.source}
-    sample_shape = tuple(splits["heldout"].sample_shape)
-    if tuple(mcfg.input_shape) != sample_shape:
-        raise InputError(
-            f"model.input_shape {list(mcfg.input_shape)} does not match the data's samples "
-            f"{list(sample_shape)}; fix input_shape or data.transform (resize/channels)"
-        )
+    input_spec = input_spec_for(recipe, splits)
     if mcfg.source.startswith("onnx:"):
         path = onnx_path(mcfg.source, base_dir)
         info["trained"] = False
@@ -104,7 +119,7 @@ def build_baseline(recipe, base_dir: Path, splits, cache: Cache, progress=None, 
             info.update(trained=True, cached=False, train=history)
     from compress.steps.prune import count_macs_params
 
-    art.meta["macs"], art.meta["params"] = count_macs_params(art.module, mcfg.input_shape)
+    art.meta["macs"], art.meta["params"] = count_macs_params(art.module, input_spec)
     return art, info
 
 
@@ -121,6 +136,7 @@ def build_variants(recipe, baseline: Artifact, splits, cache: Cache, workroot: P
     """Apply every variant's steps; a failure stops that variant (and its children) only."""
     # held-out and the unlabelled production sample never reach a step: they must not key the cache
     data_fp = {r: s.fingerprint() for r, s in splits.items() if r not in ("heldout", "production")}
+    input_spec = input_spec_for(recipe, splits)
     results: dict[str, Built] = {}
     for name in recipe.variant_order():
         v = recipe.variants[name]
@@ -141,7 +157,7 @@ def build_variants(recipe, baseline: Artifact, splits, cache: Cache, workroot: P
             workdir = workroot / name / f"{i}-{step_name}"
             workdir.mkdir(parents=True, exist_ok=True)
             ctx = StepContext(
-                splits=splits, model_spec=art.model_spec, input_shape=tuple(recipe.model.input_shape),
+                splits=splits, model_spec=art.model_spec, input_spec=input_spec,
                 seed=recipe.seed, workdir=workdir, baseline=baseline, progress=progress, log=log,
                 targets=list(recipe.targets),
             )

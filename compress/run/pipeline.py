@@ -24,7 +24,7 @@ from compress.report.markdown import render_report
 from compress.report.plots import write_plots
 from compress.results.gate import apply_gate
 from compress.results.schema import SCHEMA_VERSION, validate_results
-from compress.run.build import Built, build_baseline, build_variants
+from compress.run.build import Built, build_baseline, build_variants, input_spec_for
 from compress.run.environment import environment
 from compress.run.evaluate import evaluate_all
 from compress.run.profiling import add_costs, profile_pairs, timing_plan
@@ -186,7 +186,7 @@ def profile_stage(recipe, splits, artifacts: dict[str, Artifact], entries: dict[
                 owner[f"{name}@{target.name}"] = name
     measured = profile_pairs(
         pairs, make_batch, recipe.profile.batch_sizes, plan=timing_plan(recipe.profile),
-        memory_input_shape=tuple(recipe.model.input_shape) if recipe.profile.memory else None,
+        memory_input_spec=input_spec_for(recipe, splits) if recipe.profile.memory else None,
         progress=progress, log=log,
     )
     reference, ref_target = recipe.gate.reference, recipe.gate.reference_target

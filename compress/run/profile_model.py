@@ -15,7 +15,7 @@ import numpy as np
 import yaml
 
 from compress.errors import InputError, RecipeError, StepError
-from compress.sources.inputs import PIXEL_VALUES
+from compress.sources.inputs import as_input_spec
 
 TARGET_KEYS = ("name", "threads", "usd_per_hour", "instance")
 TORCHVISION_INPUT_SHAPE = (3, 224, 224)
@@ -104,7 +104,7 @@ def parse_shape(text: str | None) -> tuple[int, ...] | None:
     return shape
 
 
-def profile_model(artifact, input_shape, targets, batch_sizes: list[int], *, plan: dict,
+def profile_model(artifact, input_spec, targets, batch_sizes: list[int], *, plan: dict,
                   memory: bool = True, requests_per_day: float | None = None, seed: int = 0,
                   log=print) -> dict:
     """Time ``artifact`` on every target that can run it (targets on one device interleaved),
@@ -118,11 +118,12 @@ def profile_model(artifact, input_shape, targets, batch_sizes: list[int], *, pla
     from compress.runtimes.base import RUNTIMES
 
     batch_sizes = check_batch_sizes(batch_sizes)
-    rng = np.random.default_rng(seed)
-    batches = {bs: {PIXEL_VALUES: rng.standard_normal((bs, *input_shape)).astype(np.float32)}
-               for bs in batch_sizes}
+    spec = as_input_spec(input_spec)  # an InputSpec, or one image sample's shape
+    batches = {bs: spec.example(bs, fill="normal", seed=seed) for bs in batch_sizes}
     out: dict = {"model": " → ".join(artifact.lineage), "kind": artifact.kind,
-                 "size_bytes": artifact.size_bytes, "input_shape": list(input_shape), "targets": {}}
+                 "size_bytes": artifact.size_bytes, "inputs": spec.describe(), "targets": {}}
+    if spec.kind == "image":
+        out["input_shape"] = list(spec.sample_shape)
     exported: list = []
     with tempfile.TemporaryDirectory(prefix="compress-profile-") as workdir:
 
@@ -131,14 +132,13 @@ def profile_model(artifact, input_shape, targets, batch_sizes: list[int], *, pla
             if artifact.kind != "torch" or "torch" in accepts or "onnx" not in accepts:
                 return artifact
             if not exported:
-                check = {PIXEL_VALUES: np.random.default_rng(seed + 1).standard_normal(
-                    (8, *input_shape)).astype(np.float32)}
-                exported.append(export_verified(artifact, input_shape, check, Path(workdir) / "model.onnx", log))
+                check = spec.example(8, fill="normal", seed=seed + 1)
+                exported.append(export_verified(artifact, spec, check, Path(workdir) / "model.onnx", log))
             return exported[0]
 
         pairs = {t.name: (runs_on(t), t) for t in targets}
         measured = profile_pairs(pairs, lambda bs: batches[bs], batch_sizes, plan=plan,
-                                 memory_input_shape=tuple(input_shape) if memory else None, log=log)
+                                 memory_input_spec=spec if memory else None, log=log)
     if exported:
         out["onnx_export"] = {k: exported[0].meta[k] for k in ("opset", "export_max_rel_error")}
     for t in targets:
@@ -151,17 +151,18 @@ def profile_model(artifact, input_shape, targets, batch_sizes: list[int], *, pla
     return out
 
 
-def export_verified(artifact, input_shape, inputs: dict[str, np.ndarray], path: Path, log=print):
+def export_verified(artifact, input_spec, inputs: dict[str, np.ndarray], path: Path, log=print):
     """A torch artifact exported to ONNX (the export step's defaults: opset, dynamic batch) and
     checked against torch on ``inputs`` (the export step's tolerance); an onnx Artifact."""
     from compress.artifacts import Artifact
+    from compress.sources.inputs import as_input_spec
     from compress.steps.export import ExportConfig, export_onnx, verify_onnx
 
     cfg = ExportConfig()
     module = artifact.load_module()
     log(f"exporting {artifact.lineage[-1]} to ONNX (opset {cfg.opset}), verified against torch ...")
     try:
-        export_onnx(module, input_shape, path, opset=cfg.opset, dynamic_batch=cfg.dynamic_batch)
+        export_onnx(module, as_input_spec(input_spec), path, opset=cfg.opset, dynamic_batch=cfg.dynamic_batch)
     except Exception as err:
         raise StepError(f"torch.onnx.export failed: {type(err).__name__}: {err}") from err
     error = verify_onnx(module, path, inputs, cfg.atol)

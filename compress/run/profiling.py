@@ -32,14 +32,14 @@ def profile_pairs(
     batch_sizes: list[int],
     *,
     plan: dict[str, Any] | None = None,
-    memory_input_shape: tuple[int, ...] | None = None,
+    memory_input_spec=None,
     progress=None,
     log: Callable[[str], None] = print,
 ) -> dict[str, dict]:
     """``{key: (artifact, target)}`` -> ``{key: {"latency": {bs: summary}, "runtime_info": ...,
     "memory": ...}}``, or ``{key: {"not_profiled": why}}`` for a pair that cannot run.
 
-    Peak memory is measured when ``memory_input_shape`` is given (one sample's shape)."""
+    Peak memory is measured when ``memory_input_spec`` (an InputSpec) is given."""
     out: dict[str, dict] = {}
     by_device: dict[str, dict[str, Any]] = {}
     for key, (art, target) in pairs.items():
@@ -62,9 +62,9 @@ def profile_pairs(
         for key, per_bs in timings.items():
             out[key] = {"latency": {str(bs): m for bs, m in per_bs.items()},
                         "runtime_info": sessions[key].info}
-    if memory_input_shape is not None:
+    if memory_input_spec is not None:
         jobs = {key: pairs[key] for key, got in out.items() if "latency" in got}
-        for key, mem in measure_memory_many(jobs, memory_input_shape, batch_sizes, log=log).items():
+        for key, mem in measure_memory_many(jobs, memory_input_spec, batch_sizes, log=log).items():
             out[key]["memory"] = mem
     return out
 
