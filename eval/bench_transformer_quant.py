@@ -112,6 +112,7 @@ def build_variants(fp32: Path, work: Path) -> dict[str, tuple[Path, str]]:
     from compress.artifacts import Artifact
     from compress.quantization.coverage import int8_coverage
     from compress.sources.data import Splits
+    from compress.sources.inputs import InputSpec
     from compress.steps.base import StepContext
     from compress.steps.quantize import QuantizeConfig, apply
 
@@ -130,7 +131,8 @@ def build_variants(fp32: Path, work: Path) -> dict[str, tuple[Path, str]]:
     for name, cfg in configs.items():
         wd = work / name
         wd.mkdir()
-        ctx = StepContext(splits=splits, model_spec=None, input_shape=(128,), seed=0, workdir=wd,
+        spec = InputSpec.text(["input_ids", "attention_mask"], 128, VOCAB)
+        ctx = StepContext(splits=splits, model_spec=None, input_spec=spec, seed=0, workdir=wd,
                           log=lambda _m: None)
         art = apply(Artifact(kind="onnx", digest="bert", path=fp32), QuantizeConfig(**cfg), ctx)
         out[name] = (art.path, "openvino" if art.kind == "openvino" else "onnxruntime")

@@ -60,6 +60,15 @@ def _imports():
 def quantize_nncf(src_path, kind: str, cfg: NNCFConfig, ctx: StepContext, seed: int):
     """Quantize the model at ``src_path`` (onnx or openvino) -> (output path, output kind, meta)."""
     nncf, ov = _imports()
+    if kind == "onnx":
+        from compress.quantization.ort import contrib_ops
+
+        fused = contrib_ops(src_path)
+        if fused:
+            raise StepError(
+                f"backend nncf reads the model with OpenVINO, which cannot run ONNX Runtime's fused "
+                f"ops ({', '.join(fused)}): export with optimize: none for the NNCF variant"
+            )
     calib = ctx.data("calibration")
     rng = np.random.default_rng(seed)
     n = min(cfg.subset_size, len(calib))

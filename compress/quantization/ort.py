@@ -147,6 +147,15 @@ def is_transformer(path: Path) -> bool:
     return "Softmax" in ops and bool(activation_matmuls(model))
 
 
+def contrib_ops(path: Path) -> list[str]:
+    """Op types from ONNX Runtime's own domain (com.microsoft: fused Attention, SkipLayerNormalization,
+    ...), which only ONNX Runtime runs."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return sorted({n.op_type for n in model.graph.node if n.domain == "com.microsoft"})
+
+
 def activation_matmuls(model) -> list[str]:
     """Names of the MatMuls whose inputs are both computed (no weight): attention's."""
     consts = {i.name for i in model.graph.initializer}

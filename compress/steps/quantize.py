@@ -295,6 +295,12 @@ def apply(art: Artifact, cfg: QuantizeConfig, ctx: StepContext) -> Artifact:
                 f"channel_pads_as_convs found no Pad it could rewrite among the model's {ops['Pad']}: "
                 "with preprocess: false their pads are not folded into constants; set preprocess: true"
             )
+    if cfg.mode == "static" and ops.get("Attention", 0):  # ORT has no static rule for Attention
+        ctx.notes.append(
+            f"static QDQ leaves ONNX Runtime's {ops['Attention']} fused Attention op(s) float, with "
+            "their Q/K/V projections inside: export with optimize: none for static int8 of every "
+            "MatMul, or use mode: dynamic (QAttention)"
+        )
     if cfg.mode == "dynamic":
         _dynamic(src, out, s, ops, ctx)
     else:
