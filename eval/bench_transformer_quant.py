@@ -13,8 +13,11 @@ largest difference from ORT fp32 on the timing batch is printed as a sanity chec
 Variants: ort-fp32, ort-dynamic-defaults (quantize_dynamic, every argument default: what
 Optimum's dynamic quantization does), compress-dynamic (quantize mode dynamic, target auto),
 compress-dynamic-weights-only (activation_matmuls: false), compress-static (QDQ, target auto),
-openvino-fp32, nncf-int8-plain (nncf.quantize defaults), compress-nncf (backend nncf: model type
-transformer, read from the graph). Speed-ups are ort-fp32's median over the variant's.
+compress-static-s8s8 (int8 symmetric activations), openvino-fp32, nncf-int8-plain (nncf.quantize
+defaults), compress-nncf (backend nncf: model type transformer, read from the graph); and, on the
+graph the export step writes for a text model by default (ONNX Runtime's transformer optimizer:
+fused Attention, SkipLayerNormalization, BiasGelu): ort-fp32-fused, compress-dynamic-fused
+(QAttention), compress-static-fused. Speed-ups are ort-fp32's median over the variant's.
 """
 
 from __future__ import annotations
@@ -103,8 +106,9 @@ def export_bert(path: Path, layers: int, hidden: int) -> None:
                           dynamic_axes={"input_ids": axes, "attention_mask": axes, "logits": {0: "batch"}})
 
 
-def build_variants(fp32: Path, work: Path) -> dict[str, tuple[Path, str]]:
-    """name -> (model path, runtime)."""
+def build_variants(fp32: Path, work: Path, heads: int, hidden: int, only: set[str] | None
+                   ) -> dict[str, tuple[Path, str]]:
+    """name -> (model path, runtime); ``only``: these names (and ort-fp32)."""
     import nncf
     import openvino as ov
     from onnxruntime.quantization import quantize_dynamic
@@ -114,32 +118,52 @@ def build_variants(fp32: Path, work: Path) -> dict[str, tuple[Path, str]]:
     from compress.sources.data import Splits
     from compress.sources.inputs import InputSpec
     from compress.steps.base import StepContext
+    from compress.steps.export import fuse_transformer
     from compress.steps.quantize import QuantizeConfig, apply
+
+    def wanted(name: str) -> bool:
+        return only is None or name in only
 
     splits = Splits(calibration=RandomTokens(256, 128, 1))
     out: dict[str, tuple[Path, str]] = {"ort-fp32": (fp32, "onnxruntime")}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        quantize_dynamic(str(fp32), str(work / "ort-dynamic.onnx"))
-    out["ort-dynamic-defaults"] = (work / "ort-dynamic.onnx", "onnxruntime")
+    if wanted("ort-dynamic-defaults"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            quantize_dynamic(str(fp32), str(work / "ort-dynamic.onnx"))
+        out["ort-dynamic-defaults"] = (work / "ort-dynamic.onnx", "onnxruntime")
+    # what the export step writes for a text model by default (optimize: auto): fused ops
+    fused = work / "bert-fused.onnx"
+    counts = fuse_transformer(fp32, fused, {"model_type": "bert", "num_heads": heads, "hidden_size": hidden})
+    print(f"fused (export optimize: auto): {counts}")
+    if wanted("ort-fp32-fused"):
+        out["ort-fp32-fused"] = (fused, "onnxruntime")
+    static = {"mode": "static", "calibration": {"samples": 128, "batch_size": 16}}
     configs = {
-        "compress-dynamic": {"mode": "dynamic"},
-        "compress-dynamic-weights-only": {"mode": "dynamic", "activation_matmuls": False},
-        "compress-static": {"mode": "static", "calibration": {"samples": 128, "batch_size": 16}},
-        "compress-nncf": {"backend": "nncf", "nncf": {"subset_size": 128}},
+        "compress-dynamic": (fp32, {"mode": "dynamic"}),
+        "compress-dynamic-weights-only": (fp32, {"mode": "dynamic", "activation_matmuls": False}),
+        "compress-dynamic-fused": (fused, {"mode": "dynamic"}),
+        "compress-static": (fp32, static),
+        "compress-static-s8s8": (fp32, {**static, "activation_type": "int8", "symmetric_activations": True}),
+        "compress-static-fused": (fused, static),
+        "compress-nncf": (fp32, {"backend": "nncf", "nncf": {"subset_size": 128}}),
     }
-    for name, cfg in configs.items():
+    for name, (src, cfg) in configs.items():
+        if not wanted(name):
+            continue
         wd = work / name
         wd.mkdir()
         spec = InputSpec.text(["input_ids", "attention_mask"], 128, VOCAB)
         ctx = StepContext(splits=splits, model_spec=None, input_spec=spec, seed=0, workdir=wd,
                           log=lambda _m: None)
-        art = apply(Artifact(kind="onnx", digest="bert", path=fp32), QuantizeConfig(**cfg), ctx)
+        art = apply(Artifact(kind="onnx", digest="bert", path=src), QuantizeConfig(**cfg), ctx)
         out[name] = (art.path, "openvino" if art.kind == "openvino" else "onnxruntime")
         q = art.meta["quantization"]
         cov = art.meta.get("int8_coverage") or (int8_coverage(art.path).to_dict() if art.kind == "onnx" else {})
         print(f"{name}: {cov.get('summary', '')} {({k: q[k] for k in ('op_types', 'model_type', 'preset') if k in q})}")
-    out["openvino-fp32"] = (fp32, "openvino")
+    if wanted("openvino-fp32"):
+        out["openvino-fp32"] = (fp32, "openvino")
+    if not wanted("nncf-int8-plain"):
+        return out
     model = ov.Core().read_model(str(fp32))
     calib = splits["calibration"].stream(1, np.arange(128))
     plain = nncf.quantize(model, nncf.Dataset(calib), subset_size=128)
@@ -156,6 +180,7 @@ def main() -> int:
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--hidden", type=int, default=256)
     ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--variants", nargs="*", help="only these (ort-fp32 always runs)")
     args = ap.parse_args()
 
     from compress.artifacts import Artifact
@@ -167,7 +192,8 @@ def main() -> int:
         work = Path(tmp)
         fp32 = work / "bert.onnx"
         export_bert(fp32, args.layers, args.hidden)
-        variants = build_variants(fp32, work)
+        variants = build_variants(fp32, work, args.hidden // 64, args.hidden,
+                                  set(args.variants) if args.variants else None)
         sessions = {}
         for name, (path, runtime) in variants.items():
             target = TargetConfig(name=runtime, runtime=runtime, device="cpu", threads=args.threads)
