@@ -293,6 +293,7 @@ def test_nncf_detects_attention_in_onnx_and_openvino(bert_onnx, tmp_path, tiny_o
         ({"op_types": ["Matmul"]}, "op_types: 'Matmul' is not an op type"),
         ({"op_types": []}, "op_types: an empty list"),
         ({"activation_matmul": True}, "Extra inputs are not permitted"),
+        ({"mode": "dynamic", "target": "tensorrt"}, "TensorRT has no dynamic quantization"),
     ],
 )
 def test_bad_quantize_options(config, message):

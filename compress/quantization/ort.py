@@ -17,7 +17,7 @@ from compress.sources.inputs import batch_size as batch_size_of
 from compress.sources.inputs import bind, take
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
-QUANTIZABLE_COMPUTE = ("Conv", "MatMul", "Gemm", "Attention")
+QUANTIZABLE_COMPUTE = ("Conv", "MatMul", "Gemm")  # what static QDQ quantizes and mixed precision ranks
 #: attention ops of ORT's transformer fusions: a graph with one is a transformer
 ATTENTION_OPS = ("Attention", "MultiHeadAttention")
 
@@ -174,7 +174,7 @@ def input_names(path: Path) -> list[str]:
 
 
 def compute_nodes(path: Path) -> list[tuple[str, str]]:
-    """(name, op_type) of the Conv/MatMul/Gemm/Attention nodes, in graph order: what mixed precision ranks."""
+    """(name, op_type) of the Conv/MatMul/Gemm nodes, in graph order: what mixed precision ranks."""
     import onnx
 
     model = onnx.load(str(path), load_external_data=False)

@@ -144,6 +144,9 @@ class QuantizeConfig(StepConfig):
                                  "symmetric_activations/symmetric_weights: false")
             if self.format == "qoperator":
                 raise ValueError("target tensorrt: TensorRT reads QDQ models; use format: qdq")
+            if self.mode == "dynamic":
+                raise ValueError("target tensorrt: TensorRT has no dynamic quantization (it reads "
+                                 "calibrated QDQ models); use mode: static")
         return self
 
 
