@@ -354,3 +354,51 @@ def test_openvino_bf16_on_a_cpu_without_bf16_exits_2(recipe_dict, write_recipe, 
     assert "targets[1].options: precision: bf16 needs a CPU with avx512_bf16 or amx_bf16" in text
     monkeypatch.setattr(targets, "cpu_flags", lambda: {"avx512_bf16"})
     assert cli.invoke(app, ["validate", str(write_recipe(recipe_dict))]).exit_code == 0
+
+
+# --------------------------------------------------------------------------- a whole text run
+
+
+@pytest.mark.slow
+def test_text_recipe_with_int8_variants_runs_end_to_end(tmp_path):
+    """hf: BERT trained on a csv, then dynamic and static int8 in ONNX Runtime and NNCF for
+    OpenVINO, each judged on held-out text: the calibration reads real text batches of varying
+    length; the fused export (the default) takes dynamic int8 as QAttention."""
+    import json
+
+    import yaml
+    from test_hf_text import text_recipe, write_bert, write_reviews
+    from typer.testing import CliRunner
+
+    from compress.cli import app
+
+    pytest.importorskip("nncf")
+    write_bert(tmp_path / "bert")
+    write_reviews(tmp_path / "reviews.csv")
+    recipe = text_recipe()
+    recipe["variants"] = {
+        "onnx": {"steps": [{"export": {}}]},
+        "dynamic": {"from": "onnx", "steps": [{"quantize": {"mode": "dynamic"}}]},
+        "plain": {"steps": [{"export": {"optimize": "none"}}]},
+        "static": {"from": "plain", "steps": [{"quantize": {"calibration": {"samples": 32, "batch_size": 8}}}],
+                   "targets": ["ort-cpu"]},
+        "nncf": {"from": "plain", "steps": [{"quantize": {"backend": "nncf", "nncf": {"subset_size": 32}}}]},
+    }
+    recipe["targets"].append({"name": "ov-cpu", "runtime": "openvino", "device": "cpu"})
+    recipe["evaluate"] = {"robustness": {"when": "never"}}
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    result = CliRunner().invoke(app, ["run", str(path), "--out", str(tmp_path / "runs"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    (run_dir,) = [p for p in (tmp_path / "runs").iterdir() if p.is_dir() and not p.name.startswith(".")]
+    results = json.loads((run_dir / "results.json").read_text())
+    base = results["baseline"]["accuracy"]["heldout"]["top1"]
+    facts = {name: v["artifact"]["facts"] for name, v in results["variants"].items()}
+    for name in ("dynamic", "static", "nncf"):
+        v = results["variants"][name]
+        assert v["status"] == "ok", (name, v.get("error"))
+        assert abs(v["accuracy"]["heldout"]["top1"] - base) <= 5, name
+    assert facts["dynamic"]["int8_coverage"]["int8"]["Attention"] == 2  # fused by the export: QAttention
+    assert facts["static"]["int8_coverage"]["compute_fraction"] > 0.8
+    assert facts["static"]["quantization"]["op_types"] == ["MatMul"]
+    assert facts["nncf"]["quantization"]["model_type"] == "transformer"
