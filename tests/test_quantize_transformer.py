@@ -402,3 +402,24 @@ def test_text_recipe_with_int8_variants_runs_end_to_end(tmp_path):
     assert facts["static"]["int8_coverage"]["compute_fraction"] > 0.8
     assert facts["static"]["quantization"]["op_types"] == ["MatMul"]
     assert facts["nncf"]["quantization"]["model_type"] == "transformer"
+
+
+@pytest.mark.parametrize(
+    ("quantization", "coverage", "cause"),
+    [
+        ({"mode": "static", "transformer": True, "activation_matmuls": True},
+         {"int8": {"MatMul/Gemm": 8, "Attention": 0}, "total": {"MatMul/Gemm": 10, "Attention": 4}},
+         "static QDQ leaves ONNX Runtime's fused Attention ops"),
+        ({"mode": "dynamic", "transformer": True, "activation_matmuls": False},
+         {"int8": {"MatMul/Gemm": 26}, "total": {"MatMul/Gemm": 34}},
+         "activation_matmuls: false leaves attention's MatMuls"),
+    ],
+)
+def test_the_report_names_why_a_transformer_s_coverage_is_low(quantization, coverage, cause):
+    from compress.report.markdown import warnings_for
+
+    tot = sum(coverage["total"].values())
+    cov = {**coverage, "compute_fraction": sum(coverage["int8"].values()) / tot, "summary": "s"}
+    (warning,) = warnings_for("int8", {"artifact": {"facts": {"int8_coverage": cov, "quantization": quantization}}},
+                              "baseline")
+    assert cause in warning
