@@ -18,86 +18,26 @@ from compress.sources.data import Splits
 from compress.sources.inputs import InputSpec
 from compress.steps.base import StepContext
 from compress.steps.quantize import NNCFConfig, QuantizeConfig, apply
+from tests.text_fixtures import VOCAB, StandInTextSplit, export_tiny_bert
 
-VOCAB, HIDDEN, HEADS = 100, 32, 2
+HIDDEN, HEADS = 32, 2
 TEXT_SPEC = InputSpec.text(["input_ids", "attention_mask"], 24, VOCAB)
 
 
-class TokenSplit:
-    """A text split as the quantize step reads it: named int64 batches, each padded to its own
-    longest sample (varying sequence lengths), and the samples' token counts."""
+class TokenSplit(StandInTextSplit):
+    """A text split of ``n`` samples of 4..23 tokens, batches padded to their own longest sample."""
 
     def __init__(self, role: str, n: int, seed: int):
-        rng = np.random.default_rng(seed)
+        super().__init__(np.random.default_rng(seed).integers(4, 24, n), seed)
         self.role = role
-        self._lengths = rng.integers(4, 24, n)
-        self._ids = [rng.integers(1, VOCAB, k) for k in self._lengths]
-        self.labels = rng.integers(0, 2, n)
-
-    def __len__(self) -> int:
-        return len(self._ids)
-
-    def lengths(self) -> np.ndarray:
-        return self._lengths
-
-    def inputs(self, idx) -> dict[str, np.ndarray]:
-        idx = np.arange(len(self))[idx]
-        width = int(self._lengths[idx].max())
-        ids = np.zeros((len(idx), width), np.int64)
-        for row, i in enumerate(idx):
-            ids[row, : self._lengths[i]] = self._ids[i]
-        return {"input_ids": ids, "attention_mask": (ids != 0).astype(np.int64)}
-
-    def stream(self, batch_size: int, idx=None, *, labels: bool = False):
-        idx = np.arange(len(self)) if idx is None else np.asarray(idx)
-        split = self
-
-        class Stream:
-            def __len__(self):
-                return -(-len(idx) // batch_size)
-
-            def __iter__(self):
-                for start in range(0, len(idx), batch_size):
-                    rows = idx[start:start + batch_size]
-                    yield (split.inputs(rows), split.labels[rows]) if labels else split.inputs(rows)
-
-        return Stream()
-
-    def sample_hashes(self) -> list[str]:
-        return [f"{self.role}-{i}" for i in range(len(self))]
 
 
 @pytest.fixture(scope="module")
 def bert_onnx(tmp_path_factory) -> Path:
     """A 2-layer BERT of hidden 32 (random weights), eager attention, exported with input_ids and
     attention_mask dynamic in batch and sequence."""
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
-    torch.manual_seed(0)
-    cfg = transformers.BertConfig(vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=2,
-                                  num_attention_heads=HEADS, intermediate_size=64, num_labels=2,
-                                  max_position_embeddings=64, initializer_range=0.2,
-                                  attn_implementation="eager")
-    bert = transformers.BertForSequenceClassification(cfg).eval()
-    with torch.no_grad():  # like trained weights: no two biases or norm scales identical (the
-        for p in bert.parameters():  # exporter would share one initializer between them)
-            p.add_(0.05 * torch.randn_like(p))
-
-    class Logits(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.bert = bert
-
-        def forward(self, input_ids, attention_mask):
-            return self.bert(input_ids=input_ids, attention_mask=attention_mask).logits
-
-    path = tmp_path_factory.mktemp("bert") / "bert.onnx"
-    example = (torch.ones(2, 8, dtype=torch.long), torch.ones(2, 8, dtype=torch.long))
-    axes = {0: "batch", 1: "sequence"}
-    torch.onnx.export(Logits(), example, str(path), input_names=["input_ids", "attention_mask"],
-                      output_names=["logits"], opset_version=17, dynamo=False,
-                      dynamic_axes={"input_ids": axes, "attention_mask": axes, "logits": {0: "batch"}})
-    return path
+    pytest.importorskip("transformers")
+    return export_tiny_bert(tmp_path_factory.mktemp("bert") / "bert.onnx", trained_like=True)
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +82,7 @@ def _logits(path: Path, batch: dict) -> np.ndarray:
 def _close_on_two_lengths(fp32: Path, int8: Path) -> None:
     """The int8 model runs at two sequence lengths (and batch sizes) and stays near float."""
     for batch, seq in ((3, 7), (2, 19)):
-        x = TokenSplit("heldout", batch, seq).inputs(slice(None))
+        x = TokenSplit("heldout", batch, seq).inputs(np.arange(batch))
         x = {k: np.resize(v, (batch, seq)) for k, v in x.items()}
         ref, got = _logits(fp32, x), _logits(int8, x)
         assert got.shape == (batch, 2)
@@ -260,7 +200,7 @@ def test_nncf_transformer_type_gives_an_openvino_model_that_runs(bert_onnx, quan
     assert q["fake_quantize_nodes"] > 0 and q["matmuls"] > 0
     compiled = ov.Core().compile_model(str(art.path), "CPU")
     for batch, seq in ((3, 7), (2, 19)):
-        x = TokenSplit("heldout", batch, seq).inputs(slice(None))
+        x = TokenSplit("heldout", batch, seq).inputs(np.arange(batch))
         x = {k: np.resize(v, (batch, seq)) for k, v in x.items()}
         got = np.asarray(compiled(x)[0])
         ref = _logits(bert_onnx, x)
