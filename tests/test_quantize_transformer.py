@@ -211,6 +211,17 @@ def test_nncf_transformer_type_gives_an_openvino_model_that_runs(bert_onnx, quan
         assert np.abs(got - ref).max() < 0.35 * max(float(np.abs(ref).max()), 1e-3)
 
 
+@pytest.mark.slow
+def test_nncf_accuracy_control_with_the_transformer_type(bert_onnx, quantize):
+    pytest.importorskip("nncf")
+    art, ctx = quantize(bert_onnx, backend="nncf",
+                        nncf={"subset_size": 16, "accuracy_control": {"max_drop": 50}})
+    q = art.meta["quantization"]
+    assert art.kind == "openvino" and q["model_type"] == "transformer"
+    assert q["accuracy_control"]["split"] == "tuning" and q["accuracy_control"]["max_drop_points"] == 50
+    assert ctx.consumed == {"calibration", "tuning"}  # validated on tuning text batches
+
+
 def test_nncf_detects_attention_in_onnx_and_openvino(bert_onnx, tmp_path, tiny_onnx_artifact):
     ov = pytest.importorskip("openvino")
     from compress.quantization.nncf import has_attention
