@@ -106,6 +106,7 @@ def test_search_on_two_nodes_matches_the_in_process_search(ray_cluster, cli, wri
     assert got.returncode == local.exit_code == 0, got.stderr[-3000:]
     (local_dir,), (ray_dir,) = (tmp_path / "local").glob("search-*"), (tmp_path / "ray").glob("search-*")
     assert _measured(ray_dir) == _measured(local_dir)
+    assert "(measure_trial pid=" in got.stderr and "(time_trials pid=" in got.stderr  # Ray tasks did the work
     summary = json.loads((ray_dir / "search.json").read_text())
     assert summary["trials"][0]["start"] is True and summary["members"]
     assert all(t["latency_ms_p50"] > 0 for t in summary["trials"] if t["state"] == "COMPLETE")

@@ -113,7 +113,10 @@ def _capped(steps: list[tuple[str, dict]], epochs: int | None) -> list[tuple[str
 
 def _time(ctx: Context, art, target) -> dict:
     """p50 latency of the candidate and the reference at the objective's batch size, interleaved."""
-    return time_candidates(ctx, {"candidate": (art, target)}, target)["candidate"]
+    got = time_candidates(ctx, {"candidate": (art, target)}, target)["candidate"]
+    if isinstance(got, TrialFailed):
+        raise got
+    return got
 
 
 def time_candidates(ctx: Context, candidates: dict, target) -> dict:
