@@ -110,3 +110,14 @@ def test_search_on_two_nodes_matches_the_in_process_search(ray_cluster, cli, wri
     summary = json.loads((ray_dir / "search.json").read_text())
     assert summary["trials"][0]["start"] is True and summary["members"]
     assert all(t["latency_ms_p50"] > 0 for t in summary["trials"] if t["state"] == "COMPLETE")
+
+
+@pytest.mark.slow
+def test_a_search_target_no_node_provides_is_refused_before_the_directory_is_made(
+        ray_cluster, write_recipe, new_tiny_recipe, tmp_path):
+    recipe = _search_recipe(new_tiny_recipe)
+    recipe["targets"].append({"name": "cpu-openvino", "runtime": "onnxruntime", "device": "cpu", "threads": 1})
+    got = ray_cluster.compress_run(write_recipe(recipe), tmp_path / "ray", command="search")
+    assert got.returncode == 2, got.stderr[-3000:]
+    assert "provides target(s) ['cpu-openvino']" in " ".join(got.stderr.split())
+    assert not (tmp_path / "ray").exists()
