@@ -154,7 +154,7 @@ def run_for_recipe(recipe, recipe_path: Path, out_dir: Path, *, variant: str | N
 
     if recipe.model.source.startswith("onnx:"):
         raise InputError("the sensitivity scan prunes a torch model; an onnx: model source cannot be pruned")
-    splits = make_splits(recipe.data, recipe_path.parent, recipe.seed)
+    splits = make_splits(recipe.data, recipe_path.parent, recipe.seed, recipe.model)
     role = "calibration" if "calibration" in splits else "train"
     if role not in splits:
         raise InputError("the sensitivity scan needs a calibration or train split (never held-out)")

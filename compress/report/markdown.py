@@ -321,8 +321,14 @@ def render_report(results: dict) -> str:
     for name, v in results["variants"].items():
         out.append(variant_details(name, v, ref, results))
     splits = results["data"]["splits"]
-    out.append("## Data\n\n" + "\n".join(
-        f"- `{role}`: {s['n']} samples from `{s['source']}`" for role, s in splits.items()))
+    data_lines = [f"- `{role}`: {s['n']} samples from `{s['source']}`" for role, s in splits.items()]
+    tok = results["data"].get("tokenizer")
+    if tok:  # text data: the vocabulary every model of the run reads
+        saved = f"; saved in `{tok['path']}`" if tok.get("path") else ""
+        data_lines.append(f"- tokenizer: {tok['origin']} ({tok['vocab_size']:,} tokens, sha256 "
+                          f"{tok['sha256_20']}), up to {tok['max_length']} tokens per sample, inputs "
+                          f"{', '.join(tok['inputs'])}{saved}")
+    out.append("## Data\n\n" + "\n".join(data_lines))
     env = results.get("environment", {})
     if env:
         cpu = env.get("cpu", {})

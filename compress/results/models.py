@@ -301,6 +301,9 @@ class Data(Model):
     classes: list | None = None
     heldout_labels: list[int] | None = Field(
         None, description="true class per held-out sample; pairs with accuracy.heldout.predictions")
+    tokenizer: dict | None = Field(
+        None, description="text data: the tokenizer's origin, sha256_20 hash, vocab_size, max_length, "
+        "inputs and path in the run directory")
 
     @model_validator(mode="after")
     def _heldout(self):

@@ -77,26 +77,33 @@ def build_baseline(recipe, base_dir: Path, splits, cache: Cache, progress=None, 
         info["trained"] = False
         return Artifact(kind="onnx", digest=file_digest(path), path=path, lineage=["baseline(onnx)"]), info
     spec = ModelSpec(mcfg.source, dict(mcfg.kwargs), base_dir)
+    pretrained = _pretrained_digest(spec)  # an hf: directory's weights, else None
     ck = mcfg.checkpoint_config
     if ck is not None:
         path = resolve(ck.path, base_dir)
-        module = spec.build()
+        module = _checked_labels(spec.build(), splits)
         load_state_dict_checked(module, read_state_dict(path, ck.key, ck.strip_prefix), str(path))
         digest = digest_of(mcfg.source, mcfg.kwargs, file_digest(path), ck.key, ck.strip_prefix)
         info.update(checkpoint=str(path), trained=False)
         art = Artifact(kind="torch", digest=digest, module=module.eval(), model_spec=spec,
                        lineage=["baseline(checkpoint)"])
+    elif pretrained is not None and recipe.baseline.train is None:
+        module = _checked_labels(spec.build(), splits)
+        info["trained"] = False
+        art = Artifact(kind="torch", digest=digest_of(mcfg.source, pretrained), module=module.eval(),
+                       model_spec=spec, lineage=["baseline(pretrained)"])
     else:
         tcfg = recipe.baseline.train
         if tcfg is None:
+            what = "its hf: directory has no weights" if spec.scheme == "hf" else "the model has no checkpoint"
             raise InputError(
-                "the model has no checkpoint and baseline.train is not set: give model.checkpoint, "
+                f"{what} and baseline.train is not set: give model.checkpoint, "
                 "or add `baseline: {train: {epochs: 4}}` to train one on the train split"
             )
         if "train" not in splits:
             raise InputError("baseline.train needs a train split (data.split.train > 0)")
         digest = digest_of(mcfg.source, mcfg.kwargs, tcfg.model_dump(), recipe.seed, splits["train"].fingerprint(),
-                           code_digest())
+                           code_digest(), *([pretrained] if pretrained is not None else []))
         art = cache.get(digest, spec)
         if art is not None:
             log("baseline: trained model found in the cache")
@@ -107,10 +114,11 @@ def build_baseline(recipe, base_dir: Path, splits, cache: Cache, progress=None, 
             from compress.training import train
 
             torch.manual_seed(recipe.seed)
-            module = spec.build()
+            module = _checked_labels(spec.build(), splits)
             history = train(
                 module, splits["train"], epochs=tcfg.epochs, lr=tcfg.lr, batch_size=tcfg.batch_size,
                 momentum=tcfg.momentum, weight_decay=tcfg.weight_decay, seed=recipe.seed,
+                optimizer=tcfg.optimizer, warmup=tcfg.warmup, max_grad_norm=tcfg.max_grad_norm,
                 progress=progress, description="training baseline",
             )
             art = Artifact(kind="torch", digest=digest, module=module.eval(), model_spec=spec,
@@ -121,6 +129,31 @@ def build_baseline(recipe, base_dir: Path, splits, cache: Cache, progress=None, 
 
     art.meta["macs"], art.meta["params"] = count_macs_params(art.module, input_spec)
     return art, info
+
+
+def _pretrained_digest(spec: ModelSpec) -> str | None:
+    """A hash of an hf: directory that holds weights (None for other sources or a config alone)."""
+    if spec.scheme != "hf":
+        return None
+    from compress.sources import hf
+
+    path = hf.check_dir(resolve(spec.source.partition(":")[2], spec.base_dir))
+    if not hf.has_weights(path):
+        return None
+    return digest_of(*[(p.name, file_digest(p)) for p in sorted(path.iterdir()) if p.is_file()])
+
+
+def _checked_labels(module, splits):
+    """A Hugging Face model must have as many labels as the data has classes."""
+    config = getattr(module, "config", None)
+    n = getattr(config, "num_labels", None)
+    if n is not None and n != splits.num_classes:
+        raise InputError(
+            f"model.source: the model has num_labels={n} but the data has {splits.num_classes} classes "
+            f"({', '.join(splits.classes[:10])}): set num_labels (and id2label) in the model's config.json "
+            "to the data's classes, or check data.text.label_column"
+        )
+    return module
 
 
 def step_key(art: Artifact, spec, cfg, ctx: StepContext, data_fp: dict) -> str:

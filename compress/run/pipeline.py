@@ -68,7 +68,8 @@ def run_recipe(recipe, recipe_path: Path, *, out_dir: Path | None = None, use_ca
     started = dt.datetime.now(dt.timezone.utc)
     base_dir = recipe_path.parent
     root = Path(out_dir) if out_dir is not None else Path(recipe.report.dir)
-    splits = make_splits(recipe.data, base_dir, recipe.seed)  # InputError -> exit 2, nothing written
+    # InputError -> exit 2, nothing written (a tokenizer trained on train goes to the cache)
+    splits = make_splits(recipe.data, base_dir, recipe.seed, recipe.model, root / ".cache" if use_cache else None)
     with sigterm_raises():
         sweep_stale_partials(root, log)
         final_dir, tmp_dir = claim_run_dir(root, started.strftime("%Y%m%d-%H%M%S"))
@@ -103,7 +104,8 @@ def _run(recipe, recipe_path, splits, cache, tmp_dir, started, progress, log) ->
         "recipe": json.loads(recipe.model_dump_json(by_alias=True)),
         "run": {"recipe_path": str(recipe_path), "started": started.isoformat(), "wall_s": None},
         "data": {"splits": splits.summary(), "classes": splits.classes,
-                 "heldout_labels": splits["heldout"].labels.tolist()},
+                 "heldout_labels": splits["heldout"].labels.tolist(),
+                 **({"tokenizer": splits.tokenizer.info()} if splits.is_text else {})},
         "targets": [t.model_dump() for t in recipe.targets],
         "baseline": baseline_entry,
         "variants": variants,
@@ -118,6 +120,9 @@ def build_stage(recipe, base_dir: Path, splits, cache, run_dir: Path, progress, 
     """The baseline and every variant's artifact (through the cache), the built ones copied to
     ``run_dir/artifacts/<variant>``. Returns (baseline, baseline info, {variant: Built})."""
     baseline, baseline_info = build_baseline(recipe, base_dir, splits, cache, progress, log)
+    if splits.is_text:  # the vocabulary the models were trained with ships with them
+        splits.tokenizer.tokenizer.save_pretrained(str(run_dir / "artifacts" / "tokenizer"))
+        splits.tokenizer.path = "artifacts/tokenizer"
     built = build_variants(recipe, baseline, splits, cache, run_dir / "work", progress, log)
     for name, b in built.items():
         if b.ok:
