@@ -138,3 +138,22 @@ def test_a_timm_vit_through_python_source(tmp_path, tiny_project):
     assert {n: v.status for n, v in results.variants.items()} == {"onnx-fp32": "ok", "dynamic-int8": "ok"}
     ops = {n.op_type for n in onnx.load(_onnx(results, "dynamic-int8")).graph.node}
     assert "MatMulInteger" in ops
+
+
+def test_the_eval_recipe_parses_and_its_patterns_name_modules_of_the_vit():
+    import fnmatch
+
+    import yaml
+
+    from compress.recipe import parse_recipe
+
+    recipe = parse_recipe(yaml.safe_load((REPO / "eval" / "vit.yaml").read_text()), origin="eval/vit.yaml")
+    names = [n for n, _ in build().named_modules() if n]
+    for name, variant in recipe.variants.items():
+        for step, cfg in variant.step_list():
+            if step != "prune":
+                continue
+            for pattern in [*cfg.ignore, *cfg.blocks]:
+                assert any(fnmatch.fnmatchcase(n, pattern) for n in names), (name, pattern)
+    layers = [n for n in names if fnmatch.fnmatchcase(n, "transformer.layers.[1-5]")]
+    assert layers == [f"transformer.layers.{i}" for i in range(1, 6)]
