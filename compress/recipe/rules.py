@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from compress.runtimes.base import RUNTIMES
+from compress.search.space import check_search
 from compress.steps.base import STEP_ROLES, STEPS
 
 if TYPE_CHECKING:
@@ -29,6 +30,7 @@ def check_rules(recipe: Recipe) -> list[str]:
     problems += _targets(recipe, kinds, broken)
     problems += _step_needs(recipe)
     problems += _other_keys(recipe)
+    problems += check_search(recipe)
     return problems
 
 
@@ -181,6 +183,7 @@ def _other_keys(recipe: Recipe) -> list[str]:
             )
     problems += _baseline(recipe)
     problems += _modality(recipe)
+    problems += _profile_shapes(recipe)
     return problems
 
 
@@ -209,6 +212,23 @@ def _modality(recipe: Recipe) -> list[str]:
         problems.append("model.input_shape: text models take token arrays (data.text.max_length sets "
                         "their length); remove input_shape")
     return problems
+
+
+def _profile_shapes(recipe: Recipe) -> list[str]:
+    """Sequence lengths and real-length timing apply to text models only, on a split that exists."""
+    profile = recipe.profile
+    if not recipe.data.is_text:
+        return [f"profile.{key}: only a text model has a sequence axis to profile; this recipe's data "
+                f"is images (text data comes from csv:, tsv:, jsonl:, hf-dataset: or hf-disk:), so remove "
+                f"profile.{key}"
+                for key, given in (("seq_lens", profile.seq_lens is not None),
+                                   ("real_lengths", profile.real_lengths is not None and profile.real_lengths.enabled))
+                if given]
+    real = profile.real_lengths_config(text=True)
+    if real is not None and real.split not in recipe.data.roles():
+        return [f"profile.real_lengths.split: the data has no {real.split} split; use one of "
+                f"{', '.join(sorted(recipe.data.roles()))}"]
+    return []
 
 
 def _baseline(recipe: Recipe) -> list[str]:

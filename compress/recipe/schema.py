@@ -22,6 +22,7 @@ import compress.runtimes  # noqa: F401  (registers the runtimes)
 import compress.steps  # noqa: F401  (registers the steps)
 from compress.recipe.variants import VariantConfig
 from compress.runtimes.target import TargetConfig
+from compress.search.space import SearchConfig
 from compress.sources.data import DATA_SCHEMES
 from compress.sources.models import MODEL_SCHEMES
 
@@ -280,8 +281,29 @@ class BaselineConfig(Strict):
 # --------------------------------------------------------------------------- profile, gate
 
 
+class RealLengthsConfig(Strict):
+    """Time a split's own token lengths as a server batches them (text models)."""
+
+    enabled: bool = Field(True, description="false: skip it (`real_lengths: false` says the same)")
+    split: Literal["heldout", "calibration", "tuning", "train"] = Field(
+        "heldout", description="The split whose samples are served")
+    batch_size: int | None = Field(None, ge=1, description="Default: the largest of profile.batch_sizes")
+    batching: Literal["arrival", "length"] = Field(
+        "arrival", description="arrival: batches in the split's order; length: sorted by length first "
+        "(a server that buckets requests by length)")
+    samples: int | None = Field(
+        128, ge=1, description="A seeded random subset of this many samples, timed in one pass per call "
+        "(null: the whole split)")
+
+
 class ProfileConfig(Strict):
     batch_sizes: list[int] = Field(default_factory=lambda: [1, 32])
+    seq_lens: list[int] | None = Field(
+        None, description="Text models: sequence lengths in tokens, crossed with batch_sizes (every batch "
+        "padded or cut to each); default: data.text.max_length. The gate and $ / 1M read the longest")
+    real_lengths: RealLengthsConfig | None = Field(
+        None, description="Text models: time the split's own lengths with per-batch (dynamic) padding "
+        "against padding to max_length; default: on for text models (false: off)")
     warmup: int = Field(5, ge=0, description="Untimed runs per variant before timing")
     rounds: int = Field(7, ge=1, description="Interleaved rounds over all variants")
     min_round_s: float = Field(0.2, gt=0, description="Minimum timed seconds per variant per round")
@@ -306,6 +328,23 @@ class ProfileConfig(Strict):
         if not v or any(b < 1 for b in v):
             raise ValueError(f"batch_sizes must be positive integers, got {v}")
         return sorted(set(v))
+
+    @field_validator("seq_lens")
+    @classmethod
+    def _seq_lens(cls, v):
+        if v is not None and (not v or any(n < 1 for n in v)):
+            raise ValueError(f"seq_lens must be positive numbers of tokens, e.g. [32, 128], got {v}")
+        return v if v is None else sorted(set(v))
+
+    @field_validator("real_lengths", mode="before")
+    @classmethod
+    def _real_lengths(cls, v):
+        return {"enabled": v} if isinstance(v, bool) else v
+
+    def real_lengths_config(self, text: bool) -> RealLengthsConfig | None:
+        """The real-lengths measurement to run: on by default for a text model, never for images."""
+        real = self.real_lengths or RealLengthsConfig()
+        return real if text and real.enabled else None
 
 
 IMAGE_DEFAULT_CORRUPTIONS = ("gaussian_noise", "gaussian_blur", "jpeg", "brightness")
@@ -420,6 +459,9 @@ class Recipe(Strict):
     profile: ProfileConfig = Field(default_factory=ProfileConfig, description="Timing method")
     gate: GateConfig = Field(default_factory=GateConfig, description="Rules that decide the exit code")
     report: ReportConfig = Field(default_factory=ReportConfig, description="Where runs are written")
+    search: SearchConfig | None = Field(
+        None, description="`compress search`: options to vary, objective, budget (see docs/search.md)"
+    )
 
     @field_validator("variants")
     @classmethod

@@ -19,6 +19,7 @@ import yaml
 from compress import __version__
 from compress.artifacts import Artifact, Cache
 from compress.errors import CompressError
+from compress.measure.lengths import fit_length, served_lengths
 from compress.measure.timing import speedup
 from compress.report.markdown import render_report
 from compress.report.plots import write_plots
@@ -174,13 +175,17 @@ def evaluate_stage(recipe, splits, baseline: Artifact, baseline_info: dict, buil
 
 
 def profile_stage(recipe, splits, artifacts: dict[str, Artifact], entries: dict[str, dict], progress, log) -> None:
-    """Latency, memory and speed-up of every runnable (model, target) pair, into ``entries``."""
+    """Latency, memory and speed-up of every runnable (model, target) pair, into ``entries``; a
+    text model on the batch size x sequence length grid and at the real lengths of a split too."""
     probe = splits["calibration"] if "calibration" in splits else splits.get("train", splits["heldout"])
     rng = np.random.default_rng(recipe.seed)
+    spec = input_spec_for(recipe, splits)
+    text = spec.kind == "text"
 
-    def make_batch(bs: int) -> np.ndarray:
+    def make_batch(bs: int, seq_len: int | None = None) -> dict:
         idx = rng.choice(len(probe), size=bs, replace=len(probe) < bs)
-        return probe.inputs(np.sort(idx))
+        batch = probe.inputs(np.sort(idx))
+        return batch if seq_len is None else fit_length(batch, seq_len)  # real tokens, then padding
 
     pairs, owner = {}, {}
     for target in recipe.targets:
@@ -191,7 +196,9 @@ def profile_stage(recipe, splits, artifacts: dict[str, Artifact], entries: dict[
                 owner[f"{name}@{target.name}"] = name
     measured = profile_pairs(
         pairs, make_batch, recipe.profile.batch_sizes, plan=timing_plan(recipe.profile),
-        memory_input_spec=input_spec_for(recipe, splits) if recipe.profile.memory else None,
+        memory_input_spec=spec if recipe.profile.memory else None,
+        seq_lens=(recipe.profile.seq_lens or [spec.seq_len]) if text else None,
+        served=served_for(recipe, splits, spec) if text else None, seed=recipe.seed,
         progress=progress, log=log,
     )
     reference, ref_target = recipe.gate.reference, recipe.gate.reference_target
@@ -199,11 +206,28 @@ def profile_stage(recipe, splits, artifacts: dict[str, Artifact], entries: dict[
         entry, target = entries[owner[key]], pairs[key][1]
         for field, value in got.items():
             entry.setdefault(field, {})[target.name] = value
-        ref = measured.get(f"{reference}@{ref_target or target.name}", {}).get("latency")
-        if "latency" in got and ref is not None:
+        ref = measured.get(f"{reference}@{ref_target or target.name}", {})
+        if "latency" in got and "latency" in ref:
             entry.setdefault("speedup", {})[target.name] = {
-                bs: speedup(ref[bs], m, seed=recipe.seed) for bs, m in got["latency"].items() if bs in ref
+                bs: speedup(ref["latency"][bs], m, seed=recipe.seed)
+                for bs, m in got["latency"].items() if bs in ref["latency"]
             }
+        if "latency_by_seq_len" in got and "latency_by_seq_len" in ref:
+            grid = ref["latency_by_seq_len"]
+            entry.setdefault("speedup_by_seq_len", {})[target.name] = {
+                n: {bs: speedup(grid[n][bs], m, seed=recipe.seed) for bs, m in cells.items() if bs in grid.get(n, {})}
+                for n, cells in got["latency_by_seq_len"].items()
+            }
+
+
+def served_for(recipe, splits, spec):
+    """The batches a server would form from the split ``profile.real_lengths`` names, or None."""
+    real = recipe.profile.real_lengths_config(text=True)
+    if real is None:
+        return None
+    return served_lengths(splits[real.split], batch_size=real.batch_size or max(recipe.profile.batch_sizes),
+                          max_length=spec.seq_len, batching=real.batching, samples=real.samples,
+                          seed=recipe.seed, split_name=real.split)
 
 
 def cost_stage(recipe, entries: dict[str, dict]) -> None:
