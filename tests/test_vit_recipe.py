@@ -18,7 +18,7 @@ from eval.vit_cifar import build
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"image_size": 8, "patch_size": 4, "dim": 16, "depth": 2, "heads": 2, "mlp_dim": 32}
-PROFILE = {"batch_sizes": [1, 4], "rounds": 2, "warmup": 1, "min_round_s": 0.01, "warmup_max_s": 0.0,
+PROFILE = {"batch_sizes": [1], "rounds": 1, "warmup": 1, "min_round_s": 0.01, "warmup_max_s": 0.0,
            "max_extra_rounds": 0, "memory": False}
 
 
