@@ -67,8 +67,9 @@ class LocalCluster:
         for d in self.dirs:
             shutil.rmtree(d, ignore_errors=True)
 
-    def compress_run(self, recipe: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
-        """``compress run RECIPE --out OUT --ray-address ADDRESS --quiet`` as a user would type it."""
-        cmd = [str(Path(sys.executable).with_name("compress")), "run", str(recipe), "--out", str(out),
+    def compress_run(self, recipe: Path, out: Path, *extra: str, command: str = "run") -> subprocess.CompletedProcess:
+        """``compress run RECIPE --out OUT --ray-address ADDRESS --quiet`` as a user would type it
+        (``command="search"``: ``compress search ...``)."""
+        cmd = [str(Path(sys.executable).with_name("compress")), command, str(recipe), "--out", str(out),
                "--ray-address", self.address, "--quiet", *extra]
         return subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=1800)

@@ -31,7 +31,7 @@ def test_executor_conformance(name):
         pytest.importorskip("ray", reason="needs the ray extra")
     ex = EXECUTORS.get(name)(address=None, log=lambda _m: None)
     assert ex.name == name and isinstance(ex.shared_store, bool)
-    for method in ("check", "build_variants", "evaluate_models", "profile_pairs", "map", "close"):
+    for method in ("check", "build_variants", "evaluate_models", "profile_pairs", "map", "slots", "close"):
         assert callable(getattr(ex, method)), f"{name} has no {method}"
     with ex:  # a context manager that closes what it started (nothing yet)
         pass

@@ -12,8 +12,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.ray_cluster import LocalCluster
-
 pytest.importorskip("ray", reason="needs the ray extra (pip install -e '.[ray]')")
 pytestmark = pytest.mark.slow
 
@@ -57,14 +55,10 @@ CRASHING_MODEL = textwrap.dedent(
 )
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    """A head (1 CPU, no target) and a worker node (1 CPU, targets cpu and torch)."""
-    c = LocalCluster(tmp_path_factory.mktemp("ray"), pythonpath=REPO)
-    try:
-        yield c.start([{}, {"target:cpu": 1, "target:torch": 1}])
-    finally:
-        c.stop()
+@pytest.fixture
+def cluster(ray_cluster):
+    """conftest's two-node cluster: a head (1 CPU, no target) and a worker (1 CPU, targets cpu and torch)."""
+    return ray_cluster
 
 
 TARGETS = [{"name": "cpu", "runtime": "onnxruntime", "device": "cpu", "threads": 1},

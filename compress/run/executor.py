@@ -42,9 +42,14 @@ class Executor(Protocol):
         """``compress.run.profiling.profile_pairs(pairs, make_batch, **settings)``, the settings of
         ``compress.run.pipeline.profile_settings`` (a worker makes its own batches and settings)."""
 
-    def map(self, fn: Callable, items: list, *, num_cpus: float = 1, num_gpus: float = 0) -> list:
+    def map(self, fn: Callable, items: list, *, num_cpus: float = 1, num_gpus: float = 0,
+            resources: dict | None = None) -> list:
         """``fn(item)`` for every item (e.g. search trials), in order; an item whose call failed
-        gets its exception in its place, so no item is silently dropped."""
+        gets its exception in its place, so no item is silently dropped. ``resources``: custom
+        resources each call needs (``{"target:cpu": 1}`` runs it on a node providing that target)."""
+
+    def slots(self) -> int:
+        """How many ``map`` calls of one CPU run at once (a search asks this many trials at a time)."""
 
     def close(self) -> None:
         """Release what the executor started (a local Ray)."""
@@ -69,7 +74,7 @@ class InProcess:
     def profile_pairs(self, recipe, recipe_path, pairs, make_batch, settings, progress=None, log=print):
         return profile_pairs(pairs, make_batch, **settings, progress=progress, log=log)
 
-    def map(self, fn, items, *, num_cpus=1, num_gpus=0):
+    def map(self, fn, items, *, num_cpus=1, num_gpus=0, resources=None):
         out = []
         for item in items:
             try:
@@ -77,6 +82,9 @@ class InProcess:
             except Exception as err:
                 out.append(err)
         return out
+
+    def slots(self) -> int:
+        return 1
 
     def close(self) -> None:
         return None

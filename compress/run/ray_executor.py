@@ -193,9 +193,9 @@ class RayExecutor:
             out.update(self.ray.get(ref))  # a lost timing task fails the run: exit 3, nothing written
         return out
 
-    def map(self, fn, items, *, num_cpus=1, num_gpus=0):
+    def map(self, fn, items, *, num_cpus=1, num_gpus=0, resources=None):
         self._start()
-        task = self._task(fn, num_cpus=num_cpus, num_gpus=num_gpus)
+        task = self._task(fn, num_cpus=num_cpus, num_gpus=num_gpus, resources=resources or {})
         refs = [task.remote(item) for item in items]
         out = []
         for ref in refs:
@@ -204,6 +204,11 @@ class RayExecutor:
             except Exception as err:
                 out.append(RuntimeError(_error_text(err)))
         return out
+
+    def slots(self) -> int:
+        """The cluster's CPUs (alive nodes): how many one-CPU tasks run at once."""
+        self._start()
+        return max(1, int(sum(n["Resources"].get("CPU", 0) for n in self.ray.nodes() if n.get("Alive"))))
 
     def close(self) -> None:
         if self._started and self.ray.is_initialized():

@@ -44,18 +44,23 @@ class RunRef:
     torch_threads: int
 
 
-def state(run: RunRef) -> dict:
-    """This worker's splits, store and baseline for the run (built on its first task)."""
-    if code_digest() != run.code:
+def same_code_and_threads(code: str, torch_threads: int) -> None:
+    """Refuse to work for a driver running other compress code; use the driver's torch threads."""
+    if code_digest() != code:
         raise CompressError(
             f"this Ray worker runs other compress code (code digest {code_digest()}) than the driver "
-            f"({run.code}), so its artifacts would differ: install the same compress on every node"
+            f"({code}), so its artifacts would differ: install the same compress on every node"
         )
     import torch
 
     # Ray sets OMP_NUM_THREADS to a task's CPUs; training with the driver's thread count gives the
     # in-process run's weights (on the same kind of CPU), hence the same accuracies
-    torch.set_num_threads(run.torch_threads)
+    torch.set_num_threads(torch_threads)
+
+
+def state(run: RunRef) -> dict:
+    """This worker's splits, store and baseline for the run (built on its first task)."""
+    same_code_and_threads(run.code, run.torch_threads)
     if _STATE.get("run") != run:
         from compress.run.build import build_baseline, data_fingerprints
         from compress.sources.data import make_splits
@@ -63,7 +68,7 @@ def state(run: RunRef) -> dict:
         recipe, cache = run.recipe, Cache(Path(run.store_root))
         trains = recipe.model.checkpoint_config is None and not recipe.model.source.startswith("onnx:")
         if trains and not (Path(run.store_root) / run.baseline_digest / "artifact.json").is_file():
-            raise CompressError(_not_shared(run.store_root, f"the trained baseline {run.baseline_digest}"))
+            raise CompressError(not_shared(run.store_root, f"the trained baseline {run.baseline_digest}"))
         # a tokenizer trained on train is read from the store, as the driver stored it
         splits = make_splits(recipe.data, Path(run.recipe_path).parent, recipe.seed, recipe.model, cache.root)
         baseline, _ = build_baseline(recipe, Path(run.recipe_path).parent, splits, cache, log=lambda _m: None)
@@ -73,7 +78,7 @@ def state(run: RunRef) -> dict:
     return _STATE
 
 
-def _not_shared(store_root, what: str) -> str:
+def not_shared(store_root, what: str) -> str:
     return (f"{what} is not in the artifact store {store_root} on this node: the store must be on a "
             "filesystem every Ray node mounts at the same path (give compress run --out a directory there)")
 
@@ -85,7 +90,7 @@ def load(st: dict, art: Artifact) -> Artifact:
         return baseline
     got = st["cache"].get(art.digest, baseline.model_spec)
     if got is None:
-        raise CompressError(_not_shared(st["cache"].root, f"artifact {art.digest}"))
+        raise CompressError(not_shared(st["cache"].root, f"artifact {art.digest}"))
     return got
 
 
