@@ -193,11 +193,16 @@ class OvRun:
 
 
 def nncf_int8(src: Path, out: Path, samples: Iterable[Mapping[str, np.ndarray]], *,
-              transformer: bool = False) -> tuple[Path, dict]:
+              transformer: bool = False, reuse: bool = False) -> tuple[Path, dict]:
     """``nncf.quantize`` on the OpenVINO model read from ``src`` with its defaults (optionally
-    ``model_type=TRANSFORMER``); saves IR, returns its int8 / float op counts."""
+    ``model_type=TRANSFORMER``); saves IR, returns its int8 / float op counts. ``reuse``: an IR
+    already at ``out`` (an earlier run on the same work directory) is read instead."""
     import nncf
     import openvino as ov
+
+    if reuse and out.is_file():
+        fq = Counter(op.get_type_name() for op in ov.Core().read_model(str(out)).get_ordered_ops())
+        return out, {"FakeQuantize": fq.get("FakeQuantize", 0), "MatMul": fq.get("MatMul", 0), "reused": True}
 
     model = ov.Core().read_model(str(src))
     names = [i.get_any_name() for i in model.inputs]
@@ -273,14 +278,17 @@ def prune_vit(model, ffn_keep: float = 1.0, layers: list[int] | None = None):
 
 
 def distill(student, teacher, batches: Callable[[int], Iterable], call: Callable, *, epochs: int,
-            lr: float, temperature: float = 2.0, alpha: float = 0.7, log=print) -> None:
-    """Fine-tune ``student`` on ``alpha`` x KL(teacher || student at ``temperature``) + (1 - alpha) x CE.
+            lr: float, temperature: float = 2.0, alpha: float = 0.7, max_steps: int | None = None,
+            log=print) -> None:
+    """Fine-tune ``student`` on ``alpha`` x KL(teacher || student at ``temperature``) + (1 - alpha) x CE,
+    for ``epochs`` or ``max_steps`` steps, whichever ends first.
 
     ``batches(epoch)`` yields (inputs, labels); ``call(module, inputs)`` returns logits."""
     import torch
     import torch.nn.functional as F  # noqa: N812
 
     steps = sum(1 for _ in batches(0)) * epochs
+    steps = min(steps, max_steps) if max_steps else steps
     opt = torch.optim.AdamW(student.parameters(), lr=lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.0, 1 - s / steps))
     teacher.eval()
@@ -299,5 +307,7 @@ def distill(student, teacher, batches: Callable[[int], Iterable], call: Callable
             sched.step()
             opt.zero_grad(set_to_none=True)
             step += 1
+            if step >= steps:
+                break
         log(f"  distill epoch {epoch + 1}/{epochs}: {step} steps, last loss {loss.item():.3f}")
     student.eval()
