@@ -95,6 +95,10 @@ class Artifact:
             return []
         out = [self.path]
         extras = [self.path.name + ".data", self.path.stem + ".bin", *self.meta.get("extra_files", [])]
+        if self.kind == "torch":
+            from compress.sources.hf import SAVED_CONFIG
+
+            extras.append(SAVED_CONFIG)
         for extra in extras:
             p = self.path.with_name(extra)
             if p.exists() and p not in out:
@@ -103,13 +107,18 @@ class Artifact:
 
 
 def save_torch(module, path: Path) -> None:
-    """Save a state_dict: it reloads with weights_only=True, pruned widths included."""
+    """Save a state_dict: it reloads with weights_only=True, pruned widths included. A Hugging Face
+    model's config (heads, layers and widths after pruning) is saved beside it (``hf_config.json``)."""
     import torch
 
+    from compress.sources.hf import SAVED_CONFIG, save_config
+
     torch.save(module.state_dict(), path)
+    save_config(module, path.with_name(SAVED_CONFIG))
 
 
 def load_torch(path: Path, model_spec):
+    from compress.sources.hf import SAVED_CONFIG
     from compress.sources.models import (
         load_state_dict_checked,
         read_state_dict,
@@ -117,7 +126,8 @@ def load_torch(path: Path, model_spec):
     )
 
     sd = read_state_dict(Path(path))
-    module = model_spec.build()
+    saved_config = Path(path).with_name(SAVED_CONFIG)
+    module = model_spec.build(saved_config) if saved_config.is_file() else model_spec.build()
     resize_to_state_dict(module, sd)
     load_state_dict_checked(module, sd, str(path))
     return module.eval()

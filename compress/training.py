@@ -15,6 +15,8 @@ import numpy as np
 from compress.errors import StepError
 from compress.run.progress import track
 from compress.sources.inputs import PIXEL_VALUES, call_module, to_torch
+from compress.sources.text import length_batches
+from compress.sources.text_splits import length_order
 
 
 def kd_loss(student_logits, teacher_logits, labels, *, temperature: float, alpha: float):
@@ -117,8 +119,14 @@ def train(
     augment: dict | None = None,
     feature_layers: list[str] | None = None,
     feature_weight: float = 1.0,
+    optimizer: str = "sgd",
+    warmup: float = 0.0,
+    max_grad_norm: float | None = None,
 ) -> dict:
-    """SGD with (Nesterov) momentum and a cosine schedule; returns per-epoch loss and seconds.
+    """SGD with (Nesterov) momentum (or AdamW) and a cosine schedule after ``warmup`` (a fraction
+    of the steps with a linear rise); returns per-epoch loss and seconds. A text split (one with
+    ``lengths()``) is read in length-bucketed batches (``compress.sources.text.length_batches``) so
+    little is padded; images in a fresh random order every epoch.
 
     With a ``validation`` split (carved out of train, never held-out), top-1 on it is measured after
     every epoch, the best epoch's weights are kept, and training stops after ``patience`` epochs
@@ -135,22 +143,32 @@ def train(
     module.train()
     if teacher is not None:
         teacher.eval()
-    opt = torch.optim.SGD(module.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=momentum > 0)
+    if optimizer == "adamw":
+        opt = torch.optim.AdamW(module.parameters(), lr=lr, weight_decay=weight_decay)
+    elif optimizer == "sgd":
+        opt = torch.optim.SGD(module.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay,
+                              nesterov=momentum > 0)
+    else:
+        raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {optimizer!r}")
     n = len(split)
+    lengths = split.lengths() if hasattr(split, "lengths") else None
     steps_per_epoch = max(1, math.ceil(n / batch_size))
     total = epochs * steps_per_epoch
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / total)))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(total, int(warmup * total)))
     losses: list[float] = []
     val_top1: list[float] = []
     best = (-1.0, -1, None)  # (top-1, epoch, state_dict)
     features = FeatureTaps(module, teacher, feature_layers) if feature_layers and teacher is not None else None
     start = time.perf_counter()
     with features or contextlib.nullcontext(), track(progress, description, total) as advance:
-        for _ in range(epochs):
-            order = rng.permutation(n)
+        for epoch in range(epochs):
+            if lengths is None:
+                order = rng.permutation(n)
+                chunks = [order[i * batch_size : (i + 1) * batch_size] for i in range(steps_per_epoch)]
+            else:
+                chunks = length_batches(lengths, batch_size, seed=seed + epoch)
             epoch_loss = 0.0
-            for i in range(steps_per_epoch):
-                idx = order[i * batch_size : (i + 1) * batch_size]
+            for idx in chunks:
                 if len(idx) < 2:  # batch norm needs two samples
                     advance()
                     continue
@@ -170,6 +188,8 @@ def train(
                     loss = loss + feature_weight * features.loss()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
+                if max_grad_norm is not None:
+                    torch.nn.utils.clip_grad_norm_(module.parameters(), max_grad_norm)
                 opt.step()
                 sched.step()
                 epoch_loss += float(loss.detach()) * len(idx)
@@ -191,6 +211,17 @@ def train(
         history.update(validation_top1=val_top1, best_epoch=best[1] + 1, validation_n=len(validation),
                        stopped_early=len(losses) < epochs)
     return history
+
+
+def lr_factor(total_steps: int, warmup_steps: int):
+    """The learning-rate multiplier at each step: a linear rise over ``warmup_steps``, then a
+    cosine decay to 0 over the rest (the plain cosine when there is no warm-up)."""
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        return 0.5 * (1 + math.cos(math.pi * (step - warmup_steps) / max(1, total_steps - warmup_steps)))
+
+    return factor
 
 
 def carve_validation(split, fraction: float, seed: int = 0):
@@ -218,6 +249,6 @@ def accuracy(module, split, batch_size: int = 256) -> float:
     module.eval()
     correct = 0
     with torch.inference_mode():
-        for x, y in split.batches(batch_size):
+        for x, y in split.batches(batch_size, length_order(split)):
             correct += int((call_module(module, to_torch(x)).argmax(1).numpy() == y).sum())
     return 100.0 * correct / max(1, len(split))

@@ -42,8 +42,10 @@ class FakeBuffers:
         return np.asarray(array, np.float32)
 
 
-def make(version: str = "10.13.0", *, profile=((1, 3, 8, 8), (4, 3, 8, 8), (8, 3, 8, 8)), classes: int = 10):
-    """A fake ``tensorrt`` module of ``version`` whose engines have this input ``profile``."""
+def make(version: str = "10.13.0", *, profile=((1, 3, 8, 8), (4, 3, 8, 8), (8, 3, 8, 8)), classes: int = 10,
+         inputs: tuple[str, ...] = ("input",)):
+    """A fake ``tensorrt`` module of ``version`` whose engines have this input ``profile``; the
+    networks it parses have the named ``inputs``."""
     trt = types.ModuleType("tensorrt")
     trt.__version__ = version
     major = int(version.split(".")[0])
@@ -102,10 +104,10 @@ def make(version: str = "10.13.0", *, profile=((1, 3, 8, 8), (4, 3, 8, 8), (8, 3
                 self._calibrator = value
 
     class Network:
-        num_inputs = 1
+        num_inputs = len(inputs)
 
         def get_input(self, i):
-            return types.SimpleNamespace(name="input")
+            return types.SimpleNamespace(name=inputs[i])
 
     class Builder:
         def __init__(self, logger):

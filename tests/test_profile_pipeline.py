@@ -87,3 +87,9 @@ def test_report_shows_serving_cost_energy_and_what_was_not_profiled(profiled):
     assert "`int8` was not profiled on this target: torch cannot run a onnx model." in text
     energy_measured = profiled["variants"]["int8"]["latency"]["cpu"]["1"]["energy"]["measured"]
     assert ("Energy: not measured" in text) is (not energy_measured)
+
+
+def test_image_models_have_no_sequence_axis_keys(profiled):
+    for v in [profiled["baseline"], *profiled["variants"].values()]:
+        assert not {"latency_by_seq_len", "speedup_by_seq_len", "real_lengths"} & set(v)
+        assert all("seq_len" not in m for per_bs in (v.get("latency") or {}).values() for m in per_bs.values())

@@ -122,8 +122,8 @@ BAD_RECIPES = [
         id="unknown-runtime",
     ),
     pytest.param(
-        _set("model.source", "hf:resnet18"),
-        r"model.source: unknown model source scheme 'hf'; valid schemes: torchvision:NAME, python:",
+        _set("model.source", "tf:resnet18"),
+        r"model.source: unknown model source scheme 'tf'; valid schemes: torchvision:NAME, python:",
         id="unknown-model-scheme",
     ),
     *[

@@ -65,6 +65,7 @@ def profile(
     target: Annotated[list[str], typer.Option(help="RUNTIME[:DEVICE][,KEY=VALUE...], e.g. onnxruntime:cpu,threads=2,instance=c7i.large; repeat for several.")] = ["onnxruntime:cpu"],  # noqa: B006
     batch_size: Annotated[list[int], typer.Option("--batch-size", "-b", help="Repeat for several.")] = [1, 32],  # noqa: B006
     input_shape: Annotated[str | None, typer.Option(help="One sample's shape, e.g. 3,224,224 (read from an ONNX file when fixed; 3,224,224 for torchvision:NAME).")] = None,
+    seq_len: Annotated[list[int] | None, typer.Option("--seq-len", help="Text models: tokens per sample; repeat for a batch size x length grid (default 128).")] = None,
     model_kwargs: Annotated[str | None, typer.Option(help="JSON arguments of a torch model factory, e.g. '{\"num_classes\": 10}'.")] = None,
     checkpoint: Annotated[Path | None, typer.Option(help="state_dict for a torch model source.")] = None,
     rounds: Annotated[int, typer.Option(help="Interleaved rounds.")] = 7,
@@ -92,7 +93,7 @@ def profile(
         art, shape = load_model(model, parse_shape(input_shape), kwargs, checkpoint)
         result = profile_model(
             art, shape, targets, batch_size, memory=memory, requests_per_day=requests_per_day,
-            plan={"rounds": rounds, "min_round_s": min_round_s, "max_cv": max_cv},
+            plan={"rounds": rounds, "min_round_s": min_round_s, "max_cv": max_cv}, seq_lens=seq_len,
             log=_dim_log,
         )
     except json.JSONDecodeError as err:

@@ -246,11 +246,29 @@ def entropy_calibrator(trt, batches: Sequence[np.ndarray], cache_path: Path, dev
     return EntropyCalibrator()
 
 
-def build_engine(onnx_path: Path, engine_path: Path, *, precision: str, input_shape: tuple[int, ...],
+def input_profile(input_spec, name: str, batch: tuple[int, int, int],
+                   seq: tuple[int, int, int] | None = None) -> list[tuple[int, ...]]:
+    """The min / opt / max shapes of input ``name``: the batch range, and for a text input the
+    sequence range too (``seq``, default 1 / max_length / max_length)."""
+    if input_spec.kind == "image":
+        return [input_spec.shape(name, b) for b in batch]
+    lo, opt, hi = seq or (1, input_spec.seq_len, input_spec.seq_len)
+    return [input_spec.shape(name, b, s) for b, s in zip(batch, (lo, opt, hi), strict=True)]
+
+
+def build_engine(onnx_path: Path, engine_path: Path, *, precision: str, input_spec=None,
                  batch_min: int, batch_opt: int, batch_max: int, workspace_bytes: int, tf32: bool = False,
+                 seq: tuple[int, int, int] | None = None,
                  device: int = 0, calibration_batches: Sequence[np.ndarray] | None = None,
-                 log=print, trt=None, calibrator=None) -> dict:
-    """Build and serialise an engine; return its fingerprint (also written beside the engine)."""
+                 log=print, trt=None, calibrator=None, input_shape: tuple[int, ...] | None = None) -> dict:
+    """Build and serialise an engine with one optimisation profile covering every named input of
+    ``input_spec`` (an InputSpec; ``input_shape=``, one image sample's shape, also works); return its
+    fingerprint (also written beside the engine)."""
+    from compress.sources.inputs import as_input_spec
+
+    if (input_spec is None) == (input_shape is None):
+        raise TypeError("build_engine takes input_spec or input_shape, exactly one")
+    input_spec = as_input_spec(input_spec if input_spec is not None else input_shape)
     trt = trt or import_tensorrt("the engine step")
     plan = build_plan(trt, precision, tf32=tf32)
     fp = current_fingerprint(device, trt)
@@ -272,15 +290,21 @@ def build_engine(onnx_path: Path, engine_path: Path, *, precision: str, input_sh
     for flag in plan.clear_flags:
         config.clear_flag(getattr(trt.BuilderFlag, flag))
     profile = builder.create_optimization_profile()
-    for i in range(network.num_inputs):
-        tensor = network.get_input(i)
-        if profile.set_shape(tensor.name, (batch_min, *input_shape), (batch_opt, *input_shape),
-                             (batch_max, *input_shape)) is False:
-            raise StepError(f"TensorRT rejected the profile shapes of input {tensor.name!r}: batch "
-                            f"{batch_min}/{batch_opt}/{batch_max} x {list(input_shape)}")
+    names = [network.get_input(i).name for i in range(network.num_inputs)]
+    unknown = [n for n in names if n not in input_spec.names]
+    if unknown and not (len(names) == 1 and len(input_spec.names) == 1):  # one input: any name
+        raise StepError(f"the ONNX model's inputs {names} are not the data's {list(input_spec.names)}: "
+                        "export the model from this recipe's data")
+    for name in names:
+        lo, opt, hi = input_profile(input_spec, name if name in input_spec.names else input_spec.names[0],
+                                     (batch_min, batch_opt, batch_max), seq)
+        if profile.set_shape(name, lo, opt, hi) is False:
+            raise StepError(f"TensorRT rejected the profile shapes of input {name!r}: "
+                            f"{list(lo)} / {list(opt)} / {list(hi)}")
     if config.add_optimization_profile(profile) < 0:
         raise StepError(f"TensorRT rejected the optimisation profile (batch {batch_min}/{batch_opt}/"
-                        f"{batch_max}, input {list(input_shape)}): check model.input_shape")
+                        f"{batch_max}, inputs {input_spec.describe()}): check model.input_shape "
+                        "(images) or data.text.max_length (text)")
     if plan.calibrate:
         if not calibration_batches:
             raise StepError("int8-calibrate needs calibration batches from the calibration split")

@@ -15,6 +15,7 @@ import numpy as np
 from compress.errors import InputError
 from compress.measure import paired, stats
 from compress.run.progress import track
+from compress.sources.text_splits import length_order
 
 
 @dataclass
@@ -70,14 +71,18 @@ def _run_logits(session, split, batch_size: int, progress, description: str) -> 
         )
     out = []
     n_batches = (len(split) + batch_size - 1) // batch_size
+    order = length_order(split)  # text: by length, so batches pad little; images: as they are
     with track(progress, description, n_batches) as advance:
-        for x, y in split.batches(batch_size):
+        for x, y in split.batches(batch_size, order):
             logits = np.asarray(session.run(x), dtype=np.float32)
             if logits.ndim != 2 or logits.shape[0] != len(y):
                 raise ValueError(f"model output has shape {logits.shape}; expected [batch, classes] logits")
             out.append(logits)
             advance()
-    return np.concatenate(out)
+    logits = np.concatenate(out)
+    restored = np.empty_like(logits)
+    restored[order] = logits  # row i of the result is sample i of the split
+    return restored
 
 
 def evaluate(session, split, *, batch_size: int = 256, progress=None, description: str = "evaluating",

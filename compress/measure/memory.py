@@ -66,8 +66,6 @@ def _child(spec: dict) -> dict:
     """Runs inside the subprocess: load, run, report."""
     import importlib
 
-    import numpy as np
-
     import compress.runtimes  # noqa: F401  (registers the runtimes; their libraries load lazily)
     from compress.runtimes.base import RUNTIMES
 
@@ -77,7 +75,7 @@ def _child(spec: dict) -> dict:
         importlib.import_module("torchvision")
     from compress.artifacts import Artifact
     from compress.runtimes.target import TargetConfig
-    from compress.sources.inputs import PIXEL_VALUES
+    from compress.sources.inputs import InputSpec
     from compress.sources.models import ModelSpec
 
     target = TargetConfig.model_validate(spec["target"])
@@ -86,9 +84,10 @@ def _child(spec: dict) -> dict:
         ms = spec["model_spec"]
         model_spec = ModelSpec(ms["source"], ms["kwargs"], Path(ms["base_dir"]))
     art = Artifact(kind=spec["kind"], digest="memory", path=Path(spec["path"]), model_spec=model_spec)
-    rng = np.random.default_rng(0)
-    batches = {bs: {PIXEL_VALUES: rng.standard_normal((bs, *spec["input_shape"])).astype(np.float32)}
-               for bs in spec["batch_sizes"]}
+    # text: examples at the full max_length, the worst case; input_shape: an image sample's shape
+    inputs = (InputSpec.from_dict(spec["input_spec"]) if "input_spec" in spec
+              else InputSpec.image(spec["input_shape"]))
+    batches = {bs: inputs.example(bs, fill="normal") for bs in spec["batch_sizes"]}
     rss_before = _rss_bytes()
     reset_ok = _reset_peak()
     session = RUNTIMES.get(target.runtime).load(art, target)
@@ -128,9 +127,11 @@ def _child(spec: dict) -> dict:
     return out
 
 
-def measure_memory(artifact, target, input_shape, batch_sizes: list[int], *, repeats: int = 3,
+def measure_memory(artifact, target, input_spec, batch_sizes: list[int], *, repeats: int = 3,
                    timeout_s: float = 300) -> dict:
-    """Peak memory of ``artifact`` on ``target``, or ``{"measured": False, "reason": ...}``."""
+    """Peak memory of ``artifact`` on ``target`` fed examples of ``input_spec`` (an InputSpec, or
+    an image sample's shape), or ``{"measured": False, "reason": ...}``."""
+    from compress.sources.inputs import as_input_spec
     with tempfile.TemporaryDirectory(prefix="compress-mem-") as tmp:
         path = artifact.path
         model_spec = None
@@ -148,13 +149,13 @@ def measure_memory(artifact, target, input_shape, batch_sizes: list[int], *, rep
             return {"measured": False, "reason": f"the {artifact.kind} artifact has no file"}
         spec = {
             "kind": artifact.kind, "path": str(path), "model_spec": model_spec,
-            "target": target.model_dump(mode="json"), "input_shape": list(input_shape),
+            "target": target.model_dump(mode="json"), "input_spec": as_input_spec(input_spec).to_dict(),
             "batch_sizes": list(batch_sizes), "repeats": repeats,
         }
         return run_child(spec, timeout_s=timeout_s)
 
 
-def measure_memory_many(jobs: dict, input_shape, batch_sizes: list[int], *, workers: int = 2,
+def measure_memory_many(jobs: dict, input_spec, batch_sizes: list[int], *, workers: int = 2,
                         log=None) -> dict:
     """``{key: (artifact, target)}`` -> ``{key: memory}``; a few subprocesses at a time (each
     measures only itself, so running them side by side does not change the numbers)."""
@@ -163,7 +164,7 @@ def measure_memory_many(jobs: dict, input_shape, batch_sizes: list[int], *, work
     if log is not None and jobs:
         log(f"measuring peak memory of {len(jobs)} model/target pair(s), one subprocess each ...")
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        futures = {key: pool.submit(measure_memory, art, target, input_shape, batch_sizes)
+        futures = {key: pool.submit(measure_memory, art, target, input_spec, batch_sizes)
                    for key, (art, target) in jobs.items()}
         return {key: f.result() for key, f in futures.items()}
 

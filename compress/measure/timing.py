@@ -82,12 +82,17 @@ def interleaved_order(names: list[str], round_index: int) -> list[str]:
 
 
 def check_batch_sizes(batch_sizes: list[int]) -> list[int]:
-    if not batch_sizes:
-        raise InputError("batch sizes: give at least one, e.g. [1, 32]")
-    bad = [b for b in batch_sizes if not isinstance(b, (int, np.integer)) or b < 1]
+    return check_sizes(batch_sizes, "batch sizes", "[1, 32]")
+
+
+def check_sizes(sizes: list[int], what: str, example: str) -> list[int]:
+    """Sorted, distinct, positive integers (batch sizes, sequence lengths), or an InputError."""
+    if not sizes:
+        raise InputError(f"{what}: give at least one, e.g. {example}")
+    bad = [b for b in sizes if not isinstance(b, (int, np.integer)) or b < 1]
     if bad:
-        raise InputError(f"batch sizes must be positive integers, got {bad} in {list(batch_sizes)}")
-    return sorted({int(b) for b in batch_sizes})
+        raise InputError(f"{what} must be positive integers, got {bad} in {list(sizes)}")
+    return sorted({int(b) for b in sizes})
 
 
 def round_cv(round_medians_ms: list[float]) -> float:

@@ -62,7 +62,7 @@ def _set_submodule(module, name: str, new) -> None:
     setattr(module.get_submodule(parent) if parent else module, child, new)
 
 
-def find_candidates(module, patterns: list[str], input_shape) -> BlockPlan:
+def find_candidates(module, patterns: list[str], input_spec) -> BlockPlan:
     """The modules matching ``patterns`` whose output keeps their input's shape (traced on one
     zero sample). Nested matches keep the outermost. Raises when no module qualifies."""
     for pattern in patterns:
@@ -83,7 +83,7 @@ def find_candidates(module, patterns: list[str], input_shape) -> BlockPlan:
     was_training = module.training
     try:
         with torch.no_grad():
-            call_module(module.eval(), to_torch(example_inputs(input_shape)))
+            call_module(module.eval(), to_torch(example_inputs(input_spec)))
     finally:
         for h in hooks:
             h.remove()
@@ -181,7 +181,7 @@ def count_to_remove(n_candidates: int, ratio: float) -> int:
     return max(1, min(n_candidates - 1, round(ratio * n_candidates)))
 
 
-def count_for_macs(module, order: list[str], input_shape, budget_macs: int,
+def count_for_macs(module, order: list[str], input_spec, budget_macs: int,
                    count_macs: Callable) -> tuple[int, list[dict]]:
     """The fewest blocks, taken in ``order``, whose removal keeps at most ``budget_macs`` MACs,
     measured on copies. Raises when removing every candidate is not enough."""

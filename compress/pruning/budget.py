@@ -19,11 +19,11 @@ class BudgetSearch:
     trace: list[dict] = field(default_factory=list)
 
 
-def macs_after(module, plan: ChannelPlan, input_shape, num_classes: int, ratio: float, seed: int) -> int:
+def macs_after(module, plan: ChannelPlan, input_spec, num_classes: int, ratio: float, seed: int) -> int:
     """MACs of a copy of ``module`` cut to ``ratio`` (the module itself is untouched)."""
     trial = copy_with_grads(module)  # Taylor scores the copy as it would the original
-    prune_once(trial, plan, input_shape, num_classes, ratio, seed=seed)
-    return count_macs_params(trial, input_shape)[0]
+    prune_once(trial, plan, input_spec, num_classes, ratio, seed=seed)
+    return count_macs_params(trial, input_spec)[0]
 
 
 def ratio_upper_bound(plan: ChannelPlan) -> float:
@@ -31,7 +31,7 @@ def ratio_upper_bound(plan: ChannelPlan) -> float:
     return min(0.95, plan.max_layer_ratio)
 
 
-def search_macs_budget(module, plan: ChannelPlan, input_shape, num_classes: int, *,
+def search_macs_budget(module, plan: ChannelPlan, input_spec, num_classes: int, *,
                        budget_macs: int, reference_macs: int, seed: int = 0,
                        iterations: int = 8) -> BudgetSearch:
     """The smallest ratio whose cut keeps at most ``budget_macs`` MACs (bisection: MACs fall as
@@ -40,7 +40,7 @@ def search_macs_budget(module, plan: ChannelPlan, input_shape, num_classes: int,
     # the floor is the least MACs over a coarse grid, and the bisection runs below its ratio.
     top = ratio_upper_bound(plan)
     grid = [r for r in ratio_schedule(0.05, top)]
-    trace = [{"ratio": r, "macs": macs_after(module, plan, input_shape, num_classes, r, seed)} for r in grid]
+    trace = [{"ratio": r, "macs": macs_after(module, plan, input_spec, num_classes, r, seed)} for r in grid]
     floor = min(trace, key=lambda t: (t["macs"], t["ratio"]))
     hi, macs_hi = floor["ratio"], floor["macs"]
     if macs_hi > budget_macs:
@@ -53,7 +53,7 @@ def search_macs_budget(module, plan: ChannelPlan, input_shape, num_classes: int,
     lo = max([t["ratio"] for t in trace if t["ratio"] < hi and t["macs"] > budget_macs], default=0.0)
     for _ in range(iterations):
         mid = (lo + hi) / 2
-        macs = macs_after(module, plan, input_shape, num_classes, mid, seed)
+        macs = macs_after(module, plan, input_spec, num_classes, mid, seed)
         trace.append({"ratio": mid, "macs": macs})
         if macs <= budget_macs:
             hi = mid
@@ -71,7 +71,7 @@ def ratio_schedule(step: float, max_ratio: float) -> list[float]:
     return ratios
 
 
-def search_latency_budget(module, cut: Callable[[object, float], None], input_shape, *,
+def search_latency_budget(module, cut: Callable[[object, float], None], input_spec, *,
                           ratios: list[float], meets: Callable[[object], dict]) -> BudgetSearch:
     """Cut copies of ``module`` to each ratio in turn with ``cut(copy, ratio)`` (channels or blocks),
     measure each with ``meets(candidate)`` (a dict with at least ``ok``), and stop at the first that
@@ -80,7 +80,7 @@ def search_latency_budget(module, cut: Callable[[object, float], None], input_sh
     for ratio in ratios:
         trial = copy_with_grads(module)
         cut(trial, ratio)
-        macs = count_macs_params(trial, input_shape)[0]
+        macs = count_macs_params(trial, input_spec)[0]
         measured = meets(trial)
         trace.append({"ratio": ratio, "macs": macs, **measured})
         if measured["ok"]:

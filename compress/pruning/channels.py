@@ -55,12 +55,12 @@ def kept_layers(module, num_classes: int, patterns: list[str]) -> list:
     return kept
 
 
-def count_macs_params(module, input_shape) -> tuple[int, int]:
+def count_macs_params(module, input_spec) -> tuple[int, int]:
     """Multiply-accumulates of one sample's forward pass, and the parameter count."""
     import torch_pruning as tp
 
     was_training = module.training
-    example = torch_example(input_shape)
+    example = torch_example(input_spec)
     macs, params = tp.utils.count_ops_and_params(module.eval(), example)
     module.train(was_training)
     return int(macs), int(params)
@@ -98,7 +98,7 @@ def custom_pruners(module) -> dict:
     return {type(m): ModulePruner() for m in module.modules() if is_custom_prunable(m)}
 
 
-def make_pruner(module, plan: ChannelPlan, input_shape, num_classes: int, ratio: float | None = None,
+def make_pruner(module, plan: ChannelPlan, input_spec, num_classes: int, ratio: float | None = None,
                 iterative_steps: int | None = None):
     """A Torch-Pruning ``BasePruner`` for ``module`` following ``plan`` (``ratio`` and
     ``iterative_steps`` override the plan's)."""
@@ -113,7 +113,7 @@ def make_pruner(module, plan: ChannelPlan, input_shape, num_classes: int, ratio:
         for pattern, r in plan.layer_ratios.items():
             if name and fnmatch.fnmatchcase(name, pattern) and m not in ignored and _is_root(m):
                 per_layer[m] = r
-    example = torch_example(input_shape)
+    example = torch_example(input_spec)
     try:
         return tp.pruner.BasePruner(
             module, example, importance=make_importance(plan.importance),
@@ -132,10 +132,10 @@ def _is_root(m) -> bool:
     return isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))
 
 
-def prunable_layers(module, plan: ChannelPlan, input_shape, num_classes: int) -> list[tuple[str, object]]:
+def prunable_layers(module, plan: ChannelPlan, input_spec, num_classes: int) -> list[tuple[str, object]]:
     """(name, module) of every layer whose output channels this plan may remove: the root of each
     Torch-Pruning group that contains no kept layer."""
-    pruner = make_pruner(module, plan, input_shape, num_classes)
+    pruner = make_pruner(module, plan, input_spec, num_classes)
     names = {m: n for n, m in module.named_modules()}
     out = []
     for group in pruner.DG.get_all_groups(ignored_layers=pruner.ignored_layers,
@@ -158,11 +158,11 @@ def copy_with_grads(module):
     return dup
 
 
-def prune_once(module, plan: ChannelPlan, input_shape, num_classes: int, ratio: float | None = None,
+def prune_once(module, plan: ChannelPlan, input_spec, num_classes: int, ratio: float | None = None,
                *, seed: int = 0) -> None:
     """Cut ``module`` in place to ``ratio`` in one step (gradients must already be on it for Taylor)."""
     import torch
 
     torch.manual_seed(seed)  # random importance: the same cut every time
-    make_pruner(module, plan, input_shape, num_classes, ratio, iterative_steps=1).step()
+    make_pruner(module, plan, input_spec, num_classes, ratio, iterative_steps=1).step()
     module.zero_grad(set_to_none=True)

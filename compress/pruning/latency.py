@@ -13,7 +13,7 @@ from compress.sources.inputs import example_inputs
 class LatencyProbe:
     """Times candidates against the unpruned ``reference`` module on ``target``."""
 
-    def __init__(self, reference, target, input_shape, workdir: Path, *, batch_size: int,
+    def __init__(self, reference, target, input_spec, workdir: Path, *, batch_size: int,
                  rounds: int = 5, min_round_s: float = 0.1, seed: int = 0):
         from compress.runtimes.base import RUNTIMES
 
@@ -28,13 +28,13 @@ class LatencyProbe:
                 f"prune.latency_budget.target {target.name!r} runs {target.runtime}, which takes "
                 f"{', '.join(sorted(self.runtime.accepts))} models; pick a target that runs onnx or torch"
             )
-        self.input_shape = tuple(input_shape)
+        self.input_spec = input_spec
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.batch_size = batch_size
         self.rounds = rounds
         self.min_round_s = min_round_s
-        self.batch = example_inputs(self.input_shape, batch_size, fill="normal", seed=seed)
+        self.batch = example_inputs(self.input_spec, batch_size, fill="normal", seed=seed)
         self.n = 0
         self.reference = self._session(reference, "unpruned")
 
@@ -45,7 +45,7 @@ class LatencyProbe:
             from compress.steps.export import DEFAULT_OPSET, export_onnx
 
             path = self.workdir / f"{label}.onnx"
-            export_onnx(module, example_inputs(self.input_shape, 2), path, opset=DEFAULT_OPSET,
+            export_onnx(module, example_inputs(self.input_spec, 2), path, opset=DEFAULT_OPSET,
                         dynamic_batch=True)
             art = Artifact(kind="onnx", digest=label, path=path)
         else:

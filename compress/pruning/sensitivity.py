@@ -40,7 +40,7 @@ class SensitivityScan:
                 "max_drop_points": max_drop_points, "suggested_layer_ratios": self.suggest(max_drop_points)}
 
 
-def scan(module, plan: ChannelPlan, input_shape, num_classes: int, split, *, ratios: list[float],
+def scan(module, plan: ChannelPlan, input_spec, num_classes: int, split, *, ratios: list[float],
          split_name: str, seed: int = 0, log=lambda _m: None) -> SensitivityScan:
     """Top-1 on ``split`` after cutting each prunable layer alone to each ratio (on copies)."""
     import torch
@@ -49,9 +49,9 @@ def scan(module, plan: ChannelPlan, input_shape, num_classes: int, split, *, rat
 
     module = module.eval()
     base = accuracy(module, split)
-    macs0 = count_macs_params(module, input_shape)[0]
+    macs0 = count_macs_params(module, input_spec)[0]
     result = SensitivityScan(ratios=list(ratios), unpruned_top1=base, split=split_name, n=len(split))
-    names = [name for name, _ in prunable_layers(module, plan, input_shape, num_classes)]
+    names = [name for name, _ in prunable_layers(module, plan, input_spec, num_classes)]
     for i, name in enumerate(names):
         accs, saved = [], []
         for r in ratios:
@@ -60,11 +60,11 @@ def scan(module, plan: ChannelPlan, input_shape, num_classes: int, split, *, rat
             single = ChannelPlan(importance=plan.importance, ratio=0.0, round_to=plan.round_to,
                                  ignore=plan.ignore, layer_ratios={})
             torch.manual_seed(seed)
-            pruner = make_pruner(trial, single, input_shape, num_classes, iterative_steps=1)
+            pruner = make_pruner(trial, single, input_spec, num_classes, iterative_steps=1)
             pruner.pruning_ratio_dict = {}  # only this layer's group is cut
             _cut_only(pruner, layer, r)
             accs.append(accuracy(trial, split))
-            saved.append(macs0 - count_macs_params(trial, input_shape)[0])
+            saved.append(macs0 - count_macs_params(trial, input_spec)[0])
         result.layers[name], result.layer_macs_saved[name] = accs, saved
         log(f"sensitivity {i + 1}/{len(names)} {name}: " + ", ".join(f"{r:g}: {a:.1f}%" for r, a in zip(ratios, accs, strict=True)))
     return result
@@ -149,12 +149,12 @@ def run_for_recipe(recipe, recipe_path: Path, out_dir: Path, *, variant: str | N
     from compress.artifacts import Cache
     from compress.errors import InputError
     from compress.pruning.importance import NEEDS_GRADIENTS, accumulate_gradients
-    from compress.run.build import build_baseline
+    from compress.run.build import build_baseline, input_spec_for
     from compress.sources.data import make_splits
 
     if recipe.model.source.startswith("onnx:"):
         raise InputError("the sensitivity scan prunes a torch model; an onnx: model source cannot be pruned")
-    splits = make_splits(recipe.data, recipe_path.parent, recipe.seed)
+    splits = make_splits(recipe.data, recipe_path.parent, recipe.seed, recipe.model)
     role = "calibration" if "calibration" in splits else "train"
     if role not in splits:
         raise InputError("the sensitivity scan needs a calibration or train split (never held-out)")
@@ -168,7 +168,7 @@ def run_for_recipe(recipe, recipe_path: Path, out_dir: Path, *, variant: str | N
     if cfg.importance in NEEDS_GRADIENTS:
         accumulate_gradients(module, splits.get("train", split), cfg.taylor_batches)
     log(f"scanning with {cfg.importance} importance" + (f" (settings of variant {vname})" if vname else ""))
-    result = scan(module, cfg.plan(0.5), tuple(recipe.model.input_shape), splits.num_classes, split,
+    result = scan(module, cfg.plan(0.5), input_spec_for(recipe, splits), splits.num_classes, split,
                   ratios=ratios, split_name=role, seed=recipe.seed, log=log)
     out_dir.mkdir(parents=True, exist_ok=True)
     doc = result.to_dict(max_drop_points)

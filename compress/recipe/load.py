@@ -69,6 +69,12 @@ def check_files(recipe: Recipe, base_dir: Path) -> list[str]:
             need(key, ref, "folder", folder=True)
         elif scheme == "onnx" and kind == "model":
             need(key, ref, "ONNX file")
+        elif scheme == "hf" and kind == "model":
+            problems.extend(_hf_model_dir(recipe, resolve(ref, base_dir)))
+        elif scheme in ("csv", "tsv", "jsonl"):
+            need(key, ref, f"{scheme} file")
+        elif scheme == "hf-disk":
+            need(key, ref.partition("@")[0], "dataset folder", folder=True)
         elif scheme == "python":
             module = ref.rpartition(":")[0]
             if module.endswith(".py"):
@@ -79,6 +85,8 @@ def check_files(recipe: Recipe, base_dir: Path) -> list[str]:
                                 "install it, or name a file: python:path/to/file.py:NAME")
 
     source("model.source", recipe.model.source, "model")
+    if recipe.model.tokenizer is not None:
+        need("model.tokenizer", recipe.model.tokenizer, "tokenizer folder", folder=True)
     ck = recipe.model.checkpoint_config
     if ck is not None:
         need("model.checkpoint", ck.path, "checkpoint")
@@ -92,6 +100,28 @@ def check_files(recipe: Recipe, base_dir: Path) -> list[str]:
     if data.production is not None:
         source("data.production.source", data.production.source, "data")
     return problems
+
+
+def _hf_model_dir(recipe: Recipe, path: Path) -> list[str]:
+    """An hf: directory exists and has a config; without weights, the baseline must be trained."""
+    from compress.sources.hf import has_weights
+
+    if not path.is_dir():
+        return [f"model.source: Hugging Face model folder {str(path)!r} does not exist; paths are "
+                "relative to the recipe's folder"]
+    if not (path / "config.json").is_file():
+        return [f"model.source: {path} has no config.json, so it is not a saved Hugging Face model; save "
+                "one with model.save_pretrained(DIR) (or config.save_pretrained(DIR) for an untrained model)"]
+    if has_weights(path) or recipe.model.checkpoint is not None:
+        return []
+    if recipe.baseline.train is None:
+        return [f"model.source: {path} has a config.json but no weights (model.safetensors or "
+                "pytorch_model.bin), and baseline.train is not set: add `baseline: {train: {epochs: 1, "
+                "optimizer: adamw, lr: 5.0e-4}}` to train it on the train split, or save weights there"]
+    if "train" not in recipe.data.roles():
+        return [f"model.source: {path} has no weights, so the baseline must be trained, and the data has "
+                "no train split: set data.split.train (e.g. 0.6) or data.sources.train"]
+    return []
 
 
 def parse_recipe(data: Any, *, origin: str = "recipe", base_dir: Path | None = None) -> Recipe:

@@ -180,15 +180,53 @@ def _other_keys(recipe: Recipe) -> list[str]:
                 f"{recipe.profile.batch_sizes}"
             )
     problems += _baseline(recipe)
-    if recipe.data.drift and recipe.data.drift.corruption:
-        from compress.measure.corruptions import CORRUPTIONS
-
-        if recipe.data.drift.corruption not in CORRUPTIONS:
-            problems.append(
-                f"data.drift.corruption: unknown corruption {recipe.data.drift.corruption!r}; "
-                f"valid: {', '.join(sorted(CORRUPTIONS))}"
-            )
+    problems += _modality(recipe)
+    problems += _profile_shapes(recipe)
     return problems
+
+
+def _modality(recipe: Recipe) -> list[str]:
+    """Keys whose valid values depend on whether the data is text or images."""
+    from compress.measure.corruptions import CORRUPTIONS
+    from compress.measure.text_corruptions import TEXT_CORRUPTIONS
+
+    text = recipe.data.is_text
+    kind, valid = ("text", TEXT_CORRUPTIONS) if text else ("image", CORRUPTIONS)
+    problems = []
+    if recipe.data.drift and recipe.data.drift.corruption and recipe.data.drift.corruption not in valid:
+        problems.append(
+            f"data.drift.corruption: {recipe.data.drift.corruption!r} is not a corruption of {kind} data; "
+            f"valid: {', '.join(sorted(valid))}"
+        )
+    wrong = [c for c in recipe.evaluate.robustness.corruptions or [] if c not in valid]
+    if wrong:
+        problems.append(f"evaluate.robustness.corruptions: {', '.join(wrong)} do not apply to {kind} data; "
+                        f"valid: {', '.join(sorted(valid))}")
+    if not text and recipe.model.input_shape is None and recipe.model.source.partition(":")[0] != "onnx":
+        problems.append("model.input_shape: image data needs one sample's shape, e.g. [3, 32, 32]")
+    if not text and recipe.model.tokenizer is not None:
+        problems.append("model.tokenizer: a tokenizer applies to text data; remove it for image data")
+    if text and recipe.model.input_shape is not None:
+        problems.append("model.input_shape: text models take token arrays (data.text.max_length sets "
+                        "their length); remove input_shape")
+    return problems
+
+
+def _profile_shapes(recipe: Recipe) -> list[str]:
+    """Sequence lengths and real-length timing apply to text models only, on a split that exists."""
+    profile = recipe.profile
+    if not recipe.data.is_text:
+        return [f"profile.{key}: only a text model has a sequence axis to profile; this recipe's data "
+                f"is images (text data comes from csv:, tsv:, jsonl:, hf-dataset: or hf-disk:), so remove "
+                f"profile.{key}"
+                for key, given in (("seq_lens", profile.seq_lens is not None),
+                                   ("real_lengths", profile.real_lengths is not None and profile.real_lengths.enabled))
+                if given]
+    real = profile.real_lengths_config(text=True)
+    if real is not None and real.split not in recipe.data.roles():
+        return [f"profile.real_lengths.split: the data has no {real.split} split; use one of "
+                f"{', '.join(sorted(recipe.data.roles()))}"]
+    return []
 
 
 def _baseline(recipe: Recipe) -> list[str]:
@@ -200,6 +238,8 @@ def _baseline(recipe: Recipe) -> list[str]:
             return ["baseline.train: an onnx: model cannot be trained; remove baseline.train"]
         return []
     problems = []
+    if scheme == "hf":  # whether the directory has weights is checked with the files (load.check_files)
+        return []
     if model.checkpoint is None and recipe.baseline.train is None:
         problems.append(
             "model.checkpoint: the model has no checkpoint and baseline.train is not set; give "

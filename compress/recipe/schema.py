@@ -56,13 +56,21 @@ class CheckpointConfig(Strict):
 
 class ModelConfig(Strict):
     source: str = Field(
-        description="torchvision:NAME | python:MODULE_OR_FILE.py:FACTORY (runs your code) | onnx:PATH"
+        description="torchvision:NAME | python:MODULE_OR_FILE.py:FACTORY (runs your code) | onnx:PATH | "
+        "hf:DIR (a saved Hugging Face text or image classifier, loaded offline)"
     )
     kwargs: dict[str, Any] = Field(default_factory=dict, description="Arguments of the factory")
     checkpoint: Path | CheckpointConfig | None = Field(
         None, description="A state_dict file, loaded with torch.load(weights_only=True)"
     )
-    input_shape: tuple[int, ...] = Field(description="One sample's shape, e.g. [3, 32, 32]")
+    input_shape: tuple[int, ...] | None = Field(
+        None, description="One image sample's shape, e.g. [3, 32, 32] (image data needs it; text "
+        "models take token arrays of the data's max_length)"
+    )
+    tokenizer: Path | None = Field(
+        None, description="A saved Hugging Face tokenizer directory for text data; default: the hf: "
+        "model directory's, else a WordPiece vocabulary trained on the train split"
+    )
 
     @field_validator("source")
     @classmethod
@@ -71,7 +79,9 @@ class ModelConfig(Strict):
 
     @field_validator("input_shape")
     @classmethod
-    def _shape(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+    def _shape(cls, v: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        if v is None:
+            return v
         if not v or any(d <= 0 for d in v):
             raise ValueError(f"input_shape must be positive sizes such as [3, 32, 32], got {list(v)}")
         return v
@@ -130,9 +140,37 @@ class SplitConfig(Strict):
         return self
 
 
+class TextConfig(Strict):
+    """How text samples are read and tokenized."""
+
+    column: str | list[str] = Field(
+        "text", description="The text column, or a pair of columns (e.g. [premise, hypothesis])"
+    )
+    label_column: str = Field("label", description="The label column: class names or integers")
+    label_names: list[str] | None = Field(
+        None, description="Class order (id = position); default: integer labels are their own ids, "
+        "names are sorted"
+    )
+    max_length: int = Field(128, ge=2, description="Tokens per sample at most (longer ones are truncated)")
+    vocab_size: int | None = Field(
+        None, gt=5, description="Size of the WordPiece vocabulary trained on the train split when there "
+        "is no tokenizer; default: the hf: model config's vocab_size, else 8000"
+    )
+
+    @field_validator("column")
+    @classmethod
+    def _column(cls, v):
+        if isinstance(v, list) and not 1 <= len(v) <= 2:
+            raise ValueError(f"column is one column or a pair, got {len(v)}")
+        return v
+
+
 class DriftConfig(Strict):
-    source: str | None = Field(None, description="Labelled newer data, e.g. npz:new.npz")
-    corruption: str | None = Field(None, description="Synthetic shift: gaussian_noise, gaussian_blur, jpeg, brightness, contrast")
+    source: str | None = Field(None, description="Labelled newer data, e.g. npz:new.npz or csv:new.csv")
+    corruption: str | None = Field(
+        None, description="Synthetic shift: gaussian_noise, gaussian_blur, jpeg, brightness, contrast "
+        "(images); typo, case, dropped_words (text)"
+    )
     severity: int = Field(2, ge=1, le=5)
 
     @model_validator(mode="after")
@@ -154,11 +192,15 @@ class ProductionConfig(Strict):
 
 
 class DataConfig(Strict):
-    source: str | None = Field(None, description="One source split by `split`: sklearn:digits | imagefolder:DIR | npz:FILE | python:MODULE:FN")
+    source: str | None = Field(
+        None, description="One source split by `split`: sklearn:digits | imagefolder:DIR | npz:FILE | "
+        "python:MODULE:FN | csv:FILE | tsv:FILE | jsonl:FILE | hf-dataset:NAME[/CONFIG]@SPLIT | hf-disk:DIR[@SPLIT]"
+    )
     sources: dict[Literal["train", "calibration", "tuning", "heldout"], str] | None = Field(
         None, description="Or one source per role, already separate (e.g. newer data as held-out)"
     )
     transform: TransformConfig = Field(default_factory=TransformConfig)
+    text: TextConfig | None = Field(None, description="Text columns, labels and tokenization (text data)")
     split: SplitConfig = Field(default_factory=SplitConfig)
     drift: DriftConfig | None = None
     production: ProductionConfig | None = Field(
@@ -183,7 +225,27 @@ class DataConfig(Strict):
             raise ValueError("data needs exactly one of 'source' (split by fractions) or 'sources' (one per role)")
         if self.sources is not None and "heldout" not in self.sources:
             raise ValueError("data.sources needs a 'heldout' source: variants are judged on it")
+        from compress.sources.text_splits import is_text_source
+
+        given = [self.source] if self.source is not None else list(self.sources.values())
+        given += [d.source for d in (self.drift, self.production) if d is not None and d.source is not None]
+        if len({is_text_source(s) for s in given}) > 1:
+            raise ValueError(f"data mixes text and image sources ({', '.join(given)}): use one kind")
+        if self.is_text:
+            if self.text is None:
+                self.text = TextConfig()
+            if self.transform != TransformConfig():
+                raise ValueError("data.transform applies to images; text data has none (remove it)")
+        elif self.text is not None:
+            raise ValueError("data.text applies to text sources (csv:, tsv:, jsonl:, hf-dataset:, hf-disk:); "
+                             "remove it for image data")
         return self
+
+    @property
+    def is_text(self) -> bool:
+        from compress.sources.text_splits import is_text_source
+
+        return is_text_source(self.source if self.source is not None else next(iter(self.sources.values())))
 
     def roles(self) -> set[str]:
         """The data roles this data provides (train, calibration, tuning, heldout)."""
@@ -199,8 +261,16 @@ class TrainConfig(Strict):
     epochs: int = Field(4, ge=1)
     lr: float = Field(0.02, gt=0)
     batch_size: int = Field(32, ge=1)
-    momentum: float = Field(0.9, ge=0, lt=1)
+    optimizer: Literal["sgd", "adamw"] = Field(
+        "sgd", description="sgd: Nesterov momentum (CNNs); adamw: what transformers train with"
+    )
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum (sgd only)")
     weight_decay: float = Field(5e-4, ge=0)
+    warmup: float = Field(
+        0.0, ge=0, lt=1, description="Fraction of the steps over which the learning rate rises linearly "
+        "from 0 (then the cosine decay); transformers want about 0.06"
+    )
+    max_grad_norm: float | None = Field(None, gt=0, description="Clip the gradient norm to this (e.g. 1.0)")
 
 
 class BaselineConfig(Strict):
@@ -210,8 +280,29 @@ class BaselineConfig(Strict):
 # --------------------------------------------------------------------------- profile, gate
 
 
+class RealLengthsConfig(Strict):
+    """Time a split's own token lengths as a server batches them (text models)."""
+
+    enabled: bool = Field(True, description="false: skip it (`real_lengths: false` says the same)")
+    split: Literal["heldout", "calibration", "tuning", "train"] = Field(
+        "heldout", description="The split whose samples are served")
+    batch_size: int | None = Field(None, ge=1, description="Default: the largest of profile.batch_sizes")
+    batching: Literal["arrival", "length"] = Field(
+        "arrival", description="arrival: batches in the split's order; length: sorted by length first "
+        "(a server that buckets requests by length)")
+    samples: int | None = Field(
+        128, ge=1, description="A seeded random subset of this many samples, timed in one pass per call "
+        "(null: the whole split)")
+
+
 class ProfileConfig(Strict):
     batch_sizes: list[int] = Field(default_factory=lambda: [1, 32])
+    seq_lens: list[int] | None = Field(
+        None, description="Text models: sequence lengths in tokens, crossed with batch_sizes (every batch "
+        "padded or cut to each); default: data.text.max_length. The gate and $ / 1M read the longest")
+    real_lengths: RealLengthsConfig | None = Field(
+        None, description="Text models: time the split's own lengths with per-batch (dynamic) padding "
+        "against padding to max_length; default: on for text models (false: off)")
     warmup: int = Field(5, ge=0, description="Untimed runs per variant before timing")
     rounds: int = Field(7, ge=1, description="Interleaved rounds over all variants")
     min_round_s: float = Field(0.2, gt=0, description="Minimum timed seconds per variant per round")
@@ -237,6 +328,27 @@ class ProfileConfig(Strict):
             raise ValueError(f"batch_sizes must be positive integers, got {v}")
         return sorted(set(v))
 
+    @field_validator("seq_lens")
+    @classmethod
+    def _seq_lens(cls, v):
+        if v is not None and (not v or any(n < 1 for n in v)):
+            raise ValueError(f"seq_lens must be positive numbers of tokens, e.g. [32, 128], got {v}")
+        return v if v is None else sorted(set(v))
+
+    @field_validator("real_lengths", mode="before")
+    @classmethod
+    def _real_lengths(cls, v):
+        return {"enabled": v} if isinstance(v, bool) else v
+
+    def real_lengths_config(self, text: bool) -> RealLengthsConfig | None:
+        """The real-lengths measurement to run: on by default for a text model, never for images."""
+        real = self.real_lengths or RealLengthsConfig()
+        return real if text and real.enabled else None
+
+
+IMAGE_DEFAULT_CORRUPTIONS = ("gaussian_noise", "gaussian_blur", "jpeg", "brightness")
+TEXT_DEFAULT_CORRUPTIONS = ("typo", "case", "dropped_words")
+
 
 class RobustnessConfig(Strict):
     """Synthetic corruptions of held-out, as a robustness profile per variant."""
@@ -244,9 +356,9 @@ class RobustnessConfig(Strict):
     when: Literal["auto", "always", "never"] = Field(
         "auto", description="auto: only when the recipe gives no drift or production data"
     )
-    corruptions: list[str] = Field(
-        default_factory=lambda: ["gaussian_noise", "gaussian_blur", "jpeg", "brightness"],
-        description="gaussian_noise, gaussian_blur, jpeg, brightness, contrast",
+    corruptions: list[str] | None = Field(
+        None, description="Images: gaussian_noise, gaussian_blur, jpeg, brightness, contrast (default: "
+        "the first four); text: typo, case, dropped_words (default: all three)",
     )
     severities: list[int] = Field(default_factory=lambda: [1, 3, 5], description="Each in 1..5")
 
@@ -254,13 +366,23 @@ class RobustnessConfig(Strict):
     @classmethod
     def _corruptions(cls, v):
         from compress.measure.corruptions import CORRUPTIONS
+        from compress.measure.text_corruptions import TEXT_CORRUPTIONS
 
-        unknown = [c for c in v if c not in CORRUPTIONS]
+        if v is None:
+            return v
+        unknown = [c for c in v if c not in CORRUPTIONS | TEXT_CORRUPTIONS]
         if unknown or not v:
             raise ValueError(
-                f"unknown corruption(s) {unknown or v}; valid: {', '.join(sorted(CORRUPTIONS))}"
+                f"unknown corruption(s) {unknown or v}; valid: {', '.join(sorted(CORRUPTIONS))} "
+                f"(images), {', '.join(sorted(TEXT_CORRUPTIONS))} (text)"
             )
         return v
+
+    def corruptions_for(self, text: bool) -> list[str]:
+        """The corruptions to run: the recipe's, else the default of the data's kind."""
+        if self.corruptions is not None:
+            return list(self.corruptions)
+        return list(TEXT_DEFAULT_CORRUPTIONS if text else IMAGE_DEFAULT_CORRUPTIONS)
 
     @field_validator("severities")
     @classmethod

@@ -127,6 +127,10 @@ def _verification_facts(art: dict) -> list[str]:
     out = []
     if art.get("export_max_rel_error") is not None:
         out.append(f"ONNX export matches torch within {art['export_max_rel_error']:.1e} (opset {art.get('opset', '?')})")
+    if art.get("transformer_fusions"):
+        from compress.steps.export import describe_fusions
+
+        out.append(f"ONNX Runtime transformer fusions: {describe_fusions(art['transformer_fusions'])}")
     if art.get("fp16_max_rel_error") is not None:
         out.append(f"fp16 differs from fp32 by {art['fp16_max_rel_error']:.1e} of the logits' range")
     if art.get("tensorrt"):
@@ -154,6 +158,13 @@ def warnings_for(name: str, v: dict, reference: str) -> list[str]:
                 if cov and cov.get("compute_fraction") is not None and cov["compute_fraction"] < 0.8:
                     reason = ": most compute ops do not run in int8 (see the coverage warning)"
             out.append(f"slower than {reference} on {target} at batch {', '.join(slow)}{reason}")
+    tf = art.get("transformer_fusions")
+    if tf and tf.get("attention_layers") and not (tf["fused"].get("Attention") or tf["fused"].get("MultiHeadAttention")):
+        how = tf.get("attention_implementation")
+        out.append(f"ONNX Runtime fused no Attention (0 of {tf['attention_layers']} layers"
+                   + (f", {how} attention" if how else "") + "): attention runs as separate MatMul/"
+                   "Softmax ops; load the model with attn_implementation=\"eager\", whose export "
+                   "pattern ONNX Runtime's optimizer recognises")
     pr = art.get("pruning")
     if pr and v.get("speedup"):
         mac_x = 1 / pr["mac_ratio"] if pr.get("mac_ratio") else None
@@ -310,8 +321,14 @@ def render_report(results: dict) -> str:
     for name, v in results["variants"].items():
         out.append(variant_details(name, v, ref, results))
     splits = results["data"]["splits"]
-    out.append("## Data\n\n" + "\n".join(
-        f"- `{role}`: {s['n']} samples from `{s['source']}`" for role, s in splits.items()))
+    data_lines = [f"- `{role}`: {s['n']} samples from `{s['source']}`" for role, s in splits.items()]
+    tok = results["data"].get("tokenizer")
+    if tok:  # text data: the vocabulary every model of the run reads
+        saved = f"; saved in `{tok['path']}`" if tok.get("path") else ""
+        data_lines.append(f"- tokenizer: {tok['origin']} ({tok['vocab_size']:,} tokens, sha256 "
+                          f"{tok['sha256_20']}), up to {tok['max_length']} tokens per sample, inputs "
+                          f"{', '.join(tok['inputs'])}{saved}")
+    out.append("## Data\n\n" + "\n".join(data_lines))
     env = results.get("environment", {})
     if env:
         cpu = env.get("cpu", {})

@@ -6,6 +6,8 @@ Pure functions of results.json, like the rest of the report.
 
 from __future__ import annotations
 
+from compress.report.shapes import shapes_parts
+
 
 def _mb(n) -> str:
     return "—" if n is None else f"{n / 2**20:.1f} MB"
@@ -147,6 +149,7 @@ def serving_section(results: dict, target: dict) -> str:
             "Peak memory: resident memory a fresh process gains by loading and running the model "
             "(measured, not estimated). $ / 1M assumes a fully busy machine."
         )
+    parts += shapes_parts(results, name)
     if target.get("instance"):
         from compress.measure.cost import PRICES
 

@@ -122,6 +122,7 @@ class Latency(Model):
     p50_high_ms: float | None = None
     cv: float | None = None
     batch_size: Count
+    seq_len: Count | None = Field(None, description="tokens per sample (text models); absent for images")
     throughput_per_s: float
     round_cv: float | None = None
     stable: bool | None = None
@@ -139,6 +140,11 @@ class Facts(Model):
     macs: Count | None = None
     export_max_rel_error: float | None = Field(None, description="ONNX export vs torch, relative to the logits' range")
     opset: int | None = Field(None, description="ONNX opset of the export")
+    export_verified_shapes: list[list[int]] | None = Field(
+        None, description="text models: the (batch, sequence) shapes the export was verified at")
+    transformer_fusions: dict[str, Any] | None = Field(
+        None, description="ONNX Runtime's transformer optimizer: settings, fused op counts "
+        "(Attention, SkipLayerNormalization, ...), attention_layers, max_rel_error after fusion")
     fp16_max_rel_error: float | None = Field(None, description="fp16 vs fp32, relative to the logits' range")
     precision: dict[str, Any] | None = Field(None, description="fp16 step: weights and I/O precision")
     int8_coverage: dict[str, Any] | None = Field(None, description="which compute ops run in int8")
@@ -175,6 +181,38 @@ class GateResult(Model):
 
 
 PerTarget = dict[str, dict[BatchSize, Latency]]
+SeqLen = Annotated[str, StringConstraints(pattern=r"^[0-9]+$")]
+
+
+class Pass(Model):
+    """One timed pass over the served samples (a call runs every batch of the pass)."""
+
+    p50_ms: float = Field(description="median time of one pass")
+    p50_low_ms: float | None = None
+    p50_high_ms: float | None = None
+    throughput_per_s: float = Field(description="samples per second over the pass")
+    stable: bool | None = None
+    usd_per_1m: float | None = None
+    samples_ms: list[float] | None = None
+
+
+class RealLengths(Model):
+    """A split's own samples batched as a server would, padded per batch (dynamic) and to max_length."""
+
+    split: str
+    batching: Literal["arrival", "length"] = Field(
+        description="arrival: the split's order; length: sorted by length before batching")
+    batch_size: Count
+    n_samples: Count
+    n_batches: Count
+    max_length: Count
+    tokens: Count = Field(description="real tokens in the pass (no padding)")
+    mean_length: float
+    padding_fraction: float = Field(description="share of token slots that are padding, per-batch padding")
+    padding_fraction_max_length: float = Field(description="the same, padded to max_length")
+    dynamic: Pass
+    padded: Pass
+    speedup: Interval = Field(description="padded median / dynamic median: what dynamic padding saves")
 
 
 class Measured(Model):
@@ -184,6 +222,13 @@ class Measured(Model):
     latency: PerTarget | None = Field(None, description="{target: {batch size: latency summary}}")
     speedup: dict[str, dict[BatchSize, Interval]] | None = Field(
         None, description="{target: {batch size: speed-up over gate.reference}}")
+    latency_by_seq_len: dict[str, dict[SeqLen, dict[BatchSize, Latency]]] | None = Field(
+        None, description="text models: {target: {seq_len: {batch size: latency summary}}}, every cell of "
+        "the grid; latency holds the longest sequence length's cells")
+    speedup_by_seq_len: dict[str, dict[SeqLen, dict[BatchSize, Interval]]] | None = Field(
+        None, description="text models: {target: {seq_len: {batch size: speed-up over gate.reference}}}")
+    real_lengths: dict[str, RealLengths] | None = Field(
+        None, description="text models: {target: a split's own lengths, dynamic padding vs max_length}")
     not_profiled: dict[str, str] | None = Field(None, description="{target: why this model was not timed there}")
     runtime_info: dict[str, dict[str, Any]] | None = Field(None, description="{target: what the runtime reported}")
     memory: dict[str, dict[str, Any]] | None = Field(None, description="{target: peak resident memory}")
@@ -296,6 +341,9 @@ class Data(Model):
     classes: list | None = None
     heldout_labels: list[int] | None = Field(
         None, description="true class per held-out sample; pairs with accuracy.heldout.predictions")
+    tokenizer: dict | None = Field(
+        None, description="text data: the tokenizer's origin, sha256_20 hash, vocab_size, max_length, "
+        "inputs and path in the run directory")
 
     @model_validator(mode="after")
     def _heldout(self):

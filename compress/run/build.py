@@ -10,6 +10,7 @@ from pathlib import Path
 
 from compress.artifacts import Artifact, Cache, code_digest, digest_of, file_digest
 from compress.errors import CompressError, InputError, StepError
+from compress.sources.inputs import InputSpec
 from compress.sources.models import (
     ModelSpec,
     load_state_dict_checked,
@@ -47,41 +48,62 @@ class Built:
         return self.artifact is not None
 
 
+def input_spec_for(recipe, splits) -> InputSpec:
+    """The model's inputs: a text split's own spec (token names, max_length, vocabulary), else one
+    ``pixel_values`` of ``model.input_shape``, checked against the data's image samples."""
+    heldout = splits["heldout"]
+    spec = getattr(heldout, "input_spec", None)
+    if spec is not None and spec.kind == "text":
+        return spec
+    shape = recipe.model.input_shape
+    if shape is None:
+        raise InputError("model.input_shape is required for image data, e.g. [3, 32, 32]")
+    sample_shape = tuple(spec.sample_shape if spec is not None else heldout.sample_shape)
+    if tuple(shape) != sample_shape:
+        raise InputError(
+            f"model.input_shape {list(shape)} does not match the data's samples "
+            f"{list(sample_shape)}; fix input_shape or data.transform (resize/channels)"
+        )
+    return InputSpec.image(shape)
+
+
 def build_baseline(recipe, base_dir: Path, splits, cache: Cache, progress=None, log=print) -> tuple[Artifact, dict]:
     """The uncompressed model: an ONNX file, a checkpoint, or (no checkpoint) trained on train."""
     mcfg = recipe.model
     info: dict = {"source": mcfg.source}
-    sample_shape = tuple(splits["heldout"].sample_shape)
-    if tuple(mcfg.input_shape) != sample_shape:
-        raise InputError(
-            f"model.input_shape {list(mcfg.input_shape)} does not match the data's samples "
-            f"{list(sample_shape)}; fix input_shape or data.transform (resize/channels)"
-        )
+    input_spec = input_spec_for(recipe, splits)
     if mcfg.source.startswith("onnx:"):
         path = onnx_path(mcfg.source, base_dir)
         info["trained"] = False
         return Artifact(kind="onnx", digest=file_digest(path), path=path, lineage=["baseline(onnx)"]), info
     spec = ModelSpec(mcfg.source, dict(mcfg.kwargs), base_dir)
+    pretrained = _pretrained_digest(spec)  # an hf: directory's weights, else None
     ck = mcfg.checkpoint_config
     if ck is not None:
         path = resolve(ck.path, base_dir)
-        module = spec.build()
+        module = _checked_labels(spec.build(), splits)
         load_state_dict_checked(module, read_state_dict(path, ck.key, ck.strip_prefix), str(path))
         digest = digest_of(mcfg.source, mcfg.kwargs, file_digest(path), ck.key, ck.strip_prefix)
         info.update(checkpoint=str(path), trained=False)
         art = Artifact(kind="torch", digest=digest, module=module.eval(), model_spec=spec,
                        lineage=["baseline(checkpoint)"])
+    elif pretrained is not None and recipe.baseline.train is None:
+        module = _checked_labels(spec.build(), splits)
+        info["trained"] = False
+        art = Artifact(kind="torch", digest=digest_of(mcfg.source, pretrained), module=module.eval(),
+                       model_spec=spec, lineage=["baseline(pretrained)"])
     else:
         tcfg = recipe.baseline.train
         if tcfg is None:
+            what = "its hf: directory has no weights" if spec.scheme == "hf" else "the model has no checkpoint"
             raise InputError(
-                "the model has no checkpoint and baseline.train is not set: give model.checkpoint, "
+                f"{what} and baseline.train is not set: give model.checkpoint, "
                 "or add `baseline: {train: {epochs: 4}}` to train one on the train split"
             )
         if "train" not in splits:
             raise InputError("baseline.train needs a train split (data.split.train > 0)")
         digest = digest_of(mcfg.source, mcfg.kwargs, tcfg.model_dump(), recipe.seed, splits["train"].fingerprint(),
-                           code_digest())
+                           code_digest(), *([pretrained] if pretrained is not None else []))
         art = cache.get(digest, spec)
         if art is not None:
             log("baseline: trained model found in the cache")
@@ -92,10 +114,11 @@ def build_baseline(recipe, base_dir: Path, splits, cache: Cache, progress=None, 
             from compress.training import train
 
             torch.manual_seed(recipe.seed)
-            module = spec.build()
+            module = _checked_labels(spec.build(), splits)
             history = train(
                 module, splits["train"], epochs=tcfg.epochs, lr=tcfg.lr, batch_size=tcfg.batch_size,
                 momentum=tcfg.momentum, weight_decay=tcfg.weight_decay, seed=recipe.seed,
+                optimizer=tcfg.optimizer, warmup=tcfg.warmup, max_grad_norm=tcfg.max_grad_norm,
                 progress=progress, description="training baseline",
             )
             art = Artifact(kind="torch", digest=digest, module=module.eval(), model_spec=spec,
@@ -104,8 +127,33 @@ def build_baseline(recipe, base_dir: Path, splits, cache: Cache, progress=None, 
             info.update(trained=True, cached=False, train=history)
     from compress.steps.prune import count_macs_params
 
-    art.meta["macs"], art.meta["params"] = count_macs_params(art.module, mcfg.input_shape)
+    art.meta["macs"], art.meta["params"] = count_macs_params(art.module, input_spec)
     return art, info
+
+
+def _pretrained_digest(spec: ModelSpec) -> str | None:
+    """A hash of an hf: directory that holds weights (None for other sources or a config alone)."""
+    if spec.scheme != "hf":
+        return None
+    from compress.sources import hf
+
+    path = hf.check_dir(resolve(spec.source.partition(":")[2], spec.base_dir))
+    if not hf.has_weights(path):
+        return None
+    return digest_of(*[(p.name, file_digest(p)) for p in sorted(path.iterdir()) if p.is_file()])
+
+
+def _checked_labels(module, splits):
+    """A Hugging Face model must have as many labels as the data has classes."""
+    config = getattr(module, "config", None)
+    n = getattr(config, "num_labels", None)
+    if n is not None and n != splits.num_classes:
+        raise InputError(
+            f"model.source: the model has num_labels={n} but the data has {splits.num_classes} classes "
+            f"({', '.join(splits.classes[:10])}): set num_labels (and id2label) in the model's config.json "
+            "to the data's classes, or check data.text.label_column"
+        )
+    return module
 
 
 def step_key(art: Artifact, spec, cfg, ctx: StepContext, data_fp: dict) -> str:
@@ -121,6 +169,7 @@ def build_variants(recipe, baseline: Artifact, splits, cache: Cache, workroot: P
     """Apply every variant's steps; a failure stops that variant (and its children) only."""
     # held-out and the unlabelled production sample never reach a step: they must not key the cache
     data_fp = {r: s.fingerprint() for r, s in splits.items() if r not in ("heldout", "production")}
+    input_spec = input_spec_for(recipe, splits)
     results: dict[str, Built] = {}
     for name in recipe.variant_order():
         v = recipe.variants[name]
@@ -141,7 +190,7 @@ def build_variants(recipe, baseline: Artifact, splits, cache: Cache, workroot: P
             workdir = workroot / name / f"{i}-{step_name}"
             workdir.mkdir(parents=True, exist_ok=True)
             ctx = StepContext(
-                splits=splits, model_spec=art.model_spec, input_shape=tuple(recipe.model.input_shape),
+                splits=splits, model_spec=art.model_spec, input_spec=input_spec,
                 seed=recipe.seed, workdir=workdir, baseline=baseline, progress=progress, log=log,
                 targets=list(recipe.targets),
             )

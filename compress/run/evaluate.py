@@ -122,8 +122,9 @@ def evaluate_all(recipe, splits, baseline, baseline_info: dict, built: dict, var
     corrupted = {}
     if robustness_active(recipe, splits):
         rb = recipe.evaluate.robustness
-        log(f"robustness: {len(rb.corruptions)} corruptions x severities {rb.severities} of held-out")
-        corrupted = corrupted_splits(splits["heldout"], rb.corruptions, rb.severities, seed=recipe.seed)
+        names = rb.corruptions_for(splits.is_text)
+        log(f"robustness: {len(names)} corruptions x severities {rb.severities} of held-out")
+        corrupted = corrupted_splits(splits["heldout"], names, rb.severities, seed=recipe.seed)
     log("evaluating on " + ", ".join(roles + (["production"] if "production" in splits else []))
         + " ...")
     session = load(baseline)

@@ -19,12 +19,13 @@ import yaml
 from compress import __version__
 from compress.artifacts import Artifact, Cache
 from compress.errors import CompressError
+from compress.measure.lengths import fit_length, served_lengths
 from compress.measure.timing import speedup
 from compress.report.markdown import render_report
 from compress.report.plots import write_plots
 from compress.results.gate import apply_gate
 from compress.results.schema import SCHEMA_VERSION, validate_results
-from compress.run.build import Built, build_baseline, build_variants
+from compress.run.build import Built, build_baseline, build_variants, input_spec_for
 from compress.run.environment import environment
 from compress.run.evaluate import evaluate_all
 from compress.run.profiling import add_costs, profile_pairs, timing_plan
@@ -68,7 +69,8 @@ def run_recipe(recipe, recipe_path: Path, *, out_dir: Path | None = None, use_ca
     started = dt.datetime.now(dt.timezone.utc)
     base_dir = recipe_path.parent
     root = Path(out_dir) if out_dir is not None else Path(recipe.report.dir)
-    splits = make_splits(recipe.data, base_dir, recipe.seed)  # InputError -> exit 2, nothing written
+    # InputError -> exit 2, nothing written (a tokenizer trained on train goes to the cache)
+    splits = make_splits(recipe.data, base_dir, recipe.seed, recipe.model, root / ".cache" if use_cache else None)
     with sigterm_raises():
         sweep_stale_partials(root, log)
         final_dir, tmp_dir = claim_run_dir(root, started.strftime("%Y%m%d-%H%M%S"))
@@ -103,7 +105,8 @@ def _run(recipe, recipe_path, splits, cache, tmp_dir, started, progress, log) ->
         "recipe": json.loads(recipe.model_dump_json(by_alias=True)),
         "run": {"recipe_path": str(recipe_path), "started": started.isoformat(), "wall_s": None},
         "data": {"splits": splits.summary(), "classes": splits.classes,
-                 "heldout_labels": splits["heldout"].labels.tolist()},
+                 "heldout_labels": splits["heldout"].labels.tolist(),
+                 **({"tokenizer": splits.tokenizer.info()} if splits.is_text else {})},
         "targets": [t.model_dump() for t in recipe.targets],
         "baseline": baseline_entry,
         "variants": variants,
@@ -118,6 +121,9 @@ def build_stage(recipe, base_dir: Path, splits, cache, run_dir: Path, progress, 
     """The baseline and every variant's artifact (through the cache), the built ones copied to
     ``run_dir/artifacts/<variant>``. Returns (baseline, baseline info, {variant: Built})."""
     baseline, baseline_info = build_baseline(recipe, base_dir, splits, cache, progress, log)
+    if splits.is_text:  # the vocabulary the models were trained with ships with them
+        splits.tokenizer.tokenizer.save_pretrained(str(run_dir / "artifacts" / "tokenizer"))
+        splits.tokenizer.path = "artifacts/tokenizer"
     built = build_variants(recipe, baseline, splits, cache, run_dir / "work", progress, log)
     for name, b in built.items():
         if b.ok:
@@ -169,13 +175,17 @@ def evaluate_stage(recipe, splits, baseline: Artifact, baseline_info: dict, buil
 
 
 def profile_stage(recipe, splits, artifacts: dict[str, Artifact], entries: dict[str, dict], progress, log) -> None:
-    """Latency, memory and speed-up of every runnable (model, target) pair, into ``entries``."""
+    """Latency, memory and speed-up of every runnable (model, target) pair, into ``entries``; a
+    text model on the batch size x sequence length grid and at the real lengths of a split too."""
     probe = splits["calibration"] if "calibration" in splits else splits.get("train", splits["heldout"])
     rng = np.random.default_rng(recipe.seed)
+    spec = input_spec_for(recipe, splits)
+    text = spec.kind == "text"
 
-    def make_batch(bs: int) -> np.ndarray:
+    def make_batch(bs: int, seq_len: int | None = None) -> dict:
         idx = rng.choice(len(probe), size=bs, replace=len(probe) < bs)
-        return probe.inputs(np.sort(idx))
+        batch = probe.inputs(np.sort(idx))
+        return batch if seq_len is None else fit_length(batch, seq_len)  # real tokens, then padding
 
     pairs, owner = {}, {}
     for target in recipe.targets:
@@ -186,7 +196,9 @@ def profile_stage(recipe, splits, artifacts: dict[str, Artifact], entries: dict[
                 owner[f"{name}@{target.name}"] = name
     measured = profile_pairs(
         pairs, make_batch, recipe.profile.batch_sizes, plan=timing_plan(recipe.profile),
-        memory_input_shape=tuple(recipe.model.input_shape) if recipe.profile.memory else None,
+        memory_input_spec=spec if recipe.profile.memory else None,
+        seq_lens=(recipe.profile.seq_lens or [spec.seq_len]) if text else None,
+        served=served_for(recipe, splits, spec) if text else None, seed=recipe.seed,
         progress=progress, log=log,
     )
     reference, ref_target = recipe.gate.reference, recipe.gate.reference_target
@@ -194,11 +206,28 @@ def profile_stage(recipe, splits, artifacts: dict[str, Artifact], entries: dict[
         entry, target = entries[owner[key]], pairs[key][1]
         for field, value in got.items():
             entry.setdefault(field, {})[target.name] = value
-        ref = measured.get(f"{reference}@{ref_target or target.name}", {}).get("latency")
-        if "latency" in got and ref is not None:
+        ref = measured.get(f"{reference}@{ref_target or target.name}", {})
+        if "latency" in got and "latency" in ref:
             entry.setdefault("speedup", {})[target.name] = {
-                bs: speedup(ref[bs], m, seed=recipe.seed) for bs, m in got["latency"].items() if bs in ref
+                bs: speedup(ref["latency"][bs], m, seed=recipe.seed)
+                for bs, m in got["latency"].items() if bs in ref["latency"]
             }
+        if "latency_by_seq_len" in got and "latency_by_seq_len" in ref:
+            grid = ref["latency_by_seq_len"]
+            entry.setdefault("speedup_by_seq_len", {})[target.name] = {
+                n: {bs: speedup(grid[n][bs], m, seed=recipe.seed) for bs, m in cells.items() if bs in grid.get(n, {})}
+                for n, cells in got["latency_by_seq_len"].items()
+            }
+
+
+def served_for(recipe, splits, spec):
+    """The batches a server would form from the split ``profile.real_lengths`` names, or None."""
+    real = recipe.profile.real_lengths_config(text=True)
+    if real is None:
+        return None
+    return served_lengths(splits[real.split], batch_size=real.batch_size or max(recipe.profile.batch_sizes),
+                          max_length=spec.seq_len, batching=real.batching, samples=real.samples,
+                          seed=recipe.seed, split_name=real.split)
 
 
 def cost_stage(recipe, entries: dict[str, dict]) -> None:

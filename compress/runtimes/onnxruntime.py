@@ -111,7 +111,9 @@ def profile_shapes(inputs: list[tuple[str, list]], batch: tuple[int, int, int]) 
     for name, dims in inputs:
         if any(not isinstance(d, int) or d < 1 for d in dims[1:]):
             raise RuntimeFailure(f"the TensorRT provider needs fixed non-batch dimensions; input "
-                                 f"{name!r} has {dims}: export the model with a fixed input_shape")
+                                 f"{name!r} has {dims}: an image model needs a fixed model.input_shape; "
+                                 "a text model's sequence axis is dynamic, so build a TensorRT engine "
+                                 "(the engine step, runtime tensorrt) whose profile covers the lengths")
     return {f"trt_profile_{kind}_shapes": ",".join(f"{n}:" + "x".join(map(str, (b, *d[1:]))) for n, d in inputs)
             for kind, b in zip(("min", "opt", "max"), batch, strict=True)}
 

@@ -12,6 +12,7 @@ normalisation is applied when a batch is handed to a model, as named inputs (``p
   ``images`` is memory-mapped when the file is stored uncompressed (``np.savez``).
 - ``python:MODULE_OR_FILE.py:FN``: FN() returns (images, labels) arrays, or a
   ``compress.sources.readers.Samples`` that reads its own rows. This RUNS YOUR CODE.
+- Text: ``csv:`` / ``tsv:`` / ``jsonl:`` files and Hugging Face datasets, ``compress.sources.text_splits``.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from compress.errors import InputError
-from compress.sources.inputs import PIXEL_VALUES
+from compress.sources.inputs import PIXEL_VALUES, InputSpec
 from compress.sources.readers import (
     ArrayFileSamples,
     ArraySamples,
@@ -35,12 +36,14 @@ from compress.sources.readers import (
     npz_images,
     to_nchw01,
 )
+from compress.sources.text_splits import TEXT_SCHEMES
 
 DATA_SCHEMES = {
     "sklearn": "digits",
     "imagefolder": "DIR",
     "npz": "FILE",
     "python": "MODULE_OR_FILE.py:FN",
+    **TEXT_SCHEMES,
 }
 #: bytes of pixels read per batch when a split is scanned whole (hashes, fingerprint)
 SCAN_BATCH_BYTES = 32 << 20
@@ -227,13 +230,25 @@ class Batches:
 
 
 class Splits(dict):
-    """role -> Split. ``num_classes`` and ``classes`` describe the label space."""
+    """role -> Split. ``num_classes`` and ``classes`` describe the label space; text splits share
+    one ``tokenizer`` (``compress.sources.text_splits.TextTokenizer``; None for images)."""
 
     classes: list[str]
+    tokenizer = None
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    @property
+    def is_text(self) -> bool:
+        return self.tokenizer is not None
+
+    @property
+    def input_spec(self) -> InputSpec:
+        """The model inputs this data gives: token arrays for text, else one image's pixels."""
+        held = self["heldout"]
+        return held.input_spec if self.is_text else InputSpec.image(held.sample_shape)
 
     def summary(self) -> dict:
         return {
@@ -278,8 +293,15 @@ def _same_shape(ds: Samples, shape, key: str, other: str) -> None:
         )
 
 
-def make_splits(data_cfg, base_dir, seed: int) -> Splits:
-    """Build the train / calibration / tuning / heldout (and drift, production) splits of a recipe."""
+def make_splits(data_cfg, base_dir, seed: int, model_cfg=None, cache_dir=None) -> Splits:
+    """Build the train / calibration / tuning / heldout (and drift, production) splits of a recipe.
+    Text data (``compress.sources.text_splits``) is tokenized with the tokenizer ``model_cfg``
+    gives (its hf: directory's, or ``model.tokenizer``), else one trained on the train split
+    (kept in ``cache_dir``, so that a re-run tokenizes alike)."""
+    if data_cfg.is_text:
+        from compress.sources.text_splits import make_text_splits
+
+        return make_text_splits(data_cfg, base_dir, seed, model_cfg, cache_dir)
     transform = data_cfg.transform
     splits = Splits()
     if data_cfg.source is not None:

@@ -143,6 +143,15 @@ class InputSpec:
         return {"kind": self.kind, "names": list(self.names), "sample_shape": list(self.sample_shape),
                 "seq_len": self.seq_len, "vocab_size": self.vocab_size}
 
+    @classmethod
+    def from_dict(cls, d: Mapping) -> InputSpec:
+        """The spec ``to_dict`` wrote (e.g. passed as JSON to a measuring subprocess)."""
+        if d["kind"] == "image":
+            return cls.image(d["sample_shape"])
+        if d["kind"] == "text":
+            return cls.text(d["names"], d["seq_len"], d["vocab_size"])
+        raise ValueError(f"an input spec's kind is image or text, got {d['kind']!r}")
+
 
 def as_input_spec(spec_or_shape) -> InputSpec:
     """An InputSpec as given, or one image sample's shape (e.g. (3, 32, 32)) made into one."""

@@ -4,6 +4,8 @@
 - ``python:MODULE_OR_FILE.py:FACTORY``: calls FACTORY(**kwargs) from your module or file. This
   RUNS YOUR CODE; it is explicit in the recipe for that reason.
 - ``onnx:PATH``: an ONNX file; torch-only steps (prune, finetune) cannot apply to it.
+- ``hf:DIR``: a saved Hugging Face text or image classifier, loaded offline
+  (``compress.sources.hf``); a directory with a config and no weights gives an untrained model.
 
 Checkpoints are state_dicts loaded with ``torch.load(weights_only=True)``, never pickled modules.
 """
@@ -24,6 +26,7 @@ MODEL_SCHEMES = {
     "torchvision": "NAME",
     "python": "MODULE_OR_FILE.py:FACTORY",
     "onnx": "PATH",
+    "hf": "DIR",
 }
 
 
@@ -76,8 +79,14 @@ class ModelSpec:
     def scheme(self) -> str:
         return self.source.partition(":")[0]
 
-    def build(self):
+    def build(self, saved_config: Path | None = None):
+        """The architecture (untrained, or an hf: directory's weights). ``saved_config``: the HF
+        config saved with a (pruned) artifact, whose architecture replaces the directory's."""
         scheme, _, ref = self.source.partition(":")
+        if scheme == "hf":
+            from compress.sources import hf
+
+            return hf.build(resolve(ref, self.base_dir), saved_config=saved_config)
         if scheme == "torchvision":
             import torchvision
 

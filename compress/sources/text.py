@@ -75,6 +75,7 @@ def read_text_file(
     label_column: str = "label",
     label_names: Sequence[str] | None = None,
     where: str = "data",
+    column_keys: tuple[str, str] | None = None,
 ) -> TextSamples:
     """Read a csv / tsv (with a header row) or jsonl file of labelled text.
 
@@ -82,7 +83,8 @@ def read_text_file(
     the train split's ``label_names`` when reading held-out data so ids agree); without it,
     integer labels are their own ids (1-based labels leave class 0 empty: pass ``label_names``)
     and names are sorted. ``where`` is the recipe key prefix that
-    error messages tell the user to set.
+    error messages tell the user to set; ``column_keys`` the key paths of the text and the label
+    column (default: ``where.text_column``, ``where.label_column``).
     """
     path = Path(path)
     if not path.is_file():
@@ -101,11 +103,12 @@ def read_text_file(
         raise InputError(f"{where}: cannot read {path} as UTF-8 {path.suffix[1:]}: {err}") from err
     if not rows:
         raise InputError(f"{where}: {path} has no samples (it is empty or has only a header)")
-    for key, name in [("text_column", c) for c in columns] + [("label_column", label_column)]:
+    text_key, label_key = column_keys or (f"{where}.text_column", f"{where}.label_column")
+    for key, name in [(text_key, c) for c in columns] + [(label_key, label_column)]:
         if name not in header:
             raise InputError(
                 f"{where}: {path.name} has no column {name!r}; its columns are "
-                f"{', '.join(repr(h) for h in header)}: set {where}.{key} to one of them"
+                f"{', '.join(repr(h) for h in header)}: set {key} to one of them"
             )
     texts = [_cell(row, columns[0], path, i) for i, row in enumerate(rows)]
     pairs = [_cell(row, columns[1], path, i) for i, row in enumerate(rows)] if len(columns) == 2 else None

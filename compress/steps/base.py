@@ -7,7 +7,7 @@ the recipe validates each entry against the registered config when it is loaded.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +18,7 @@ from compress.registry import Registry
 if TYPE_CHECKING:
     from compress.artifacts import Artifact
     from compress.sources.data import Splits
+    from compress.sources.inputs import InputSpec
     from compress.sources.models import ModelSpec
 
 
@@ -27,14 +28,16 @@ class StepConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class StepContext:
     """What a step may use besides its input artifact. Data comes by role, so a step can only
-    consume the splits it is meant to (train, calibration, tuning), never held-out."""
+    consume the splits it is meant to (train, calibration, tuning), never held-out. ``input_spec``
+    names the model's inputs; ``input_shape=`` (one image sample's shape) is accepted in its place."""
 
     splits: Splits
     model_spec: ModelSpec | None
-    input_shape: tuple[int, ...]
+    input_spec: InputSpec | None = None
+    input_shape: InitVar[tuple[int, ...] | None] = None
     seed: int
     workdir: Path
     baseline: Artifact | None = None
@@ -43,6 +46,15 @@ class StepContext:
     consumed: set[str] = field(default_factory=set)
     notes: list[str] = field(default_factory=list)
     targets: list[Any] = field(default_factory=list)  # the recipe's targets (e.g. for a latency budget)
+
+    def __post_init__(self, input_shape):
+        from compress.sources.inputs import InputSpec
+
+        if (self.input_spec is None) == (input_shape is None):
+            raise TypeError("StepContext takes input_spec (an InputSpec) or input_shape (an image "
+                            "sample's shape), exactly one")
+        if self.input_spec is None:
+            self.input_spec = InputSpec.image(input_shape)
 
     def target(self, name: str):
         """The recipe target called ``name``; a clear error names the valid ones."""
@@ -72,6 +84,14 @@ class StepContext:
         self.consumed.add(role)
         return self.splits[role]
 
+
+def _no_input_shape(self):
+    raise AttributeError("StepContext.input_shape is gone: use ctx.input_spec (an InputSpec: "
+                         "example inputs, names, dynamic axes; sample_shape for images)")
+
+
+# the init keyword stays for callers that give an image shape; reading it back is an error, not None
+StepContext.input_shape = property(_no_input_shape)
 
 #: the only splits a step may consume
 STEP_ROLES = ("train", "calibration", "tuning")

@@ -32,6 +32,11 @@ class EngineConfig(StepConfig):
     batch_max: int = Field(64, ge=1)
     device_id: int = Field(0, ge=0, description="The CUDA device to build for (after CUDA_VISIBLE_DEVICES)")
     calibration_samples: int = Field(512, ge=1, description="For int8-calibrate")
+    seq_min: int = Field(1, ge=1, description="Text models: the shortest sequence the engine runs")
+    seq_opt: int | None = Field(None, ge=1, description="Text models: the sequence length TensorRT "
+                                "tunes for (default data.text.max_length)")
+    seq_max: int | None = Field(None, ge=1, description="Text models: the longest sequence (default "
+                                "data.text.max_length)")
     calibration_batch_size: int | None = Field(
         None, ge=1, description="For int8-calibrate; must equal batch_opt (TensorRT calibrates at the "
         "profile's opt shape); leave unset"
@@ -44,6 +49,9 @@ class EngineConfig(StepConfig):
                 f"batch sizes must satisfy batch_min <= batch_opt <= batch_max, got "
                 f"{self.batch_min}, {self.batch_opt}, {self.batch_max}"
             )
+        if not self.seq_min <= (self.seq_opt or self.seq_min) <= (self.seq_max or 1 << 30):
+            raise ValueError(f"sequence lengths must satisfy seq_min <= seq_opt <= seq_max, got "
+                             f"{self.seq_min}, {self.seq_opt}, {self.seq_max}")
         if self.calibration_batch_size not in (None, self.batch_opt):
             raise ValueError(
                 f"calibration_batch_size {self.calibration_batch_size} differs from batch_opt "
@@ -51,6 +59,19 @@ class EngineConfig(StepConfig):
                 "calibration_batch_size or set batch_opt to it"
             )
         return self
+
+
+def _seq(cfg: EngineConfig, ctx: StepContext) -> tuple[int, int, int] | None:
+    """A text model's sequence range (min / opt / max); None for images."""
+    spec = ctx.input_spec
+    if spec.kind != "text":
+        return None
+    hi = cfg.seq_max or spec.seq_len
+    opt = cfg.seq_opt or hi
+    if not cfg.seq_min <= opt <= hi:
+        raise StepError(f"engine sequence lengths must satisfy seq_min <= seq_opt <= seq_max; with "
+                        f"data.text.max_length {spec.seq_len} they are {cfg.seq_min}, {opt}, {hi}")
+    return cfg.seq_min, opt, hi
 
 
 def _roles(cfg: EngineConfig) -> dict[str, str]:
@@ -77,6 +98,10 @@ def apply(art: Artifact, cfg: EngineConfig, ctx: StepContext) -> Artifact:
     """Build a TensorRT engine from ONNX (fp32 / fp16 / int8) for the GPU of this machine."""
     from compress.engine.tensorrt import build_engine, build_plan, import_tensorrt, onnx_has_qdq
 
+    if art.meta.get("transformer_fusions"):
+        raise StepError("this ONNX model has ONNX Runtime's fused transformer ops (Attention, "
+                        "SkipLayerNormalization, ...), which TensorRT cannot parse: export it with "
+                        "optimize: none for a TensorRT engine")
     qdq = onnx_has_qdq(art.path)
     if cfg.precision == "int8-qdq" and not qdq:
         raise StepError("precision int8-qdq needs a QDQ model: put `- quantize: {target: tensorrt}` "
@@ -101,8 +126,8 @@ def apply(art: Artifact, cfg: EngineConfig, ctx: StepContext) -> Artifact:
                    for i in range(0, n, size)]
     out = ctx.workdir / "engine.plan"
     fp = build_engine(
-        art.path, out, precision=cfg.precision, input_shape=tuple(ctx.input_shape),
-        batch_min=cfg.batch_min, batch_opt=cfg.batch_opt, batch_max=cfg.batch_max,
+        art.path, out, precision=cfg.precision, input_spec=ctx.input_spec,
+        batch_min=cfg.batch_min, batch_opt=cfg.batch_opt, batch_max=cfg.batch_max, seq=_seq(cfg, ctx),
         workspace_bytes=cfg.workspace_mb << 20, tf32=cfg.tf32, device=cfg.device_id,
         calibration_batches=batches, log=ctx.log, trt=trt,
     )
@@ -111,6 +136,8 @@ def apply(art: Artifact, cfg: EngineConfig, ctx: StepContext) -> Artifact:
     meta = {k: v for k, v in art.meta.items() if k not in ("extra_files",)}
     meta["tensorrt"] = {"precision": cfg.precision, "fingerprint": fp, "tf32": cfg.tf32,
                         "batch_profile": [cfg.batch_min, cfg.batch_opt, cfg.batch_max]}
+    if _seq(cfg, ctx) is not None:
+        meta["tensorrt"]["sequence_profile"] = list(_seq(cfg, ctx))
     meta["extra_files"] = [fingerprint_path(out).name]  # the cache copies it with the plan
     # no digest: the run keys it with the one cache key (compress.run.build.step_key), _cache_key included
     return Artifact(kind="tensorrt", path=out, lineage=[*art.lineage, f"engine({cfg.precision})"], meta=meta)

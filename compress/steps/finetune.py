@@ -71,10 +71,11 @@ def run_finetune(module, cfg: FinetuneConfig, ctx: StepContext, label: str = "fi
             split, validation = carve_validation(split, cfg.early_stopping.validation_fraction, ctx.seed)
         except ValueError as err:
             raise StepError(f"finetune.{err}") from None
-    if cfg.augment is not None and len(sample_shape := split.sample_shape) != 3:
+    sample_shape = getattr(split, "sample_shape", None)  # text splits have none
+    if cfg.augment is not None and (sample_shape is None or len(sample_shape) != 3):
+        what = "text" if sample_shape is None else f"samples of shape {sample_shape}"
         raise StepError(
-            f"finetune.augment needs image inputs (N, C, H, W); this train split's samples have shape "
-            f"{sample_shape}: remove augment"
+            f"finetune.augment needs image inputs (N, C, H, W); this train split holds {what}: remove augment"
         )
     history = train(
         module, split, epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size,

@@ -162,7 +162,7 @@ class _Blocks:
         from compress.pruning import blocks
 
         self.lib, self.cfg, self.ctx = blocks, cfg, ctx
-        self.plan = blocks.find_candidates(module, cfg.blocks, ctx.input_shape)
+        self.plan = blocks.find_candidates(module, cfg.blocks, ctx.input_spec)
         self.scores = self.score(module, self.plan.candidates)
         self.order = blocks.removal_order(self.scores)
         self.removed: list[str] = []
@@ -212,7 +212,7 @@ def _resolve_ratio(module, cfg: PruneConfig, ctx: StepContext, macs0: int, refer
         cut = blocks.cut_copy
     else:
         def cut(m, ratio):
-            prune_once(m, cfg.plan(0.5), ctx.input_shape, num_classes, ratio, seed=ctx.seed)
+            prune_once(m, cfg.plan(0.5), ctx.input_spec, num_classes, ratio, seed=ctx.seed)
     if cfg.target_kind == "ratio":
         return (cfg.ratio if cfg.ratio is not None else 0.5), {}
     if cfg.target_kind == "macs_budget":
@@ -222,17 +222,17 @@ def _resolve_ratio(module, cfg: PruneConfig, ctx: StepContext, macs0: int, refer
                                   f"MACs, within macs_budget {cfg.macs_budget:.0%}: nothing pruned"}
         if blocks is not None:
             k, trace = blocks.lib.count_for_macs(
-                module, blocks.order, ctx.input_shape, limit,
-                lambda m: count_macs_params(m, ctx.input_shape)[0])
+                module, blocks.order, ctx.input_spec, limit,
+                lambda m: count_macs_params(m, ctx.input_spec)[0])
             return k / len(blocks.order), {"search": trace}
-        found = budget.search_macs_budget(module, cfg.plan(0.5), ctx.input_shape, num_classes,
+        found = budget.search_macs_budget(module, cfg.plan(0.5), ctx.input_spec, num_classes,
                                           budget_macs=limit, reference_macs=reference_macs, seed=ctx.seed)
         return found.ratio, {"search": found.trace}
     from compress.pruning.latency import LatencyProbe
 
     lb = cfg.latency_budget
     target = ctx.target(lb.target)
-    probe = LatencyProbe(module, target, ctx.input_shape, ctx.workdir / "latency-search",
+    probe = LatencyProbe(module, target, ctx.input_spec, ctx.workdir / "latency-search",
                          batch_size=lb.batch_size, rounds=lb.rounds, seed=ctx.seed)
     try:
         if lb.max_ms is not None:
@@ -250,7 +250,7 @@ def _resolve_ratio(module, cfg: PruneConfig, ctx: StepContext, macs0: int, refer
             return {**m, "ok": ok}
 
         found = budget.search_latency_budget(
-            module, cut, ctx.input_shape, ratios=budget.ratio_schedule(lb.ratio_step, lb.max_ratio), meets=meets,
+            module, cut, ctx.input_spec, ratios=budget.ratio_schedule(lb.ratio_step, lb.max_ratio), meets=meets,
         )
     finally:
         probe.close()
@@ -286,7 +286,7 @@ def apply(art: Artifact, cfg: PruneConfig, ctx: StepContext) -> Artifact:
     check_patterns(module, cfg.ignore, "prune.ignore")
     check_patterns(module, list(cfg.layer_ratios), "prune.layer_ratios")
     num_classes = ctx.splits.num_classes
-    macs0, params0 = count_macs_params(module, ctx.input_shape)
+    macs0, params0 = count_macs_params(module, ctx.input_spec)
     reference_macs = macs0
     if ctx.baseline is not None and ctx.baseline.meta.get("macs"):
         reference_macs = int(ctx.baseline.meta["macs"])
@@ -310,7 +310,7 @@ def apply(art: Artifact, cfg: PruneConfig, ctx: StepContext) -> Artifact:
     else:
         torch.manual_seed(ctx.seed)
         if blocks is None:
-            pruner = make_pruner(module, cfg.plan(ratio), ctx.input_shape, num_classes)
+            pruner = make_pruner(module, cfg.plan(ratio), ctx.input_spec, num_classes)
         for step in range(cfg.iterative_steps):
             if blocks is not None:
                 blocks.cut_step(module, ratio, step, cfg.iterative_steps)
@@ -324,7 +324,7 @@ def apply(art: Artifact, cfg: PruneConfig, ctx: StepContext) -> Artifact:
             if cfg.finetune is not None:
                 label = f"fine-tuning {step + 1}/{cfg.iterative_steps}" if cfg.iterative_steps > 1 else "fine-tuning"
                 history.append(run_finetune(module, cfg.finetune, ctx, label))
-        macs1, params1 = count_macs_params(module, ctx.input_shape)
+        macs1, params1 = count_macs_params(module, ctx.input_spec)
         if macs1 >= macs0:
             raise StepError(
                 "pruning removed nothing: every prunable layer is ignored or already at its minimum width"
