@@ -66,6 +66,7 @@ def test_export_fuse_and_dynamic_quantize_a_tiny_bert(tmp_path):
     assert got.shape == want.shape and np.abs(got - want).max() < 0.5
 
 
+@pytest.mark.slow  # ~26 s on the loaded 2-core machine
 def test_static_qdq_quantizes_the_matmuls(tmp_path):
     module = tv.Logits(tiny_bert(layers=1))
     fp32 = tv.export(module, text_batch(), tmp_path / "fp32.onnx", AXES)
@@ -99,6 +100,7 @@ def test_prune_bert_layers_and_ffn_follow_the_config():
     assert torch_logits(tv.Logits(model), text_batch()).shape == (4, 3)
 
 
+@pytest.mark.slow  # ~27 s on the loaded 2-core machine
 def test_distill_moves_the_student_toward_the_teacher():
     teacher = tv.Logits(tiny_bert())
     with torch.no_grad():
