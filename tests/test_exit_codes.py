@@ -54,6 +54,7 @@ COMMANDS = {
     "compare": ("compress.results.schema.load_results", ["compare", "{tmp}", "{tmp}"]),
     "sensitivity": ("compress.pruning.sensitivity.run_for_recipe", ["sensitivity", "{recipe}", "--out", "{tmp}/s"]),
     "profile": ("compress.run.profile_model.load_model", ["profile", "model.onnx"]),
+    "search": ("compress.search.directory.new_search_dir", ["search", "{recipe}", "--quiet", "--out", "{tmp}/s"]),
 }
 
 

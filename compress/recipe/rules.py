@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from compress.runtimes.base import RUNTIMES
+from compress.search.space import check_search
 from compress.steps.base import STEP_ROLES, STEPS
 
 if TYPE_CHECKING:
@@ -29,6 +30,7 @@ def check_rules(recipe: Recipe) -> list[str]:
     problems += _targets(recipe, kinds, broken)
     problems += _step_needs(recipe)
     problems += _other_keys(recipe)
+    problems += check_search(recipe)
     return problems
 
 

@@ -22,6 +22,7 @@ import compress.runtimes  # noqa: F401  (registers the runtimes)
 import compress.steps  # noqa: F401  (registers the steps)
 from compress.recipe.variants import VariantConfig
 from compress.runtimes.target import TargetConfig
+from compress.search.space import SearchConfig
 from compress.sources.data import DATA_SCHEMES
 from compress.sources.models import MODEL_SCHEMES
 
@@ -458,6 +459,9 @@ class Recipe(Strict):
     profile: ProfileConfig = Field(default_factory=ProfileConfig, description="Timing method")
     gate: GateConfig = Field(default_factory=GateConfig, description="Rules that decide the exit code")
     report: ReportConfig = Field(default_factory=ReportConfig, description="Where runs are written")
+    search: SearchConfig | None = Field(
+        None, description="`compress search`: options to vary, objective, budget (see docs/search.md)"
+    )
 
     @field_validator("variants")
     @classmethod

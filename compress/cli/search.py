@@ -1,0 +1,66 @@
+"""`compress search`: Optuna varies the recipe's `search:` options on the tuning split; the front is
+then measured on held-out like any run."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from compress.cli.app import app, err_console, out_console
+from compress.errors import InputError
+
+
+@app.command()
+def search(
+    recipe: Annotated[Path | None, typer.Argument(help="A recipe with a `search:` section.", show_default=False)] = None,
+    resume: Annotated[Path | None, typer.Option(help="Continue the search stored in this search directory.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Where the search directory goes (default: the recipe's report.dir).")] = None,
+    max_trials: Annotated[int | None, typer.Option(
+        min=1, help="Stop after this many new trials (resume later with --resume).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+) -> None:
+    """Search RECIPE's `search:` space for the cheapest variant that passes the gate.
+
+    Trials are scored on the tuning split and timed against the gate's reference; the study is
+    stored in `<report.dir>/search-<time>/study.db`, so an interrupted search continues with
+    --resume DIR. When the budget is spent, the Pareto front is written as ordinary variants
+    (search-result.yaml), measured on held-out and gated through `compress run`'s pipeline, and
+    report.md shows the front and each member's selection optimism. Exits as `compress run` does for
+    the winner (0 pass, 1 fail or nothing passed on tuning, 2 invalid recipe or space, 3 a failure);
+    0 when stopped by --max-trials.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from compress.search.directory import RECIPE_FILE, new_search_dir
+    from compress.search.study import run_search
+
+    if (recipe is None) == (resume is None):
+        raise InputError("give a RECIPE to start a search, or --resume SEARCH_DIR to continue one (not both)")
+    if resume is not None and not (resume / RECIPE_FILE).is_file():
+        raise InputError(f"--resume {resume}: not a search directory (it has no {RECIPE_FILE})")
+    search_dir = resume if resume is not None else new_search_dir(recipe, out)
+    t0 = time.perf_counter()
+
+    def log(msg: str) -> None:
+        if not quiet:
+            err_console.print(f"[dim]{time.perf_counter() - t0:7.1f}s  {escape(msg)}[/]", highlight=False)
+
+    log(f"search directory: {search_dir}")
+    progress = None if quiet else Progress(
+        TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=err_console, transient=True,
+    )
+    with progress or contextlib.nullcontext():
+        outcome = run_search(search_dir, max_new_trials=max_trials, progress=progress, log=log)
+    if not outcome.complete:
+        out_console.print(f"Stopped after {outcome.trials} trial(s); continue with: compress search --resume "
+                          f"{search_dir}", highlight=False, soft_wrap=True, markup=False)
+    else:
+        out_console.print(f"Search finished: {outcome.trials} trial(s). Report: {search_dir / 'report.md'}",
+                          highlight=False, soft_wrap=True, markup=False)
+    raise typer.Exit(outcome.exit_code)
