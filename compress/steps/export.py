@@ -38,8 +38,8 @@ class ExportConfig(StepConfig):
         "none", description="transformer: ONNX Runtime's transformer optimizer fuses attention, "
         "LayerNorm and GELU subgraphs into its own ops (Attention, SkipLayerNormalization, ...; "
         "ONNX Runtime only: TensorRT, OpenVINO and NNCF cannot read them), verified again; auto: "
-        "on for text models exported to onnx. Off by default: on the AMD EPYC host the fused BERT "
-        "ran 0.95x in fp32 and 2.02x vs 2.12x after dynamic int8 (docs/results/transformers-int8.md)"
+        "on for text models exported to onnx. Off by default: static int8 and NNCF cannot use the fused "
+        "ops, and dynamic int8 was no faster fused (docs/results/transformers-int8.md)"
     )
 
     @model_validator(mode="after")
