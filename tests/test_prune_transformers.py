@@ -239,7 +239,7 @@ def test_an_hf_source_bert_pruned_to_3_of_4_heads_reloads_from_its_saved_config(
 def test_a_head_pruned_bert_exports_with_attention_fused_in_every_layer(tmp_path, bert):
     ctx = _ctx(tmp_path, bert)
     out = prune(bert, PruneConfig(granularity="heads", head_ratio=0.5, ffn_ratio=0.25), ctx)
-    onnx_art = export(out, ExportConfig(), ctx)  # verified against torch on padded calibration batches
+    onnx_art = export(out, ExportConfig(optimize="auto"), ctx)  # verified against torch on padded calibration batches
     facts = onnx_art.meta["transformer_fusions"]
     # ONNX Runtime fuses attention only when told the attention width (2 heads x 8), not the model's (32)
     assert (facts["num_heads"], facts["hidden_size"]) == (2, 16)
@@ -412,9 +412,9 @@ def test_a_text_recipe_prunes_heads_and_layers_with_distillation_end_to_end(tmp_
             "distill": {"alpha": 0.5, "hidden_states": True}}
     recipe["variants"] = {
         "heads": {"steps": [{"prune": {"granularity": "heads", "head_ratio": 0.5, "ffn_ratio": 0.5,
-                                       "finetune": tune}}, {"export": {}}]},
+                                       "finetune": tune}}, {"export": {"optimize": "auto"}}]},
         "layers": {"steps": [{"prune": {"granularity": "blocks", "blocks": ["*encoder.layer.*"], "ratio": 0.5,
-                                        "finetune": tune}}, {"export": {}}]},
+                                        "finetune": tune}}, {"export": {"optimize": "auto"}}]},
     }
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe, sort_keys=False))

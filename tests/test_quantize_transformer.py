@@ -328,7 +328,7 @@ def test_text_recipe_with_int8_variants_runs_end_to_end(tmp_path):
     write_reviews(tmp_path / "reviews.csv")
     recipe = text_recipe()
     recipe["variants"] = {
-        "onnx": {"steps": [{"export": {}}]},
+        "onnx": {"steps": [{"export": {"optimize": "transformer"}}]},
         "dynamic": {"from": "onnx", "steps": [{"quantize": {"mode": "dynamic"}}]},
         "plain": {"steps": [{"export": {"optimize": "none"}}]},
         "static": {"from": "plain", "steps": [{"quantize": {"calibration": {"samples": 32, "batch_size": 8}}}],

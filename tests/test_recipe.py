@@ -29,7 +29,15 @@ def test_demo_recipe_validates():
 
 @pytest.mark.parametrize("path", sorted(DEMO_RECIPE.parent.glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_recipe_validates(path):
-    load_recipe(path)
+    try:
+        load_recipe(path)
+    except RecipeError as err:
+        # recipes/sst2.yaml reads the shared SST-2 files beside the checkout; without them the only
+        # problems may be those files (tests/test_recipe_sst2.py checks the rest)
+        missing = [p for p in err.problems if "shared/data/" in p and "does not exist" in p]
+        if not missing or len(missing) != len(err.problems):
+            raise
+        pytest.skip(f"{path.name}: the shared data it reads is not beside this checkout")
 
 
 def test_the_failing_gate_example_shares_the_quickstarts_model_and_data():

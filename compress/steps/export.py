@@ -35,10 +35,11 @@ class ExportConfig(StepConfig):
     verify: bool = Field(True, description="Compare ONNX Runtime's outputs with torch's on calibration inputs")
     atol: float = Field(1e-3, gt=0, description="Largest allowed |onnx - torch| relative to the logits' range")
     optimize: Literal["auto", "transformer", "none"] = Field(
-        "auto", description="transformer: ONNX Runtime's transformer optimizer fuses attention, "
+        "none", description="transformer: ONNX Runtime's transformer optimizer fuses attention, "
         "LayerNorm and GELU subgraphs into its own ops (Attention, SkipLayerNormalization, ...; "
-        "ONNX Runtime only: TensorRT and OpenVINO cannot read them), verified again; auto: on for "
-        "text models exported to onnx"
+        "ONNX Runtime only: TensorRT, OpenVINO and NNCF cannot read them), verified again; auto: "
+        "on for text models exported to onnx. Off by default: static int8 and NNCF cannot use the fused "
+        "ops, and dynamic int8 was no faster fused (docs/results/transformers-int8.md)"
     )
 
     @model_validator(mode="after")
