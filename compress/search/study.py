@@ -235,8 +235,14 @@ def _requeue_interrupted(study, log) -> None:
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         study._storage.set_trial_user_attr(t._trial_id, "interrupted", True)
         study.tell(t.number, state=TrialState.FAIL)
-        study.enqueue_trial(t.params, user_attrs={"redo_of": t.number})
+        _queue_again(study, t)
         log(f"trial {t.number} was interrupted: queued again")
+
+
+def _queue_again(study, trial) -> None:
+    """Queue an interrupted trial's options again; the hand-written start stays the start (measured in full)."""
+    attrs = {"redo_of": trial.number, **({"start": True} if trial.user_attrs.get("start") else {})}
+    study.enqueue_trial(trial.params, user_attrs=attrs)
 
 
 def prepare(search_dir: Path, progress=None, log=print) -> Context:
@@ -318,7 +324,7 @@ def run_search(search_dir: Path, *, max_new_trials: int | None = None, progress=
         except (KeyboardInterrupt, Terminated):
             trial.set_user_attr("interrupted", True)
             study.tell(trial, state=TrialState.FAIL)
-            study.enqueue_trial(trial.params, user_attrs={"redo_of": trial.number})
+            _queue_again(study, trial)
             raise
         except (TrialFailed, CompressError) as err:
             values, record = None, {"error": str(err)}
