@@ -40,14 +40,15 @@ def load_recipe(recipe: str | Path | dict | Recipe, *, base_dir: str | Path | No
 
 def run(recipe: str | Path | dict | Recipe, *, out_dir: str | Path | None = None, use_cache: bool = True,
         progress: Any = None, base_dir: str | Path | None = None,
-        log: Callable[[str], None] | None = print) -> Results:
+        log: Callable[[str], None] | None = print, executor: Any = None) -> Results:
     """Run a recipe as ``compress run`` does and return its typed results (also in
     ``results.run.run_dir``: results.json, report.md, artifacts).
 
     ``out_dir``: where run directories go (default: the recipe's report.dir); ``use_cache``:
     reuse artifacts built before; ``progress``: a ``rich.progress.Progress`` to show bars in;
     ``base_dir``: what relative paths in a dict or Recipe are relative to (default: the working
-    directory; a file's own folder for a path); ``log``: where progress lines go (None: nowhere).
+    directory; a file's own folder for a path); ``log``: where progress lines go (None: nowhere);
+    ``executor``: where the work runs (default in-process; ``compress.run.executor.make_executor``).
     """
     from compress.run.pipeline import run_recipe
 
@@ -57,7 +58,8 @@ def run(recipe: str | Path | dict | Recipe, *, out_dir: str | Path | None = None
     else:
         recipe_path = Path(base_dir if base_dir is not None else Path.cwd()) / IN_MEMORY
     outcome = run_recipe(loaded, recipe_path, out_dir=None if out_dir is None else Path(out_dir),
-                         use_cache=use_cache, progress=progress, log=log or (lambda _m: None))
+                         use_cache=use_cache, progress=progress, log=log or (lambda _m: None),
+                         executor=executor)
     return load_results(outcome.run_dir)
 
 

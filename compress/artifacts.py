@@ -140,7 +140,9 @@ def atomic_dir(final: Path):
 
 
 class Cache:
-    """Artifacts by digest under ``root``; entries are written to a temp dir and renamed."""
+    """Artifacts by digest under ``root``; entries are written to a temp dir and renamed, and a
+    complete entry is never removed or rewritten, so workers that share ``root`` (a Ray cluster's
+    shared filesystem) never see half an artifact."""
 
     def __init__(self, root: Path | None):
         self.root = root
@@ -169,7 +171,7 @@ class Cache:
         entry = self._entry(art.digest)
         if entry is None:
             return art
-        if entry.exists():
+        if entry.exists() and not (entry / "artifact.json").is_file():  # damaged by hand: replace it
             shutil.rmtree(entry)
         tmp = atomic_dir(entry)
         try:
@@ -183,7 +185,14 @@ class Cache:
             info = {"kind": art.kind, "file": name, "lineage": art.lineage,
                     "meta": {k: v for k, v in art.meta.items() if k != "cached"}}
             (tmp / "artifact.json").write_text(json.dumps(info, indent=2, default=str))
-            os.replace(tmp, entry)
+            try:
+                os.replace(tmp, entry)
+            except OSError:
+                if not (entry / "artifact.json").is_file():
+                    raise
+                # another worker stored the same digest first (a store shared by Ray workers):
+                # its complete entry stays, so no reader ever sees it half-written or removed
+                shutil.rmtree(tmp, ignore_errors=True)
         except BaseException:  # a failed write, Ctrl-C or SIGTERM: no temp directory left in the cache
             shutil.rmtree(tmp, ignore_errors=True)
             raise

@@ -36,21 +36,24 @@ def kd_loss(student_logits, teacher_logits, labels, *, temperature: float, alpha
 
 
 class FeatureTaps:
-    """Forward hooks on the same-named modules of a student and its teacher, for feature
-    distillation: ``loss()`` is the mean squared error between their latest outputs, summed over the
-    modules. Use as a context manager: the hooks come off on exit."""
+    """Forward hooks on modules of a student and its teacher, for feature distillation: ``loss()`` is
+    the mean squared error between their latest outputs, summed over the modules. A name taps the
+    same-named module of both; a (student name, teacher name) pair taps different ones (a pruned
+    transformer's layer and the teacher layer it came from). Use as a context manager: the hooks come
+    off on exit."""
 
-    def __init__(self, student, teacher, names: list[str]):
-        self.names = list(names)
+    def __init__(self, student, teacher, names: list[str | tuple[str, str]]):
+        self.pairs = [(n, n) if isinstance(n, str) else tuple(n) for n in names]
+        self.names = [s for s, _ in self.pairs]
         self.outputs: dict[tuple[str, str], object] = {}
-        for role, model in (("student", student), ("teacher", teacher)):
+        self.modules = []
+        for side, (role, model) in enumerate((("student", student), ("teacher", teacher))):
             own = dict(model.named_modules())
-            missing = [n for n in self.names if n not in own]
+            missing = [p[side] for p in self.pairs if p[side] not in own]
             if missing:
                 raise StepError(f"finetune.distill.features names no module of the {role}: {', '.join(missing)}; "
                                  f"names look like {', '.join(n for n in list(own)[1:7])}")
-        self.modules = [(role, n, dict(model.named_modules())[n]) for role, model in
-                        (("student", student), ("teacher", teacher)) for n in self.names]
+            self.modules += [(role, p[0], own[p[side]]) for p in self.pairs]
         self.hooks: list = []
 
     def __enter__(self):
@@ -70,13 +73,39 @@ class FeatureTaps:
 
         total = 0.0
         for n in self.names:
-            s, t = self.outputs[("student", n)], self.outputs[("teacher", n)]
+            s, t = _tensor(self.outputs[("student", n)]), _tensor(self.outputs[("teacher", n)])
             if s.shape != t.shape:
                 raise StepError(f"finetune.distill.features: {n!r} outputs {tuple(s.shape[1:])} in the student and "
                                  f"{tuple(t.shape[1:])} in the teacher; name modules whose outputs keep "
                                  "their shape (e.g. stage outputs after block pruning)")
             total = total + F.mse_loss(s, t.detach())
         return total
+
+
+def _tensor(out):
+    """A module's output tensor (a layer that returns a tuple gives its first element)."""
+    return out[0] if isinstance(out, tuple | list) else out
+
+
+OPTIMIZERS = ("sgd", "adamw")
+#: learning rate when none is given: SGD for CNNs, AdamW's usual scale for transformers
+DEFAULT_LR = {"sgd": 0.01, "adamw": 5e-5}
+
+
+def make_optimizer(module, name: str, *, lr: float, weight_decay: float, momentum: float = 0.9):
+    """SGD with (Nesterov) momentum, or AdamW with weight decay on weight matrices only (not on
+    biases and LayerNorm/BatchNorm scales, as transformer fine-tuning does)."""
+    import torch
+
+    if name == "sgd":
+        return torch.optim.SGD(module.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay,
+                               nesterov=momentum > 0)
+    if name == "adamw":
+        params = [p for p in module.parameters() if p.requires_grad]
+        groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+                  {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+        return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr)
+    raise ValueError(f"unknown optimizer {name!r}; valid: {', '.join(OPTIMIZERS)}")
 
 
 def augment_batch(x: np.ndarray, rng: np.random.Generator, *, flip: bool, crop_padding: int) -> np.ndarray:
@@ -117,14 +146,14 @@ def train(
     validation=None,
     patience: int | None = None,
     augment: dict | None = None,
-    feature_layers: list[str] | None = None,
+    feature_layers: list[str | tuple[str, str]] | None = None,
     feature_weight: float = 1.0,
     optimizer: str = "sgd",
     warmup: float = 0.0,
     max_grad_norm: float | None = None,
 ) -> dict:
-    """SGD with (Nesterov) momentum (or AdamW) and a cosine schedule after ``warmup`` (a fraction
-    of the steps with a linear rise); returns per-epoch loss and seconds. A text split (one with
+    """SGD with (Nesterov) momentum, or AdamW (``optimizer``: ``make_optimizer``), and a cosine
+    schedule after ``warmup`` (a fraction of the steps with a linear rise); returns per-epoch loss and seconds. A text split (one with
     ``lengths()``) is read in length-bucketed batches (``compress.sources.text.length_batches``) so
     little is padded; images in a fresh random order every epoch.
 
@@ -132,8 +161,9 @@ def train(
     every epoch, the best epoch's weights are kept, and training stops after ``patience`` epochs
     without improvement. ``augment`` ({"flip": bool, "crop_padding": int}) augments every training
     batch (``augment_batch``); the teacher sees the same augmented images. ``feature_layers``
-    (module names present in both models) adds ``feature_weight`` x the mean squared error between
-    the student's and the teacher's outputs of those modules (feature distillation)."""
+    (module names present in both models, or (student, teacher) name pairs) adds ``feature_weight`` x
+    the mean squared error between the student's and the teacher's outputs of those modules (feature
+    distillation)."""
     import time
 
     import torch
@@ -143,13 +173,7 @@ def train(
     module.train()
     if teacher is not None:
         teacher.eval()
-    if optimizer == "adamw":
-        opt = torch.optim.AdamW(module.parameters(), lr=lr, weight_decay=weight_decay)
-    elif optimizer == "sgd":
-        opt = torch.optim.SGD(module.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay,
-                              nesterov=momentum > 0)
-    else:
-        raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {optimizer!r}")
+    opt = make_optimizer(module, optimizer, lr=lr, weight_decay=weight_decay, momentum=momentum)
     n = len(split)
     lengths = split.lengths() if hasattr(split, "lengths") else None
     steps_per_epoch = max(1, math.ceil(n / batch_size))
@@ -205,7 +229,8 @@ def train(
                     break
     module.eval()
     history = {"loss": losses, "seconds": time.perf_counter() - start, "samples": n,
-               "epochs": epochs, "epochs_run": len(losses), "augment": augment or None}
+               "epochs": epochs, "epochs_run": len(losses), "augment": augment or None, "optimizer": optimizer,
+               "lr": lr}
     if validation is not None:
         module.load_state_dict(best[2])
         history.update(validation_top1=val_top1, best_epoch=best[1] + 1, validation_n=len(validation),

@@ -45,17 +45,18 @@ CLASSES = (
 )
 
 
-def shared_data_dir(arg: str | Path | None = None) -> Path:
+def shared_data_dir(arg: str | Path | None = None, needs: tuple[str, ...] = (EXACT_1000, JPEG_10K, WEIGHTS)) -> Path:
     """Resolve the shared data directory: `arg`, else $COMPRESS_SHARED_DATA, else ../shared/data
-    beside the repository. When it is missing, prints how to point at it and exits with status 2
-    (the eval scripts' "data missing" code), so scripts need no handling of their own."""
+    beside the repository. When it lacks one of `needs` (paths inside it), prints how to point at it
+    and exits with status 2 (the eval scripts' "data missing" code), so scripts need no handling of
+    their own."""
     if arg is not None:
         path, how = Path(arg), "--data"
     elif os.environ.get(ENV_VAR):
         path, how = Path(os.environ[ENV_VAR]), f"${ENV_VAR}"
     else:
         path, how = DEFAULT_DATA_DIR, "the default location"
-    missing = [rel for rel in (EXACT_1000, JPEG_10K, WEIGHTS) if not (path / rel).exists()]
+    missing = [rel for rel in needs if not (path / rel).exists()]
     if missing:
         print(
             f"CIFAR-10 reference data not found at {path} ({how}); missing: {', '.join(missing)}.\n"
@@ -94,12 +95,13 @@ def non_twin_jpeg_rows(data_dir: str | Path) -> np.ndarray:
     return np.flatnonzero(~is_twin)
 
 
-def preprocess(images: np.ndarray) -> np.ndarray:
-    """uint8 NHWC RGB -> float32 NCHW: /255, then ImageNet mean/std per channel, no resize."""
+def preprocess(images: np.ndarray, mean: np.ndarray = MEAN_RGB, std: np.ndarray = STD_RGB) -> np.ndarray:
+    """uint8 NHWC RGB -> float32 NCHW: /255, then per-channel mean/std (default ImageNet's, what the
+    ResNets were trained with), no resize."""
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
         raise ValueError(f"expected uint8 NHWC RGB images, got {images.dtype} {images.shape}")
     x = images.astype(np.float32) / 255.0
-    x = (x - MEAN_RGB) / STD_RGB
+    x = (x - mean) / std
     return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
 
 

@@ -5,16 +5,18 @@ Written from the checkpoint's keys and shapes: a 4x4 patch embedding (Conv2d 3->
 ``nn.TransformerEncoder`` of 6 post-norm ReLU layers (d_model 128, 8 heads, FFN 256), and a
 LayerNorm + Linear head on the CLS token. About 0.8M parameters.
 
-Used as a model source ``python:eval/vit_cifar.py:build`` (random weights, for a recipe that
-trains it) or ``python:eval/vit_cifar.py:pretrained`` (the shared weights, loaded strictly).
+A model source ``python:vit_cifar.py:build`` (in eval/vit.yaml, with the weights as
+``model.checkpoint``); ``pretrained(weights)`` loads them strictly outside a recipe.
 
     python eval/vit_cifar.py --data /work/shared/data [--onnx OUT.onnx]   # top-1 on images 0-999
+    python eval/vit_cifar.py --prepare runs/vit-cifar [--data DIR]        # eval/vit.yaml's files
 """
 
 from __future__ import annotations
 
 import argparse
-import os
+import hashlib
+import shutil
 import sys
 from pathlib import Path
 
@@ -22,11 +24,17 @@ import numpy as np
 import torch
 from torch import nn
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # cifar_data beside this file, however imported
+import cifar_data  # noqa: E402
+
 WEIGHTS = "vit-cifar10/vit_cifar10.pth"
-EXACT_1000 = "cifar10-test/cifar10_test_lossless_first1000.npz"
+WEIGHTS_SHA256 = "2d061eb158b8ea126c1b96ee657862bf2217696ed40fff3bdc424007d13f1397"  # PROVENANCE.md
+EXACT_1000 = cifar_data.EXACT_1000
+NEEDS = (WEIGHTS, cifar_data.EXACT_1000, cifar_data.JPEG_10K)
 # Its training normalisation (PROVENANCE.md): RGB / 255, then these per-channel statistics.
 MEAN_RGB = np.array([0.4914, 0.4822, 0.4465], dtype=np.float32)
 STD_RGB = np.array([0.2023, 0.1994, 0.2010], dtype=np.float32)
+CALIBRATION_N = 1000  # of the 9,000 non-twin JPEGs; the other 8,000 are the train split
 
 
 class PatchEmbed(nn.Module):
@@ -75,36 +83,39 @@ class ViT(nn.Module):
         return self.mlp_head(self.transformer(tokens)[:, 0])
 
 
-def build(num_classes: int = 10) -> ViT:
-    """The architecture with random weights (a ``python:`` model source)."""
-    return ViT(num_classes=num_classes)
+def build(num_classes: int = 10, **sizes) -> ViT:
+    """The architecture with random weights (a ``python:`` model source); ``sizes`` (image_size,
+    patch_size, dim, depth, heads, mlp_dim) make other sizes, e.g. a tiny one for tests."""
+    return ViT(num_classes=num_classes, **sizes)
 
 
-def pretrained(weights: str | Path | None = None) -> ViT:
+def pretrained(weights: str | Path) -> ViT:
     """The architecture with the shared CIFAR-10 weights, loaded strictly (every key, every shape)."""
-    path = Path(weights) if weights else default_data_dir() / WEIGHTS
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"ViT weights not found at {path}: pass weights= or set COMPRESS_SHARED_DATA to the "
-            "shared data directory"
-        )
     model = build()
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = torch.load(Path(weights), map_location="cpu", weights_only=True)
     model.load_state_dict(state, strict=True)
     return model.eval()
 
 
-def default_data_dir() -> Path:
-    env = os.environ.get("COMPRESS_SHARED_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-
-def load_exact_1000(data_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+def exact_1000(data_dir: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """CIFAR-10 test images 0-999 (exact pixels), normalised NCHW float32, and their labels."""
-    with np.load(data_dir / EXACT_1000) as npz:
-        images, labels = npz["images"], npz["labels"].astype(np.int64)
-    x = (images.astype(np.float32) / 255 - MEAN_RGB) / STD_RGB
-    return np.ascontiguousarray(x.transpose(0, 3, 1, 2)), labels
+    images, labels, _ = cifar_data.load_exact_1000(data_dir)
+    return cifar_data.preprocess(images, MEAN_RGB, STD_RGB), labels
+
+
+def prepare(data_dir: str | Path, out_dir: str | Path, seed: int = 0) -> dict[str, Path]:
+    """The files eval/vit.yaml reads: cifar_data's disjoint npz splits (held-out = the exact 1,000,
+    drift = their JPEG twins, calibration and train = the other 9,000 JPEGs) and a checked copy of
+    the weights (local use only: the weights have no licence to redistribute)."""
+    source = Path(data_dir) / WEIGHTS
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    if digest != WEIGHTS_SHA256:
+        raise ValueError(f"{source} has sha256 {digest}, not the {WEIGHTS_SHA256} of PROVENANCE.md")
+    paths = cifar_data.write_role_splits(data_dir, out_dir, calibration_n=CALIBRATION_N, seed=seed)
+    paths["drift"] = Path(out_dir) / "jpeg_twins.npz"
+    paths["weights"] = Path(out_dir) / source.name
+    shutil.copyfile(source, paths["weights"])
+    return paths
 
 
 @torch.no_grad()
@@ -133,15 +144,18 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description="Top-1 of the CIFAR-10 ViT on test images 0-999")
     p.add_argument("--data", type=Path, default=None, help="shared data dir (or $COMPRESS_SHARED_DATA)")
     p.add_argument("--onnx", type=Path, default=None, help="also export here and compare with ORT")
+    p.add_argument("--prepare", type=Path, default=None, metavar="OUT",
+                   help="write eval/vit.yaml's npz splits and weights to OUT instead")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
-    data = args.data or default_data_dir()
-    if not (data / WEIGHTS).is_file() or not (data / EXACT_1000).is_file():
-        print(f"{data} lacks {WEIGHTS} or {EXACT_1000}: pass --data", file=sys.stderr)
-        return 2
+    data = cifar_data.shared_data_dir(args.data, needs=NEEDS)
+    if args.prepare:
+        for role, path in prepare(data, args.prepare).items():
+            print(f"{role}: {path}")
+        return 0
     torch.set_num_threads(args.threads)
     model = pretrained(data / WEIGHTS)
-    images, labels = load_exact_1000(data)
+    images, labels = exact_1000(data)
     print(f"params {sum(p.numel() for p in model.parameters()):,}")
     print(f"torch top-1 on exact images 0-999: {top1(model, images, labels):.1%}")
     if args.onnx:

@@ -365,3 +365,17 @@ def pytest_addoption(parser):
         help="Rewrite tests/golden/ expected outputs from the current code (or set UPDATE_GOLDEN=1); "
         "review the diff before committing.",
     )
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(tmp_path_factory):
+    """A real local Ray cluster (tests/ray_cluster.py): a head (1 CPU, no target) and a worker node
+    (1 CPU, targets cpu and torch), shared by the tests that run on Ray."""
+    pytest.importorskip("ray", reason="needs the ray extra (pip install -e '.[ray]')")
+    from tests.ray_cluster import LocalCluster
+
+    c = LocalCluster(tmp_path_factory.mktemp("ray"), pythonpath=Path(__file__).resolve().parent.parent)
+    try:
+        yield c.start([{}, {"target:cpu": 1, "target:torch": 1}])
+    finally:
+        c.stop()

@@ -137,18 +137,29 @@ def test_missing_dependency_hint_installs_this_checkout():
     assert f"pip install -e '{checkout}[nvml]'" in str(err)
 
 
-def test_shell_completion_completes_commands_and_choices(cli):
+def test_shell_completion_completes_commands_and_choices():
+    # a real shell asks a fresh process; in-process, output of threads other tests left running
+    # (progress bars, runtimes' loggers) could land in the captured stdout
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    COMPRESS = str(Path(sys.executable).with_name("compress"))  # the installed command
+
     def complete(words: str) -> list[str]:
-        env = {"_COMPRESS_COMPLETE": "complete_bash", "COMP_WORDS": words,
+        env = {**os.environ, "_COMPRESS_COMPLETE": "complete_bash", "COMP_WORDS": words,
                "COMP_CWORD": str(len(words.split(" ")) - 1)}
-        result = cli.invoke(app, [], prog_name="compress", env=env)
-        assert result.exit_code == 0, result.output
-        return result.stdout.split()
+        out = subprocess.run([COMPRESS], env=env, capture_output=True, text=True,
+                             timeout=120)
+        assert out.returncode == 0, out.stderr
+        return out.stdout.split()
 
     assert complete("compress ga") == ["gate"]
     assert complete("compress gate runs --mode ") == ["point", "confident"]
-    shown = cli.invoke(app, ["--show-completion", "bash"], prog_name="compress")
-    assert shown.exit_code == 0 and "_COMPRESS_COMPLETE=complete_bash" in shown.stdout
+    shown = subprocess.run([COMPRESS, "--show-completion", "bash"],
+                           capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0 and "_COMPRESS_COMPLETE=complete_bash" in shown.stdout, shown.stderr
 
 
 def test_gate_mode_is_a_choice(cli):

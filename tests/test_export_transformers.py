@@ -82,12 +82,12 @@ def _torch_artifact(module):
 
 @pytest.fixture(scope="module")
 def bert_export(tmp_path_factory):
-    """The tiny BERT exported twice: plain (optimize: none) and with the default fusions."""
+    """The tiny BERT exported twice: plain (the default, optimize: none) and with fusions (auto)."""
     module, split = tiny_bert(), TokenSplit()
     plain_dir, fused_dir = tmp_path_factory.mktemp("plain"), tmp_path_factory.mktemp("fused")
     plain = export(_torch_artifact(module), ExportConfig(optimize="none"), _ctx(plain_dir, split, split.input_spec))
     logged = []
-    fused = export(_torch_artifact(module), ExportConfig(), _ctx(fused_dir, split, split.input_spec, logged.append))
+    fused = export(_torch_artifact(module), ExportConfig(optimize="auto"), _ctx(fused_dir, split, split.input_spec, logged.append))
     return module, split, plain, fused, logged
 
 
@@ -145,7 +145,7 @@ def test_fusions_happen_by_default_for_text_and_are_recorded(bert_export):
 
 def test_sdpa_attention_fuses_no_attention_and_the_report_says_so(tmp_path):
     split = TokenSplit(n=12)
-    art = export(_torch_artifact(tiny_bert("sdpa")), ExportConfig(), _ctx(tmp_path, split, split.input_spec))
+    art = export(_torch_artifact(tiny_bert("sdpa")), ExportConfig(optimize="auto"), _ctx(tmp_path, split, split.input_spec))
     facts = art.meta["transformer_fusions"]
     assert facts["fused"].get("Attention", 0) == 0 and facts["attention_implementation"] == "sdpa"
     entry = {"artifact": {"facts": art.meta}}
@@ -170,7 +170,7 @@ def test_a_fused_model_that_disagrees_with_torch_is_refused(tmp_path, monkeypatc
     monkeypatch.setattr(export_mod, "fuse_transformer", fuse_then_break)
     split = TokenSplit(n=12)
     with pytest.raises(StepError, match="the ONNX model after transformer fusions disagrees with torch"):
-        export(_torch_artifact(tiny_bert()), ExportConfig(), _ctx(tmp_path, split, split.input_spec))
+        export(_torch_artifact(tiny_bert()), ExportConfig(optimize="auto"), _ctx(tmp_path, split, split.input_spec))
 
 
 def test_transformer_fusions_are_refused_for_openvino():

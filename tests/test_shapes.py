@@ -90,8 +90,11 @@ def test_grid_times_every_cell_and_real_lengths_pad_less(bert_pair):
     for how in ("dynamic", "padded"):
         assert real[how]["p50_ms"] > 0 and "batch_size" not in real[how]
         assert real[how]["throughput_per_s"] == pytest.approx(32 / (real[how]["p50_ms"] / 1e3))
-    # 64-token batches of mostly ~12-token sentences: padding costs work
-    assert real["speedup"]["estimate"] > 1.0
+    # 64-token batches of mostly ~12-token sentences: the padded pass does more work (its timing is
+    # a benchmark's business: eval/bench_text_shapes.py), and the speed-up is a ratio with its interval
+    assert real["tokens"] < real["n_samples"] * real["max_length"]
+    s = real["speedup"]
+    assert s["estimate"] > 0 and s["low"] <= s["estimate"] <= s["high"]
 
 
 @pytest.fixture(scope="module")

@@ -309,7 +309,7 @@ def test_dynamic_quantize_refuses_a_conv_only_model(tiny_model_file, make_ctx):
     art = Artifact(kind="torch", digest="conv-only", module=spec.build().eval(), model_spec=spec)
     exported = STEPS.get("export").apply(art, ExportConfig(), make_ctx())
     with pytest.raises(
-        StepError, match="quantizes MatMul/Gemm only, and this model has none; use mode: static"
+        StepError, match="quantizes MatMul/Gemm/Attention only, and this model has none; use mode: static"
     ):
         STEPS.get("quantize").apply(exported, QuantizeConfig(mode="dynamic"), make_ctx())
 

@@ -15,8 +15,8 @@ from eval.vit_cifar import (
     WEIGHTS,
     ViT,
     build,
+    exact_1000,
     export_onnx,
-    load_exact_1000,
     pretrained,
     top1,
 )
@@ -84,7 +84,46 @@ def test_real_weights_load_strictly_through_the_checkpoint_path():
 @pytest.mark.slow
 @needs_weights
 def test_real_weights_top1_on_exact_images():
-    images, labels = load_exact_1000(SHARED_DATA)
+    images, labels = exact_1000(SHARED_DATA)
     assert images.shape == (1000, 3, 32, 32) and images.dtype == np.float32
     # 70.5% is what issue [9] measured on these 1,000 images; 705 correct exactly.
     assert top1(pretrained(SHARED_DATA / WEIGHTS), images, labels) == pytest.approx(0.705, abs=1e-9)
+
+
+def _fake_shared_data(root: Path, n_exact: int = 20, n_jpeg: int = 60) -> Path:
+    """A shared-data layout with made-up images: the first n_exact JPEG rows' twins are the exact set."""
+    rng = np.random.default_rng(0)
+    (root / "cifar10-test").mkdir(parents=True)
+    (root / "vit-cifar10").mkdir()
+    jpeg = rng.integers(0, 255, (n_jpeg, 32, 32, 3), dtype=np.uint8)
+    labels = np.arange(n_jpeg) % 10
+    twins = rng.permutation(n_jpeg)[:n_exact]
+    np.savez(root / "cifar10-test" / "cifar10_test_jpegq75_full10k.npz", images=jpeg, labels=labels)
+    np.savez(root / EXACT_1000, images=jpeg[twins], labels=labels[twins], jpeg_row=twins)
+    torch.save(build(**TINY).state_dict(), root / WEIGHTS)
+    return root
+
+
+TINY = {"image_size": 8, "patch_size": 4, "dim": 8, "depth": 1, "heads": 2, "mlp_dim": 16}
+
+
+def test_prepare_writes_disjoint_splits_and_a_checked_copy_of_the_weights(tmp_path, monkeypatch):
+    import hashlib
+
+    import eval.vit_cifar as vit_cifar
+
+    data = _fake_shared_data(tmp_path / "shared")
+    with pytest.raises(ValueError, match="not the .* of PROVENANCE.md"):
+        vit_cifar.prepare(data, tmp_path / "out")
+    monkeypatch.setattr(vit_cifar, "WEIGHTS_SHA256", hashlib.sha256((data / WEIGHTS).read_bytes()).hexdigest())
+    monkeypatch.setattr(vit_cifar, "CALIBRATION_N", 10)
+    paths = vit_cifar.prepare(data, tmp_path / "out")
+    assert (tmp_path / "out" / "vit_cifar10.pth").read_bytes() == (data / WEIGHTS).read_bytes()
+
+    def rows(role):
+        with np.load(paths[role]) as z:
+            return {img.tobytes() for img in z["images"]}
+
+    assert len(rows("heldout")) == 20 and len(rows("calibration")) == 10 and len(rows("train")) == 30
+    assert rows("drift") == rows("heldout")  # the fake JPEG twins are the same pixels
+    assert not rows("heldout") & (rows("calibration") | rows("train"))

@@ -1,5 +1,5 @@
 """A tiny ONNX BERT with dynamic batch and sequence axes, and a stand-in text split (lengths and
-per-batch padded inputs), for the profiler's text tests."""
+per-batch padded inputs), for the profiler's and the quantize step's text tests."""
 
 from __future__ import annotations
 
@@ -11,17 +11,23 @@ import numpy as np
 VOCAB = 64
 
 
-def export_tiny_bert(path: Path) -> Path:
+def export_tiny_bert(path: Path, *, trained_like: bool = False) -> Path:
     """A 2-layer BERT of hidden 32 (eager attention), exported with input_ids and attention_mask
-    whose batch and sequence axes are dynamic."""
+    whose batch and sequence axes are dynamic. ``trained_like``: weights of a larger spread and no
+    two biases or norm scales identical (the exporter would share one initializer between equal
+    ones, which a trained model never has), so quantization error is measured on real logits."""
     import torch
     from transformers import BertConfig, BertForSequenceClassification
 
     torch.manual_seed(0)
     config = BertConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                         intermediate_size=64, max_position_embeddings=128, num_labels=2,
-                        attn_implementation="eager")
+                        attn_implementation="eager", initializer_range=0.2 if trained_like else 0.02)
     model = BertForSequenceClassification(config).eval()
+    if trained_like:
+        with torch.no_grad():
+            for param in model.parameters():
+                param.add_(0.05 * torch.randn_like(param))
 
     class Logits(torch.nn.Module):
         def __init__(self, inner):
@@ -68,3 +74,22 @@ class StandInTextSplit:
             ids[row, : self._lengths[i]] = self.tokens[i]
         mask = (np.arange(width)[None, :] < self._lengths[idx][:, None]).astype(np.int64)
         return {"input_ids": ids, "attention_mask": mask}
+
+    def stream(self, batch_size: int, idx=None, *, labels: bool = False):
+        """Batches of rows ``idx`` (all when None), each padded to its own longest sample."""
+        idx = np.arange(len(self)) if idx is None else np.asarray(idx)
+        chunks = [idx[i:i + batch_size] for i in range(0, len(idx), batch_size)]
+        split = self
+
+        class Stream:
+            def __len__(self):
+                return len(chunks)
+
+            def __iter__(self):
+                for rows in chunks:
+                    yield (split.inputs(rows), split.labels[rows]) if labels else split.inputs(rows)
+
+        return Stream()
+
+    def sample_hashes(self) -> list[str]:
+        return [f"{self.role}-{i}" for i in range(len(self))]

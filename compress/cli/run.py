@@ -27,6 +27,8 @@ def run(
     cache: Annotated[bool, typer.Option(help="Reuse artifacts built by earlier runs of the same steps.")] = True,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
     junit: Annotated[Path | None, typer.Option(help="Also write each gate check as a JUnit test case to this file.")] = None,
+    ray: Annotated[bool, typer.Option("--ray", help="Build, evaluate and profile as tasks on a local Ray started here (pip extra `ray`).")] = False,
+    ray_address: Annotated[str | None, typer.Option(help="Join this Ray cluster (e.g. HEAD_IP:6379) instead; see docs/scale.md.")] = None,
 ) -> None:
     """Build every variant of RECIPE, evaluate and profile it, write the report, apply the gate.
 
@@ -35,10 +37,13 @@ def run(
     recipe or input, 3 when a step or runtime fails or anything unexpected happens, 143 on
     SIGTERM (nothing half-written is left). With --junit, each gate check is also written
     as a JUnit test case; when $GITHUB_STEP_SUMMARY is set, the verdict and table are appended to it.
+    With --ray or --ray-address, variants are built, evaluated and profiled as Ray tasks, with the
+    same artifacts, accuracies and verdict (docs/scale.md).
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from compress.recipe import load_recipe
+    from compress.run.executor import make_executor
     from compress.run.pipeline import run_recipe
 
     rec = load_recipe(recipe)
@@ -56,8 +61,10 @@ def run(
             TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
             console=err_console, transient=True,
         )
-    with progress or contextlib.nullcontext():
-        outcome = run_recipe(rec, recipe, out_dir=out, use_cache=cache, progress=progress, log=log)
+    with make_executor(ray=ray, ray_address=ray_address, log=log) as executor, \
+            progress or contextlib.nullcontext():
+        outcome = run_recipe(rec, recipe, out_dir=out, use_cache=cache, progress=progress, log=log,
+                             executor=executor)
     _print_summary(outcome)
     _ci_outputs(outcome.results, junit, outcome.run_dir / "report.md")
     raise typer.Exit(outcome.exit_code)

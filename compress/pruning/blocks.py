@@ -9,7 +9,12 @@ Candidates are the modules the user names by pattern (``prune.blocks``, e.g. ``l
 output has its input's shape on a traced forward pass; the others (a block that downsamples) are
 reported and kept. A removed block becomes :class:`RemovedBlock`, an identity whose one buffer marks
 it in the state_dict, so a pruned model reloads from its state_dict alone
-(:func:`restore_removed_blocks`). Import it lazily: it imports torch.
+(:func:`restore_removed_blocks`). A block that is an item of an ``nn.ModuleList`` (a transformer's
+layers, e.g. ``*encoder.layer.*``) is deleted from the list instead: the list's buffer
+``compress_kept_layers`` records the original indices it still holds (reload and hidden-state
+distillation read it) and a Hugging Face config's ``num_hidden_layers`` follows. Such a layer may take
+more than one input (a mask); its first input must have its output's shape. Import it lazily: it
+imports torch.
 
 Criteria rank blocks, lowest removed first:
 
@@ -44,7 +49,7 @@ class RemovedBlock(nn.Module):
         super().__init__()
         self.register_buffer(MARKER, torch.ones(1))
 
-    def forward(self, x):
+    def forward(self, x, *_args, **_kwargs):
         return x
 
 
@@ -62,6 +67,12 @@ def _set_submodule(module, name: str, new) -> None:
     setattr(module.get_submodule(parent) if parent else module, child, new)
 
 
+def _in_list(module, name: str) -> bool:
+    """Is ``name`` an item of an ``nn.ModuleList`` (removed by deletion, not by the identity)?"""
+    parent, _, child = name.rpartition(".")
+    return child.isdigit() and isinstance(module.get_submodule(parent) if parent else module, nn.ModuleList)
+
+
 def find_candidates(module, patterns: list[str], input_spec) -> BlockPlan:
     """The modules matching ``patterns`` whose output keeps their input's shape (traced on one
     zero sample). Nested matches keep the outermost. Raises when no module qualifies."""
@@ -76,8 +87,11 @@ def find_candidates(module, patterns: list[str], input_spec) -> BlockPlan:
     shapes: dict[str, tuple] = {}
     hooks = []
     for name in matched:
-        def hook(mod, inp, out, name=name):
-            ok = (len(inp) == 1 and isinstance(inp[0], torch.Tensor) and isinstance(out, torch.Tensor))
+        layer = _in_list(module, name)  # a transformer layer also takes a mask: its first input counts
+
+        def hook(mod, inp, out, name=name, layer=layer):
+            ok = ((len(inp) == 1 or (layer and len(inp) > 1)) and isinstance(inp[0], torch.Tensor)
+                  and isinstance(out, torch.Tensor))
             shapes[name] = (tuple(inp[0].shape), tuple(out.shape)) if ok else None
         hooks.append(module.get_submodule(name).register_forward_hook(hook))
     was_training = module.training
@@ -170,10 +184,44 @@ def removal_order(scores: dict[str, float]) -> list[str]:
     return sorted(scores, key=lambda n: (scores[n], n))
 
 
-def remove_blocks(module, names: list[str]) -> None:
-    """Replace each named block by the identity, in place."""
+def remove_blocks(module, names: list[str]) -> dict[str, str]:
+    """Remove the named blocks in place: an item of an ``nn.ModuleList`` is deleted from it, any other
+    block is replaced by the identity. Returns {old name: new name} of the list items that moved."""
+    lists: dict[str, list[int]] = {}
     for n in names:
-        _set_submodule(module, n, RemovedBlock())
+        if _in_list(module, n):
+            parent, _, child = n.rpartition(".")
+            lists.setdefault(parent, []).append(int(child))
+        else:
+            _set_submodule(module, n, RemovedBlock())
+    moved = {}
+    for name, drop in lists.items():
+        moved.update(_delete_layers(module, name, sorted(set(drop))))
+    if lists:
+        from compress.pruning.transformers import sync_configs
+
+        sync_configs(module)
+    return moved
+
+
+def _delete_layers(module, name: str, drop: list[int]) -> dict[str, str]:
+    from compress.pruning.transformers import KEPT_LAYERS
+
+    lst = module.get_submodule(name) if name else module
+    if len(drop) >= len(lst):
+        raise StepError(f"prune.blocks: removing every layer of {name or 'the model'} leaves nothing to run")
+    previous = getattr(lst, KEPT_LAYERS, None)
+    origin = previous.tolist() if previous is not None else list(range(len(lst)))
+    stay = [i for i in range(len(lst)) if i not in drop]
+    for i in reversed(drop):
+        del lst[i]  # the list renumbers its items
+    kept = torch.tensor([origin[i] for i in stay], dtype=torch.int64)
+    if previous is not None:
+        setattr(lst, KEPT_LAYERS, kept)
+    else:
+        lst.register_buffer(KEPT_LAYERS, kept)
+    prefix = f"{name}." if name else ""
+    return {f"{prefix}{old}": f"{prefix}{new}" for new, old in enumerate(stay) if old != new}
 
 
 def count_to_remove(n_candidates: int, ratio: float) -> int:
@@ -188,9 +236,9 @@ def count_for_macs(module, order: list[str], input_spec, budget_macs: int,
     import copy
 
     trace = []
-    trial = copy.deepcopy(module)
-    for k, name in enumerate(order, start=1):
-        remove_blocks(trial, [name])
+    for k in range(1, len(order) + 1):
+        trial = copy.deepcopy(module)  # a fresh copy: removing a layer renames the ones after it
+        remove_blocks(trial, order[:k])
         macs = count_macs(trial)
         trace.append({"blocks_removed": k, "macs": macs})
         if macs <= budget_macs:
@@ -215,3 +263,55 @@ def restore_removed_blocks(module, state_dict: dict) -> None:
                 continue  # the loader reports the unexpected key with the others
             if not isinstance(current, RemovedBlock):
                 _set_submodule(module, name, RemovedBlock())
+
+
+class BlockCut:
+    """Block pruning as the prune step runs it: the candidates, their ranking, cuts of copies for the
+    budget searches, and the real cut in one or more steps. ``train()`` gives the train split (Taylor)."""
+
+    def __init__(self, module, patterns: list[str], importance: str, input_spec, *, seed: int = 0,
+                 train: Callable | None = None, taylor_batches: int = 4):
+        self.importance, self.seed, self.train, self.taylor_batches = importance, seed, train, taylor_batches
+        self.plan = find_candidates(module, patterns, input_spec)
+        # original name -> name in the module being cut (removing a transformer layer renames the later ones)
+        self.current = {n: n for n in self.plan.candidates}
+        self.scores = self.score(module, self.plan.candidates)
+        self.order = removal_order(self.scores)
+        self.removed: list[str] = []
+
+    def score(self, module, names: list[str]) -> dict[str, float]:
+        import itertools
+
+        import numpy as np
+
+        batches = None
+        if self.importance == "taylor":
+            train = self.train()
+            rows = np.arange(min(len(train), 32 * self.taylor_batches))  # read only what is used
+            batches = itertools.islice(train.batches(32, rows), self.taylor_batches)
+        scores = score_blocks(module, [self.current[n] for n in names], self.importance, batches=batches,
+                              seed=self.seed)
+        return {n: scores[self.current[n]] for n in names}
+
+    def count(self, ratio: float) -> int:
+        return count_to_remove(len(self.order), ratio)
+
+    def cut_copy(self, module, ratio: float) -> None:
+        remove_blocks(module, self.order[: self.count(ratio)])
+
+    def cut_step(self, module, ratio: float, step: int, steps: int) -> None:
+        """Remove this step's share of the blocks; after the first step the remaining candidates
+        are ranked again on the (fine-tuned) model."""
+        total = self.count(ratio)
+        goal = round(total * (step + 1) / steps)
+        left = [n for n in self.plan.candidates if n not in self.removed]
+        order = self.order if step == 0 else removal_order(self.score(module, left))
+        order = [n for n in order if n not in self.removed]
+        take = order[: max(0, goal - len(self.removed))]
+        moved = remove_blocks(module, [self.current.pop(n) for n in take])
+        self.current = {n: moved.get(now, now) for n, now in self.current.items()}
+        self.removed += take
+
+    def facts(self) -> dict:
+        return {"block_candidates": list(self.plan.candidates), "blocks_skipped": dict(self.plan.skipped),
+                "block_scores": dict(self.scores), "removed_blocks": list(self.removed)}

@@ -19,10 +19,15 @@ class BudgetSearch:
     trace: list[dict] = field(default_factory=list)
 
 
-def macs_after(module, plan: ChannelPlan, input_spec, num_classes: int, ratio: float, seed: int) -> int:
-    """MACs of a copy of ``module`` cut to ``ratio`` (the module itself is untouched)."""
+def macs_after(module, plan: ChannelPlan, input_spec, num_classes: int, ratio: float, seed: int,
+               cut: Callable[[object, float], None] | None = None) -> int:
+    """MACs of a copy of ``module`` cut to ``ratio`` (the module itself is untouched): channels by
+    ``plan``, or by ``cut(copy, ratio)`` (e.g. heads and FFN neurons)."""
     trial = copy_with_grads(module)  # Taylor scores the copy as it would the original
-    prune_once(trial, plan, input_spec, num_classes, ratio, seed=seed)
+    if cut is None:
+        prune_once(trial, plan, input_spec, num_classes, ratio, seed=seed)
+    else:
+        cut(trial, ratio)
     return count_macs_params(trial, input_spec)[0]
 
 
@@ -33,14 +38,20 @@ def ratio_upper_bound(plan: ChannelPlan) -> float:
 
 def search_macs_budget(module, plan: ChannelPlan, input_spec, num_classes: int, *,
                        budget_macs: int, reference_macs: int, seed: int = 0,
-                       iterations: int = 8) -> BudgetSearch:
+                       iterations: int = 8, cut: Callable[[object, float], None] | None = None,
+                       top: float | None = None) -> BudgetSearch:
     """The smallest ratio whose cut keeps at most ``budget_macs`` MACs (bisection: MACs fall as
-    the ratio grows). Raises when even the largest ratio cannot get there."""
+    the ratio grows). Raises when even the largest ratio cannot get there. ``cut`` and ``top``
+    replace channel pruning and its largest ratio (heads and FFN neurons)."""
     # Torch-Pruning skips a layer that a ratio would empty, so MACs are not monotone near the top:
     # the floor is the least MACs over a coarse grid, and the bisection runs below its ratio.
-    top = ratio_upper_bound(plan)
+    top = ratio_upper_bound(plan) if top is None else top
     grid = [r for r in ratio_schedule(0.05, top)]
-    trace = [{"ratio": r, "macs": macs_after(module, plan, input_spec, num_classes, r, seed)} for r in grid]
+
+    def macs_at(r: float) -> int:
+        return macs_after(module, plan, input_spec, num_classes, r, seed, cut)
+
+    trace = [{"ratio": r, "macs": macs_at(r)} for r in grid]
     floor = min(trace, key=lambda t: (t["macs"], t["ratio"]))
     hi, macs_hi = floor["ratio"], floor["macs"]
     if macs_hi > budget_macs:
@@ -53,7 +64,7 @@ def search_macs_budget(module, plan: ChannelPlan, input_spec, num_classes: int, 
     lo = max([t["ratio"] for t in trace if t["ratio"] < hi and t["macs"] > budget_macs], default=0.0)
     for _ in range(iterations):
         mid = (lo + hi) / 2
-        macs = macs_after(module, plan, input_spec, num_classes, mid, seed)
+        macs = macs_at(mid)
         trace.append({"ratio": mid, "macs": macs})
         if macs <= budget_macs:
             hi = mid

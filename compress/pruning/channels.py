@@ -7,7 +7,9 @@ the user's ``ignore`` patterns (fnmatch on module names, e.g. ``layer*.conv2``).
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
+import io
 from dataclasses import dataclass, field
 
 from compress.errors import StepError
@@ -61,7 +63,9 @@ def count_macs_params(module, input_spec) -> tuple[int, int]:
 
     was_training = module.training
     example = torch_example(input_spec)
-    macs, params = tp.utils.count_ops_and_params(module.eval(), example)
+    # it prints a warning for modules called with keywords only (every transformers layer): not news
+    with contextlib.redirect_stdout(io.StringIO()):
+        macs, params = tp.utils.count_ops_and_params(module.eval(), example)
     module.train(was_training)
     return int(macs), int(params)
 

@@ -6,6 +6,7 @@ import numpy as np
 
 CRITERIA = ("l1", "l2", "bn", "lamp", "taylor", "random")
 BLOCK_CRITERIA = ("l1", "l2", "taylor", "random")  # what compress.pruning.blocks can rank blocks by
+HEAD_CRITERIA = ("l1", "l2", "taylor", "random")  # what ranks attention heads and FFN neurons
 
 # Criteria that read gradients: a few train batches are back-propagated before scoring.
 NEEDS_GRADIENTS = frozenset({"taylor"})

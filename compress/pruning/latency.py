@@ -47,6 +47,11 @@ class LatencyProbe:
             path = self.workdir / f"{label}.onnx"
             export_onnx(module, example_inputs(self.input_spec, 2), path, opset=DEFAULT_OPSET,
                         dynamic_batch=True)
+            if getattr(self.input_spec, "kind", "image") == "text":
+                from compress.steps.export import transformer_fusions
+
+                # as the export step does for text by default: candidates are timed as they would ship
+                transformer_fusions(module, path, self.input_spec, [], 1e-3, lambda _m: None)
             art = Artifact(kind="onnx", digest=label, path=path)
         else:
             art = Artifact(kind="torch", digest=label, module=module)

@@ -41,6 +41,13 @@ def pruning_table(results: dict, target: str) -> str | None:
         cut = "—" if ratio is None else f"{ratio:.3g}"
         if pr.get("granularity") == "blocks" and ratio is not None:
             cut = f"{len(pr.get('removed_blocks', []))} of {len(pr.get('block_candidates', []))} blocks"
+        if pr.get("granularity") == "heads" and ratio is not None:
+            cut = f"heads {pr['head_ratio']:.2g}, FFN {pr['ffn_ratio']:.2g}"
+        shapes = pr.get("transformer")
+        if shapes and ratio is not None:  # what a transformer lost, whichever granularity
+            b, a = shapes["before"], shapes["after"]
+            cut += (f" (heads {b['heads']} → {a['heads']}, FFN {_count(b['ffn_neurons'])} → "
+                    f"{_count(a['ffn_neurons'])}, layers {b['layers']} → {a['layers']})")
         sp = pr.get("sparsity")
         crit = pr.get("importance", "—")
         if sp:

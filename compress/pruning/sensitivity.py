@@ -124,12 +124,12 @@ def prune_config_of(recipe, variant: str | None):
         raise InputError(f"--variant {variant!r} is not in the recipe; valid: {', '.join(recipe.variants)}")
     for name in names:
         for step, cfg in recipe.variants[name].step_list():
-            if step == "prune" and cfg.granularity == "blocks":
+            if step == "prune" and cfg.granularity != "channels":
                 if variant:
-                    raise InputError(
-                        f"variant {variant!r} removes whole blocks; the sensitivity scan cuts channels. Its "
-                        "block ranking is in results.json (pruning.block_scores); pick a channel-pruning variant"
-                    )
+                    what = ("removes whole blocks; the sensitivity scan cuts channels. Its block ranking is in "
+                            "results.json (pruning.block_scores)" if cfg.granularity == "blocks" else
+                            "removes attention heads and FFN neurons; the sensitivity scan cuts channels")
+                    raise InputError(f"variant {variant!r} {what}; pick a channel-pruning variant")
                 continue
             if step == "prune":
                 return name, cfg

@@ -15,20 +15,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 # Op families and the names their members have in the graph ORT executes (int8 or float).
+# MatMulNBits (4-bit weights) counts as low-bit MatMul: its compute is no longer float.
 INT8_FORMS = {
     "Conv": {"QLinearConv", "ConvInteger"},
     "MatMul/Gemm": {"QGemm", "QLinearMatMul", "MatMulInteger", "DynamicQuantizeMatMul",
-                    "MatMulIntegerToFloat"},
+                    "MatMulIntegerToFloat", "MatMulNBits"},
+    "Attention": {"QAttention"},
     "Add": {"QLinearAdd"},
     "GlobalAveragePool": {"QLinearGlobalAveragePool"},
 }
 FLOAT_FORMS = {
     "Conv": {"Conv", "FusedConv", "NchwcConv"},
     "MatMul/Gemm": {"MatMul", "FusedMatMul", "Gemm", "FusedGemm"},
+    "Attention": {"Attention", "MultiHeadAttention"},
     "Add": {"Add"},
     "GlobalAveragePool": {"GlobalAveragePool"},
 }
-COMPUTE_FAMILIES = ("Conv", "MatMul/Gemm")
+COMPUTE_FAMILIES = ("Conv", "MatMul/Gemm", "Attention")
 
 
 @dataclass
@@ -41,7 +44,7 @@ class Coverage:
 
     @property
     def compute_fraction(self) -> float | None:
-        """Share of Conv/MatMul/Gemm running in int8 (the ops that carry the MACs)."""
+        """Share of Conv/MatMul/Gemm/Attention running in int8 (the ops that carry the MACs)."""
         keys = [k for k in COMPUTE_FAMILIES if self.total.get(k)]
         tot = sum(self.total[k] for k in keys)
         return None if tot == 0 else sum(self.int8.get(k, 0) for k in keys) / tot

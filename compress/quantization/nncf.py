@@ -29,12 +29,19 @@ class AccuracyControlConfig(StepConfig):
 
 
 class NNCFConfig(StepConfig):
-    preset: Literal["performance", "mixed"] = Field(
-        "performance", description="performance: symmetric activations; mixed: asymmetric activations"
+    preset: Literal["performance", "mixed"] | None = Field(
+        None, description="performance: symmetric activations; mixed: asymmetric activations; "
+        "unset: NNCF's default for the model type (transformer: mixed; otherwise performance)"
     )
     subset_size: int = Field(300, ge=1, description="Calibration images (one per NNCF sample)")
     fast_bias_correction: bool = True
     output: Literal["openvino", "onnx"] = Field("openvino", description="OpenVINO IR, or ONNX with QDQ")
+    model_type: Literal["auto", "transformer", "cnn"] = Field(
+        "auto", description="transformer: NNCF's ModelType.TRANSFORMER (Add, MVN/LayerNorm, "
+        "reductions and attention outputs stay float; SmoothQuant on MatMul inputs); cnn: NNCF's "
+        "default; auto: transformer when the graph has attention (a MatMul of two activations and "
+        "a Softmax)",
+    )
     ignored_scope: IgnoredScopeConfig = Field(default_factory=IgnoredScopeConfig)
     accuracy_control: AccuracyControlConfig | None = Field(
         None, description="Revert layers to float until the drop on the tuning split is within max_drop"
@@ -53,6 +60,15 @@ def _imports():
 def quantize_nncf(src_path, kind: str, cfg: NNCFConfig, ctx: StepContext, seed: int):
     """Quantize the model at ``src_path`` (onnx or openvino) -> (output path, output kind, meta)."""
     nncf, ov = _imports()
+    if kind == "onnx":
+        from compress.quantization.ort import contrib_ops
+
+        fused = contrib_ops(src_path)
+        if fused:
+            raise StepError(
+                f"backend nncf reads the model with OpenVINO, which cannot run ONNX Runtime's fused "
+                f"ops ({', '.join(fused)}): export with optimize: none for the NNCF variant"
+            )
     calib = ctx.data("calibration")
     rng = np.random.default_rng(seed)
     n = min(cfg.subset_size, len(calib))
@@ -64,7 +80,10 @@ def quantize_nncf(src_path, kind: str, cfg: NNCFConfig, ctx: StepContext, seed: 
         ignored = nncf.IgnoredScope(names=scope.names, types=scope.types, patterns=scope.patterns,
                                     validate=False)
     preset = {"performance": nncf.QuantizationPreset.PERFORMANCE,
-              "mixed": nncf.QuantizationPreset.MIXED}[cfg.preset]
+              "mixed": nncf.QuantizationPreset.MIXED, None: None}[cfg.preset]
+    transformer = (cfg.model_type == "transformer"
+                   or (cfg.model_type == "auto" and has_attention(src_path, kind)))
+    model_type = nncf.ModelType.TRANSFORMER if transformer else None
     if cfg.output == "onnx":
         if kind != "onnx":
             raise StepError("nncf output: onnx needs an ONNX input model; export with format: onnx first")
@@ -79,10 +98,12 @@ def quantize_nncf(src_path, kind: str, cfg: NNCFConfig, ctx: StepContext, seed: 
         model = ov.Core().read_model(str(src_path))
         names = [i.get_any_name() for i in model.inputs]
     dataset = nncf.Dataset(items, lambda x: bind(x, names, "the model being quantized"))
-    meta: dict = {"nncf": nncf.__version__, "preset": cfg.preset, "calibration_samples": n}
+    preset_name = cfg.preset or ("mixed" if transformer else "performance")
+    meta: dict = {"nncf": nncf.__version__, "preset": preset_name, "calibration_samples": n,
+                  "model_type": "transformer" if transformer else "default"}
     try:
         if cfg.accuracy_control is None:
-            q = nncf.quantize(model, dataset, preset=preset, subset_size=n,
+            q = nncf.quantize(model, dataset, preset=preset, subset_size=n, model_type=model_type,
                               fast_bias_correction=cfg.fast_bias_correction, ignored_scope=ignored)
         else:
             tuning = ctx.data("tuning")  # declared as a role: validate refuses data without it
@@ -100,6 +121,7 @@ def quantize_nncf(src_path, kind: str, cfg: NNCFConfig, ctx: StepContext, seed: 
             q = nncf.quantize_with_accuracy_control(
                 model, dataset, nncf.Dataset(val_items), validate,
                 max_drop=cfg.accuracy_control.max_drop / 100.0, preset=preset, subset_size=n,
+                model_type=model_type,
                 fast_bias_correction=cfg.fast_bias_correction, ignored_scope=ignored,
             )
             meta["accuracy_control"] = {"split": "tuning", "n": len(tuning),
@@ -121,4 +143,25 @@ def quantize_nncf(src_path, kind: str, cfg: NNCFConfig, ctx: StepContext, seed: 
         counts[op.get_type_name()] = counts.get(op.get_type_name(), 0) + 1
     meta["fake_quantize_nodes"] = counts.get("FakeQuantize", 0)
     meta["convolutions"] = counts.get("Convolution", 0) + counts.get("GroupConvolution", 0)
+    meta["matmuls"] = counts.get("MatMul", 0)
     return out, "openvino", meta
+
+
+def has_attention(path, kind: str) -> bool:
+    """Whether the model at ``path`` (onnx or openvino) has attention: NNCF's transformer type."""
+    if kind == "onnx":
+        from compress.quantization.ort import is_transformer
+
+        return is_transformer(path)
+    _, ov = _imports()
+    ops = ov.Core().read_model(str(path)).get_ordered_ops()
+    if not any(op.get_type_name() == "Softmax" for op in ops):
+        return False
+    # a MatMul neither of whose inputs is a (possibly converted) constant
+    def constant(node) -> bool:
+        while node.get_type_name() in ("Convert", "Reshape", "Transpose") and node.inputs():
+            node = node.input_value(0).get_node()
+        return node.get_type_name() == "Constant"
+
+    return any(op.get_type_name() == "MatMul" and not any(
+        constant(op.input_value(i).get_node()) for i in range(2)) for op in ops)

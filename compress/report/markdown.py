@@ -146,7 +146,7 @@ def warnings_for(name: str, v: dict, reference: str) -> list[str]:
     if cov and cov.get("compute_fraction") is not None and cov["compute_fraction"] < 0.8:
         out.append(
             f"only {cov['compute_fraction']:.0%} of the compute ops run in int8 ({cov['summary']}): "
-            "the rest pay quantize/dequantize overhead; " + _coverage_cause(art.get("quantization") or {})
+            "the rest pay quantize/dequantize overhead; " + _coverage_cause(art.get("quantization") or {}, cov)
         )
     for target, per_bs in (v.get("speedup") or {}).items():
         slow = [bs for bs, m in per_bs.items() if m["estimate"] < 1.0]
@@ -186,8 +186,15 @@ def _rewrites_fact(q: dict) -> str:
     return "rewritten for int8: " + ", ".join(parts) if parts else ""
 
 
-def _coverage_cause(q: dict) -> str:
+def _coverage_cause(q: dict, cov: dict | None = None) -> str:
     """The likely reason for low int8 coverage, from the quantization settings that ran."""
+    attention = (cov or {}).get("total", {}).get("Attention", 0)
+    if attention and q.get("mode") == "static" and not (cov or {}).get("int8", {}).get("Attention"):
+        return ("static QDQ leaves ONNX Runtime's fused Attention ops, and the Q/K/V projections "
+                "inside them, float: export with optimize: none for static int8, or use mode: dynamic "
+                "(QAttention)")
+    if q.get("transformer") and q.get("activation_matmuls") is False:
+        return "activation_matmuls: false leaves attention's MatMuls (scores, probabilities x values) float"
     if q.get("mode") == "dynamic":
         return "dynamic quantization covers MatMul/Gemm only; convolutional models need mode: static"
     if q.get("activations") == "int8" and str(q.get("target", "")).startswith("x86"):

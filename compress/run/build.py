@@ -164,80 +164,93 @@ def step_key(art: Artifact, spec, cfg, ctx: StepContext, data_fp: dict) -> str:
     return digest_of(art.digest, spec.name, cfg.model_dump(), ctx.seed, data_fp, declared, code_digest())
 
 
+def data_fingerprints(splits) -> dict[str, str]:
+    """The fingerprints of the splits a step may consume: the data part of every step's cache key.
+    Held-out and the unlabelled production sample never reach a step, so they do not key the cache."""
+    return {r: s.fingerprint() for r, s in splits.items() if r not in ("heldout", "production")}
+
+
 def build_variants(recipe, baseline: Artifact, splits, cache: Cache, workroot: Path,
                    progress=None, log=print) -> dict[str, Built]:
     """Apply every variant's steps; a failure stops that variant (and its children) only."""
-    # held-out and the unlabelled production sample never reach a step: they must not key the cache
-    data_fp = {r: s.fingerprint() for r, s in splits.items() if r not in ("heldout", "production")}
-    input_spec = input_spec_for(recipe, splits)
+    data_fp = data_fingerprints(splits)
     results: dict[str, Built] = {}
     for name in recipe.variant_order():
         v = recipe.variants[name]
-        built = Built(name)
-        results[name] = built
-        if v.from_ is not None:
-            parent = results[v.from_]
-            if not parent.ok:
-                built.error = f"not built: the variant it starts from ({v.from_}) failed"
-                continue
-            art = parent.artifact
-            built.steps = [dict(s, inherited=True) for s in parent.steps]
-            built.consumed |= parent.consumed
+        parent = results[v.from_] if v.from_ is not None else None
+        results[name] = build_variant(recipe, name, parent, baseline, splits, cache, data_fp,
+                                      workroot, progress, log)
+    return results
+
+
+def build_variant(recipe, name: str, parent: Built | None, baseline: Artifact, splits, cache: Cache,
+                  data_fp: dict[str, str], workroot: Path, progress=None, log=print) -> Built:
+    """One variant's steps, from its built ``from:`` parent (None: from the baseline)."""
+    v = recipe.variants[name]
+    built = Built(name)
+    if parent is not None:
+        if not parent.ok:
+            built.error = f"not built: the variant it starts from ({v.from_}) failed"
+            return built
+        art = parent.artifact
+        built.steps = [dict(s, inherited=True) for s in parent.steps]
+        built.consumed |= parent.consumed
+    else:
+        art = baseline
+    input_spec = input_spec_for(recipe, splits)
+    for i, (step_name, cfg) in enumerate(v.step_list()):
+        spec = STEPS.get(step_name)
+        workdir = workroot / name / f"{i}-{step_name}"
+        workdir.mkdir(parents=True, exist_ok=True)
+        ctx = StepContext(
+            splits=splits, model_spec=art.model_spec, input_spec=input_spec,
+            seed=recipe.seed, workdir=workdir, baseline=baseline, progress=progress, log=log,
+            targets=list(recipe.targets),
+        )
+        try:
+            key = step_key(art, spec, cfg, ctx, data_fp)
+        except CompressError as err:  # e.g. the engine step on a machine without a GPU
+            built.error = f"step {i} ({step_name}): {err}"
+            break
+        except Exception as err:  # a library raised while fingerprinting: this variant only
+            tb = traceback.format_exception_only(type(err), err)[-1].strip()
+            built.error = f"step {i} ({step_name}) cache key failed unexpectedly: {tb}"
+            break
+        t0 = time.perf_counter()
+        cached = cache.get(key, art.model_spec)
+        if cached is not None:
+            nxt = cached
+            nxt.model_spec = art.model_spec
+            ctx.consumed.update(cached.meta.get("consumed", []))
         else:
-            art = baseline
-        for i, (step_name, cfg) in enumerate(v.step_list()):
-            spec = STEPS.get(step_name)
-            workdir = workroot / name / f"{i}-{step_name}"
-            workdir.mkdir(parents=True, exist_ok=True)
-            ctx = StepContext(
-                splits=splits, model_spec=art.model_spec, input_spec=input_spec,
-                seed=recipe.seed, workdir=workdir, baseline=baseline, progress=progress, log=log,
-                targets=list(recipe.targets),
-            )
+            log(f"{name}: {step_name} ...")
             try:
-                key = step_key(art, spec, cfg, ctx, data_fp)
-            except CompressError as err:  # e.g. the engine step on a machine without a GPU
+                nxt = spec.apply(art, cfg, ctx)
+            except CompressError as err:
                 built.error = f"step {i} ({step_name}): {err}"
                 break
-            except Exception as err:  # a library raised while fingerprinting: this variant only
+            except Exception as err:  # a library raised: report it, keep the other variants going
                 tb = traceback.format_exception_only(type(err), err)[-1].strip()
-                built.error = f"step {i} ({step_name}) cache key failed unexpectedly: {tb}"
+                built.error = f"step {i} ({step_name}) failed unexpectedly: {tb}"
                 break
-            t0 = time.perf_counter()
-            cached = cache.get(key, art.model_spec)
-            if cached is not None:
-                nxt = cached
-                nxt.model_spec = art.model_spec
-                ctx.consumed.update(cached.meta.get("consumed", []))
-            else:
-                log(f"{name}: {step_name} ...")
-                try:
-                    nxt = spec.apply(art, cfg, ctx)
-                except CompressError as err:
-                    built.error = f"step {i} ({step_name}): {err}"
-                    break
-                except Exception as err:  # a library raised: report it, keep the other variants going
-                    tb = traceback.format_exception_only(type(err), err)[-1].strip()
-                    built.error = f"step {i} ({step_name}) failed unexpectedly: {tb}"
-                    break
-                nxt.digest = key
-                nxt.model_spec = art.model_spec
-                nxt.meta["consumed"] = sorted(ctx.consumed)
-                nxt.meta["step_seconds"] = time.perf_counter() - t0
-                nxt.meta["step_machine"] = _machine()
-                nxt = cache.put(nxt)
-            seconds = time.perf_counter() - t0
-            built.steps.append({
-                "step": step_name, "config": cfg.model_dump(mode="json"), "seconds": seconds,
-                "compute_seconds": seconds if cached is None else nxt.meta.get("step_seconds", seconds),
-                "cached": cached is not None,
-                "machine": nxt.meta.get("step_machine"),  # where compute_seconds was spent
-            })
-            built.consumed |= ctx.consumed
-            built.notes += ctx.notes
-            if nxt.kind == "torch" and nxt.module is None:
-                raise StepError(f"step {step_name} returned a torch artifact without a module")
-            art = nxt
-        else:
-            built.artifact = art
-    return results
+            nxt.digest = key
+            nxt.model_spec = art.model_spec
+            nxt.meta["consumed"] = sorted(ctx.consumed)
+            nxt.meta["step_seconds"] = time.perf_counter() - t0
+            nxt.meta["step_machine"] = _machine()
+            nxt = cache.put(nxt)
+        seconds = time.perf_counter() - t0
+        built.steps.append({
+            "step": step_name, "config": cfg.model_dump(mode="json"), "seconds": seconds,
+            "compute_seconds": seconds if cached is None else nxt.meta.get("step_seconds", seconds),
+            "cached": cached is not None,
+            "machine": nxt.meta.get("step_machine"),  # where compute_seconds was spent
+        })
+        built.consumed |= ctx.consumed
+        built.notes += ctx.notes
+        if nxt.kind == "torch" and nxt.module is None:
+            raise StepError(f"step {step_name} returned a torch artifact without a module")
+        art = nxt
+    else:
+        built.artifact = art
+    return built

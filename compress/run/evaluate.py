@@ -38,20 +38,52 @@ def robustness_active(recipe, splits) -> bool:
     return when == "always" or ("drift" not in splits and "production" not in splits)
 
 
-def _evaluate_model(session, name, roles, splits, corrupted, recipe, progress) -> dict:
+def eval_keys(roles, splits, corrupted) -> list[str]:
+    """What one model is evaluated on: every role, the production sample, every corrupted copy."""
+    return [*roles, *(["production"] if "production" in splits else []), *corrupted]
+
+
+def evaluate_on(session, name: str, key: str, splits, corrupted, recipe, progress):
+    """One model on one of its ``eval_keys``: an EvalResult for a role, predictions for production,
+    the per-sample correct flags for a corrupted copy of held-out."""
     bs = recipe.evaluate.batch_size
-    out = {"evals": {}, "production": None, "robustness": {}}
-    for role in roles:
-        out["evals"][role] = evaluate(session, splits[role], batch_size=bs, progress=progress,
-                                      description=f"evaluating {name} ({role})",
-                                      keep_logits=(role == "heldout"))
-    if "production" in splits:
-        out["production"] = predict(session, splits["production"], batch_size=bs,
-                                    progress=progress, description=f"predicting {name} (production)")
-    for key, split in corrupted.items():
-        out["robustness"][key] = evaluate(session, split, batch_size=bs, progress=progress,
-                                          description=f"evaluating {name} ({key})",
-                                          keep_logits=False).correct
+    if key == "production":
+        return predict(session, splits["production"], batch_size=bs, progress=progress,
+                       description=f"predicting {name} (production)")
+    if key in corrupted:
+        return evaluate(session, corrupted[key], batch_size=bs, progress=progress,
+                        description=f"evaluating {name} ({key})", keep_logits=False).correct
+    return evaluate(session, splits[key], batch_size=bs, progress=progress,
+                    description=f"evaluating {name} ({key})", keep_logits=(key == "heldout"))
+
+
+def model_results(got: dict, roles, corrupted) -> dict:
+    """``{key: result}`` of one model (``evaluate_on`` for each key) in the shape the entries read."""
+    return {"evals": {r: got[r] for r in roles}, "production": got.get("production"),
+            "robustness": {k: got[k] for k in corrupted}}
+
+
+def _evaluate_model(session, name, roles, splits, corrupted, recipe, progress) -> dict:
+    got = {key: evaluate_on(session, name, key, splits, corrupted, recipe, progress)
+           for key in eval_keys(roles, splits, corrupted)}
+    return model_results(got, roles, corrupted)
+
+
+def evaluate_models(recipe, splits, models: dict, roles, corrupted, load: Callable, progress=None) -> dict:
+    """Each model on every split in turn, in this process: ``{name: results}``. The baseline's
+    failure raises; a variant's is returned as the exception, so the others still run."""
+    out: dict = {}
+    for name, art in models.items():
+        try:
+            session = load(art)
+            try:
+                out[name] = _evaluate_model(session, name, roles, splits, corrupted, recipe, progress)
+            finally:
+                session.close()
+        except Exception as err:
+            if name == "baseline":
+                raise
+            out[name] = err
     return out
 
 
@@ -107,12 +139,14 @@ def _accuracy(evals: dict[str, EvalResult]) -> dict:
 
 
 def evaluate_all(recipe, splits, baseline, baseline_info: dict, built: dict, variants: dict,
-                 load: Callable, target_name: Callable, progress=None, log=print) -> dict:
+                 load: Callable, target_name: Callable, progress=None, log=print,
+                 run_models: Callable | None = None) -> dict:
     """Evaluate the baseline and every built variant; fill ``variants[name]`` in place and return
     the baseline's results entry (without artifact/profile fields).
 
     ``load(artifact) -> session`` opens the runtime the artifact is judged on, the target named
-    ``target_name(artifact)``.
+    ``target_name(artifact)``. ``run_models(models, roles, corrupted)`` evaluates the models
+    (default: ``evaluate_models`` in this process; an executor may spread them over workers).
     """
     trained = bool(baseline_info.get("trained"))
     base_fit = fit_roles((), trained, splits)
@@ -127,11 +161,14 @@ def evaluate_all(recipe, splits, baseline, baseline_info: dict, built: dict, var
         corrupted = corrupted_splits(splits["heldout"], names, rb.severities, seed=recipe.seed)
     log("evaluating on " + ", ".join(roles + (["production"] if "production" in splits else []))
         + " ...")
-    session = load(baseline)
-    try:
-        base = _evaluate_model(session, "baseline", roles, splits, corrupted, recipe, progress)
-    finally:
-        session.close()
+    if run_models is None:
+        def run_models(models, roles, corrupted):
+            return evaluate_models(recipe, splits, models, roles, corrupted, load, progress)
+    models = {"baseline": baseline, **{n: b.artifact for n, b in built.items() if b.ok}}
+    evaluated = run_models(models, roles, corrupted)
+    base = evaluated["baseline"]
+    if isinstance(base, BaseException):
+        raise base
     baseline_entry = {
         "accuracy": _accuracy(base["evals"]), "evaluated_on": target_name(baseline),
         "fit_splits": base_fit,
@@ -148,14 +185,9 @@ def evaluate_all(recipe, splits, baseline, baseline_info: dict, built: dict, var
         if not b.ok:
             continue
         target = target_name(b.artifact)
-        try:
-            session = load(b.artifact)
-            try:
-                model = _evaluate_model(session, name, roles, splits, corrupted, recipe, progress)
-            finally:
-                session.close()
-        except Exception as err:
-            variants[name].update(status="failed", error=f"evaluation on {target} failed: {err}")
+        model = evaluated[name]
+        if isinstance(model, BaseException):
+            variants[name].update(status="failed", error=f"evaluation on {target} failed: {model}")
             continue
         acc = _accuracy(model["evals"])
         acc.update(compare(model["evals"]["heldout"], base["evals"]["heldout"],

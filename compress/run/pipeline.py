@@ -25,10 +25,11 @@ from compress.report.markdown import render_report
 from compress.report.plots import write_plots
 from compress.results.gate import apply_gate
 from compress.results.schema import SCHEMA_VERSION, validate_results
-from compress.run.build import Built, build_baseline, build_variants, input_spec_for
+from compress.run.build import Built, build_baseline, input_spec_for
 from compress.run.environment import environment
 from compress.run.evaluate import evaluate_all
-from compress.run.profiling import add_costs, profile_pairs, timing_plan
+from compress.run.executor import Executor, InProcess
+from compress.run.profiling import add_costs, timing_plan
 from compress.run.rundir import claim_run_dir, finish_run_dir, sigterm_raises, sweep_stale_partials
 from compress.runtimes.base import RUNTIMES
 from compress.sources.data import make_splits
@@ -61,11 +62,15 @@ def _artifact_entry(art: Artifact) -> dict:
 
 
 def run_recipe(recipe, recipe_path: Path, *, out_dir: Path | None = None, use_cache: bool = True,
-               progress=None, log=print) -> RunOutcome:
+               progress=None, log=print, executor: Executor | None = None) -> RunOutcome:
     """Run ``recipe`` into a new run directory under ``out_dir`` (default: the recipe's report.dir).
 
-    The directory appears complete or not at all: on any exception, Ctrl-C or SIGTERM its partial
-    directory is removed; partial directories of runs that died are swept first."""
+    ``executor`` is where builds, evaluations and profiling happen (default: this process; see
+    ``compress.run.executor``). The directory appears complete or not at all: on any exception,
+    Ctrl-C or SIGTERM its partial directory is removed; partial directories of runs that died are
+    swept first."""
+    executor = executor if executor is not None else InProcess()
+    executor.check(recipe)  # e.g. a target no Ray node provides: before anything is built
     started = dt.datetime.now(dt.timezone.utc)
     base_dir = recipe_path.parent
     root = Path(out_dir) if out_dir is not None else Path(recipe.report.dir)
@@ -75,8 +80,9 @@ def run_recipe(recipe, recipe_path: Path, *, out_dir: Path | None = None, use_ca
         sweep_stale_partials(root, log)
         final_dir, tmp_dir = claim_run_dir(root, started.strftime("%Y%m%d-%H%M%S"))
         try:
-            cache = Cache(root / ".cache" if use_cache else None)
-            results = _run(recipe, recipe_path, splits, cache, tmp_dir, started, progress, log)
+            store = tmp_dir / "work" / "store" if executor.shared_store else None
+            cache = Cache(root / ".cache" if use_cache else store)
+            results = _run(recipe, recipe_path, splits, cache, tmp_dir, started, progress, log, executor)
             results["run"]["run_dir"] = str(final_dir)
             _write(tmp_dir, recipe, results)
             shutil.rmtree(tmp_dir / "work", ignore_errors=True)
@@ -87,17 +93,19 @@ def run_recipe(recipe, recipe_path: Path, *, out_dir: Path | None = None, use_ca
     return RunOutcome(final_dir, results, results["verdict"]["exit_code"])
 
 
-def _run(recipe, recipe_path, splits, cache, tmp_dir, started, progress, log) -> dict:
+def _run(recipe, recipe_path, splits, cache, tmp_dir, started, progress, log, executor) -> dict:
     """The stages of one run, in order: build, evaluate, profile, cost, gate (then ``_write``)."""
     t_start = time.perf_counter()
     log(f"data: {', '.join(f'{r} {len(s)}' for r, s in splits.items())}")
-    baseline, baseline_info, built = build_stage(recipe, recipe_path.parent, splits, cache, tmp_dir, progress, log)
+    baseline, baseline_info, built = build_stage(recipe, recipe_path, splits, cache, tmp_dir, progress, log,
+                                                 executor)
     variants = variant_entries(recipe, built)
-    baseline_entry = evaluate_stage(recipe, splits, baseline, baseline_info, built, variants, progress, log)
+    baseline_entry = evaluate_stage(recipe, splits, baseline, baseline_info, built, variants, progress, log,
+                                    executor, recipe_path)
     entries = {"baseline": baseline_entry, **variants}
     # a variant whose evaluation failed is reported failed, not profiled
     artifacts = {"baseline": baseline, **{n: b.artifact for n, b in built.items() if variants[n]["status"] == "ok"}}
-    profile_stage(recipe, splits, artifacts, entries, progress, log)
+    profile_stage(recipe, splits, artifacts, entries, progress, log, executor, recipe_path)
     cost_stage(recipe, entries)
     results = {
         "schema_version": SCHEMA_VERSION,
@@ -117,14 +125,16 @@ def _run(recipe, recipe_path, splits, cache, tmp_dir, started, progress, log) ->
     return results
 
 
-def build_stage(recipe, base_dir: Path, splits, cache, run_dir: Path, progress, log):
+def build_stage(recipe, recipe_path: Path, splits, cache, run_dir: Path, progress, log,
+                executor: Executor | None = None):
     """The baseline and every variant's artifact (through the cache), the built ones copied to
     ``run_dir/artifacts/<variant>``. Returns (baseline, baseline info, {variant: Built})."""
-    baseline, baseline_info = build_baseline(recipe, base_dir, splits, cache, progress, log)
+    executor = executor if executor is not None else InProcess()
+    baseline, baseline_info = build_baseline(recipe, recipe_path.parent, splits, cache, progress, log)
     if splits.is_text:  # the vocabulary the models were trained with ships with them
         splits.tokenizer.tokenizer.save_pretrained(str(run_dir / "artifacts" / "tokenizer"))
         splits.tokenizer.path = "artifacts/tokenizer"
-    built = build_variants(recipe, baseline, splits, cache, run_dir / "work", progress, log)
+    built = executor.build_variants(recipe, recipe_path, baseline, splits, cache, run_dir / "work", progress, log)
     for name, b in built.items():
         if b.ok:
             dest = run_dir / "artifacts" / name
@@ -155,7 +165,8 @@ def variant_entries(recipe, built: dict[str, Built]) -> dict[str, dict]:
 
 
 def evaluate_stage(recipe, splits, baseline: Artifact, baseline_info: dict, built: dict[str, Built],
-                   variants: dict[str, dict], progress, log) -> dict:
+                   variants: dict[str, dict], progress, log, executor: Executor | None = None,
+                   recipe_path: Path | None = None) -> dict:
     """Held-out accuracy (and train / drift / production, for the overfitting and drift checks),
     paired with the baseline; fills ``variants`` in place and returns the baseline's entry."""
     allowed = {id(b.artifact): recipe.variants[n].targets for n, b in built.items() if b.ok}
@@ -167,26 +178,51 @@ def evaluate_stage(recipe, splits, baseline: Artifact, baseline_info: dict, buil
         target = eval_target(art)
         return RUNTIMES.get(target.runtime).load(art, target)
 
+    executor = executor if executor is not None else InProcess()
+
+    def run_models(models, roles, corrupted):
+        return executor.evaluate_models(recipe, recipe_path, splits, models, roles, corrupted, eval_load,
+                                        eval_target, progress)
+
     return {
         "status": "ok", "artifact": _artifact_entry(baseline), "info": baseline_info,
         **evaluate_all(recipe, splits, baseline, baseline_info, built, variants, eval_load,
-                       lambda art: eval_target(art).name, progress, log),
+                       lambda art: eval_target(art).name, progress, log, run_models=run_models),
     }
 
 
-def profile_stage(recipe, splits, artifacts: dict[str, Artifact], entries: dict[str, dict], progress, log) -> None:
-    """Latency, memory and speed-up of every runnable (model, target) pair, into ``entries``; a
-    text model on the batch size x sequence length grid and at the real lengths of a split too."""
+def batch_maker(recipe, splits):
+    """``make_batch(batch_size, seq_len=None)``: random samples of the calibration (else train, else
+    held-out) split, the inputs every model is timed on (a text batch fitted to ``seq_len``)."""
     probe = splits["calibration"] if "calibration" in splits else splits.get("train", splits["heldout"])
     rng = np.random.default_rng(recipe.seed)
-    spec = input_spec_for(recipe, splits)
-    text = spec.kind == "text"
 
     def make_batch(bs: int, seq_len: int | None = None) -> dict:
         idx = rng.choice(len(probe), size=bs, replace=len(probe) < bs)
         batch = probe.inputs(np.sort(idx))
         return batch if seq_len is None else fit_length(batch, seq_len)  # real tokens, then padding
 
+    return make_batch
+
+
+def profile_settings(recipe, splits) -> dict:
+    """The ``profile_pairs`` keywords of a recipe's profile section (a text model's sequence grid
+    and real lengths included)."""
+    spec = input_spec_for(recipe, splits)
+    text = spec.kind == "text"
+    return {
+        "batch_sizes": recipe.profile.batch_sizes, "plan": timing_plan(recipe.profile),
+        "memory_input_spec": spec if recipe.profile.memory else None,
+        "seq_lens": (recipe.profile.seq_lens or [spec.seq_len]) if text else None,
+        "served": served_for(recipe, splits, spec) if text else None, "seed": recipe.seed,
+    }
+
+
+def profile_stage(recipe, splits, artifacts: dict[str, Artifact], entries: dict[str, dict], progress, log,
+                  executor: Executor | None = None, recipe_path: Path | None = None) -> None:
+    """Latency, memory and speed-up of every runnable (model, target) pair, into ``entries``; a
+    text model on the batch size x sequence length grid and at the real lengths of a split too."""
+    executor = executor if executor is not None else InProcess()
     pairs, owner = {}, {}
     for target in recipe.targets:
         for name, art in artifacts.items():
@@ -194,13 +230,8 @@ def profile_stage(recipe, splits, artifacts: dict[str, Artifact], entries: dict[
             if wanted is None or target.name in wanted:
                 pairs[f"{name}@{target.name}"] = (art, target)
                 owner[f"{name}@{target.name}"] = name
-    measured = profile_pairs(
-        pairs, make_batch, recipe.profile.batch_sizes, plan=timing_plan(recipe.profile),
-        memory_input_spec=spec if recipe.profile.memory else None,
-        seq_lens=(recipe.profile.seq_lens or [spec.seq_len]) if text else None,
-        served=served_for(recipe, splits, spec) if text else None, seed=recipe.seed,
-        progress=progress, log=log,
-    )
+    measured = executor.profile_pairs(recipe, recipe_path, pairs, batch_maker(recipe, splits),
+                                      profile_settings(recipe, splits), progress, log)
     reference, ref_target = recipe.gate.reference, recipe.gate.reference_target
     for key, got in measured.items():
         entry, target = entries[owner[key]], pairs[key][1]

@@ -196,8 +196,32 @@ def _precision_name(raw) -> str:
     return text
 
 
+#: x86 CPU flags that give OpenVINO's CPU plugin native kernels for a reduced precision
+CPU_PRECISION_FLAGS = {"bf16": ("avx512_bf16", "amx_bf16"), "f16": ("avx512_fp16", "amx_fp16")}
+
+
+def _check(target, opts: OpenVINOOptions) -> None:
+    """A reduced precision on an x86 CPU without the instructions for it is refused at load time."""
+    import platform
+
+    from compress.quantization.targets import cpu_flags
+
+    precision = PRECISIONS.get(opts.precision or "f32")
+    if target.device != "cpu" or precision not in CPU_PRECISION_FLAGS:
+        return
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return  # ARM CPUs run f16 natively; OpenVINO checks its capabilities when it compiles
+    need = CPU_PRECISION_FLAGS[precision]
+    if not set(need) & cpu_flags():
+        raise ValueError(
+            f"precision: {opts.precision} needs a CPU with {' or '.join(need)}, and this machine's "
+            "CPU has neither (/proc/cpuinfo): OpenVINO would emulate it or refuse; use precision: "
+            "f32, or int8 (the quantize step)"
+        )
+
+
 @register_runtime(
-    "openvino", accepts={"onnx", "openvino"}, devices={"cpu", "gpu", "npu"},
+    "openvino", accepts={"onnx", "openvino"}, devices={"cpu", "gpu", "npu"}, check=_check,
     summary="OpenVINO (reads ONNX or IR; LATENCY or THROUGHPUT with async requests)",
     extra="openvino", options=OpenVINOOptions, imports=("openvino",),
     example={"hint": "THROUGHPUT", "requests": 2},

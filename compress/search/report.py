@@ -108,9 +108,10 @@ def write_result(ctx, data: dict) -> Path:
     return path
 
 
-def finish(ctx, study, progress=None, log=print) -> int:
-    """Measure the front on held-out through the pipeline, write the report; returns the exit code
-    (the winner's held-out gate: 0 pass, 1 fail or nothing passed on tuning, 3 an error)."""
+def finish(ctx, study, progress=None, log=print, executor=None) -> int:
+    """Measure the front on held-out through the pipeline (on ``executor``, default in-process), write
+    the report; returns the exit code (the winner's held-out gate: 0 pass, 1 fail or nothing passed on
+    tuning, 3 an error)."""
     from compress.run.pipeline import run_recipe
 
     s = ctx.recipe.search
@@ -126,7 +127,8 @@ def finish(ctx, study, progress=None, log=print) -> int:
     path = write_result(ctx, result_recipe(ctx, by_name))
     recipe = parse_recipe(yaml.safe_load(path.read_text()), origin=str(path))
     log(f"search: measuring {len(by_name)} front member(s) on held-out against {ctx.recipe.gate.reference} ...")
-    outcome = run_recipe(recipe, path, out_dir=ctx.search_dir.parent, progress=progress, log=log)
+    outcome = run_recipe(recipe, path, out_dir=ctx.search_dir.parent, progress=progress, log=log,
+                         executor=executor)
     res = outcome.results
     gate = res["recipe"].get("gate", {})
     for name, t in by_name.items():

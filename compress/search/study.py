@@ -113,6 +113,15 @@ def _capped(steps: list[tuple[str, dict]], epochs: int | None) -> list[tuple[str
 
 def _time(ctx: Context, art, target) -> dict:
     """p50 latency of the candidate and the reference at the objective's batch size, interleaved."""
+    got = time_candidates(ctx, {"candidate": (art, target)}, target)["candidate"]
+    if isinstance(got, TrialFailed):
+        raise got
+    return got
+
+
+def time_candidates(ctx: Context, candidates: dict, target) -> dict:
+    """{key: timing, or the TrialFailed} of candidates on ``target``, timed with the reference in one
+    interleaved loop (one candidate in-process; a batch's candidates of one target on Ray)."""
     s = ctx.recipe.search
     ref_target = ctx.reference_target or target
     probe = ctx.splits["calibration"] if "calibration" in ctx.splits else ctx.splits["train"]
@@ -123,64 +132,93 @@ def _time(ctx: Context, art, target) -> dict:
 
     plan = {**timing_plan(ctx.recipe.profile), "rounds": s.timing_rounds, "max_extra_rounds": 0}
     bs = s.objective.batch_size
-    got = profile_pairs({"reference": (ctx.reference, ref_target), "candidate": (art, target)},
+    got = profile_pairs({"reference": (ctx.reference, ref_target), **candidates},
                         make_batch, [bs], plan=plan, log=ctx.log)
-    for key in ("reference", "candidate"):
+    if "latency" not in got["reference"]:
+        raise TrialFailed(f"reference could not be timed on {target.name}: {got['reference'].get('not_profiled')}")
+    ref = got["reference"]["latency"][str(bs)]
+    out: dict = {}
+    for key, (_art, cand_target) in candidates.items():
         if "latency" not in got[key]:
-            raise TrialFailed(f"{key} could not be timed on {target.name}: {got[key].get('not_profiled')}")
-    cand, ref = got["candidate"]["latency"][str(bs)], got["reference"]["latency"][str(bs)]
-    out = {"batch_size": bs, "latency_ms_p50": cand["p50_ms"], "reference_latency_ms_p50": ref["p50_ms"],
-           "speedup": ref["p50_ms"] / cand["p50_ms"], "throughput_per_s": cand["throughput_per_s"],
-           "usd_per_1m": None}
-    if target.usd_per_hour is not None:
-        out["usd_per_1m"] = usd_per_1m(cand["throughput_per_s"], target.usd_per_hour)
+            out[key] = TrialFailed(f"candidate could not be timed on {target.name}: {got[key].get('not_profiled')}")
+            continue
+        cand = got[key]["latency"][str(bs)]
+        out[key] = {"batch_size": bs, "latency_ms_p50": cand["p50_ms"], "reference_latency_ms_p50": ref["p50_ms"],
+                    "speedup": ref["p50_ms"] / cand["p50_ms"], "throughput_per_s": cand["throughput_per_s"],
+                    "usd_per_1m": None}
+        if cand_target.usd_per_hour is not None:
+            out[key]["usd_per_1m"] = usd_per_1m(cand["throughput_per_s"], cand_target.usd_per_hour)
     return out
+
+
+def new_record(cand) -> dict:
+    return {"steps": [[n, c] for n, c in cand.steps], "target": cand.target, "options": cand.params}
+
+
+def duplicate(record: dict, number: int, earlier_attrs: dict) -> dict:
+    """``record`` of a trial that drew the options of trial ``number`` (not measured again)."""
+    record["duplicate_of"] = number
+    if "constraint" in earlier_attrs:
+        record["constraint"] = earlier_attrs["constraint"]
+    return record
 
 
 def run_trial(ctx: Context, trial) -> tuple[list[float] | None, dict]:
     """Sample, screen, then (when promoted) build at full fidelity, score and time one trial.
     Returns (objective values, or None when screened out; what was measured)."""
-    s, gate = ctx.recipe.search, ctx.recipe.gate
     cand = sample(ctx.recipe, trial)
-    workdir = ctx.search_dir / "work" / f"trial-{trial.number}"
-    record: dict = {"steps": [[n, c] for n, c in cand.steps], "target": cand.target, "options": cand.params}
-    earlier = _same_options(trial, cand.params)
+    record = new_record(cand)
+    earlier = same_options(trial, cand.params)
     if earlier is not None:  # a sampler may draw a point again: its timing would only add noise
-        record["duplicate_of"] = earlier.number
-        if "constraint" in earlier.user_attrs:
-            record["constraint"] = earlier.user_attrs["constraint"]
+        return None, duplicate(record, earlier.number, earlier.user_attrs)
+    art, target = measure(ctx, cand.steps, cand.target, trial.number, bool(trial.user_attrs.get("start")), record)
+    if art is None:
         return None, record
+    timing = _time(ctx, art, target)
+    return score(ctx, record, timing, target), record
+
+
+def measure(ctx: Context, steps: list, target: dict, number: int, start: bool, record: dict):
+    """Screen (two fidelities) then build at full fidelity and score on tuning, into ``record``;
+    returns (artifact, target), or (None, None) when screened out. No timing."""
+    s, gate = ctx.recipe.search, ctx.recipe.gate
+    workdir = ctx.search_dir / "work" / f"trial-{number}"
     tol = gate.max_accuracy_drop
     # the hand-written start is always measured in full: the result is never worse than it on tuning
-    two_stage = (s.fidelity.tuning_samples is not None or s.fidelity.finetune_epochs is not None) \
-        and not trial.user_attrs.get("start")
-    screen_steps = _capped(cand.steps, s.fidelity.finetune_epochs)
+    two_stage = (s.fidelity.tuning_samples is not None or s.fidelity.finetune_epochs is not None) and not start
+    screen_steps = _capped(steps, s.fidelity.finetune_epochs)
     # nothing to cap and no subsample: the first stage is the full one (built and scored once)
-    same = screen_steps == _capped(cand.steps, None) and ctx.screen_idx is None
+    same = screen_steps == _capped(steps, None) and ctx.screen_idx is None
     if two_stage:
-        art, target = _build(ctx, screen_steps, cand.target, workdir / "screen")
-        top1, n = _top1(ctx, art, target, ctx.screen_idx)
+        art, target_ = _build(ctx, screen_steps, target, workdir / "screen")
+        top1, n = _top1(ctx, art, target_, ctx.screen_idx)
         drop = ctx.base_top1["screen"] - top1
         record["screen"] = {"tuning_top1": top1, "tuning_n": n, "drop_points": drop,
                             "finetune_epochs_cap": s.fidelity.finetune_epochs}
         if tol is not None and drop > tol + s.fidelity.promote_margin_points:
             record["constraint"] = [drop - tol, 0.0]
-            return None, record
+            return None, None
     if not (two_stage and same):
-        art, target = _build(ctx, cand.steps, cand.target, workdir / "full")
-        top1, n = _top1(ctx, art, target, None)
+        art, target_ = _build(ctx, steps, target, workdir / "full")
+        top1, n = _top1(ctx, art, target_, None)
     drop = ctx.base_top1["full"] - top1
-    timing = _time(ctx, art, target)
-    record.update(tuning_top1=top1, tuning_n=n, drop_points=drop, digest=art.digest, **timing)
-    record["constraint"] = [drop - tol if tol is not None else 0.0,
+    record.update(tuning_top1=top1, tuning_n=n, drop_points=drop, digest=art.digest)
+    return art, target_
+
+
+def score(ctx: Context, record: dict, timing: dict, target) -> list[float]:
+    """The objective values of a measured, timed trial; its gate constraint into ``record``."""
+    s, gate, tol = ctx.recipe.search, ctx.recipe.gate, ctx.recipe.gate.max_accuracy_drop
+    record.update(**timing)
+    record["constraint"] = [record["drop_points"] - tol if tol is not None else 0.0,
                             gate.min_speedup - timing["speedup"] if gate.min_speedup is not None else 0.0]
     value = timing[s.objective.metric]
     if value is None:
         raise TrialFailed(f"target {target.name} has no usd_per_hour: $ per 1M cannot be measured")
-    return [value, top1], record
+    return [value, record["tuning_top1"]]
 
 
-def _same_options(trial, options: dict):
+def same_options(trial, options: dict):
     """An earlier finished trial (measured or screened out) with exactly these options, or None."""
     from optuna.trial import TrialState
 
@@ -245,8 +283,9 @@ def _queue_again(study, trial) -> None:
     study.enqueue_trial(trial.params, user_attrs=attrs)
 
 
-def prepare(search_dir: Path, progress=None, log=print) -> Context:
-    """Splits, baseline, the gate's reference and the baseline's tuning top-1 (through the cache)."""
+def prepare(search_dir: Path, progress=None, log=print, base_top1: dict | None = None) -> Context:
+    """Splits, baseline, the gate's reference and the baseline's tuning top-1 (through the cache);
+    a Ray worker is given the driver's ``base_top1`` rather than measuring it again."""
     recipe = load_recipe(search_dir / RECIPE_FILE)
     splits = make_splits(recipe.data, search_dir, recipe.seed)
     cache = Cache(search_dir.parent / ".cache")
@@ -268,6 +307,9 @@ def prepare(search_dir: Path, progress=None, log=print) -> Context:
     if want is not None and want < n_tuning:
         idx = np.sort(np.random.default_rng(recipe.seed).choice(n_tuning, size=want, replace=False))
     ctx = Context(recipe, search_dir, splits, cache, baseline, reference, ref_target, idx, log=log)
+    if base_top1 is not None:
+        ctx.base_top1.update(base_top1)
+        return ctx
     base_target = _eval_target(recipe, baseline.kind)
     ctx.base_top1["full"] = _top1(ctx, baseline, base_target, None)[0]
     ctx.base_top1["screen"] = ctx.base_top1["full"] if idx is None else _top1(ctx, baseline, base_target, idx)[0]
@@ -290,11 +332,12 @@ class SearchOutcome:
     trials: int
 
 
-def run_search(search_dir: Path, *, max_new_trials: int | None = None, progress=None, log=print) -> SearchOutcome:
+def run_search(search_dir: Path, *, max_new_trials: int | None = None, progress=None, log=print,
+               executor=None) -> SearchOutcome:
     """Run (or continue) the study in ``search_dir`` until its budget is spent, then measure the
-    front on held-out (``compress.search.report.finish``). ``max_new_trials`` stops earlier, resumable."""
-    from optuna.trial import TrialState
-
+    front on held-out (``compress.search.report.finish``). ``max_new_trials`` stops earlier, resumable.
+    ``executor``: None or in-process runs one trial after another here; another (Ray, already
+    ``check``-ed against the recipe) runs batches of trials on its workers (``compress.search.batches``)."""
     from compress.search.report import finish
 
     ctx = prepare(search_dir, progress, log)
@@ -316,38 +359,68 @@ def run_search(search_dir: Path, *, max_new_trials: int | None = None, progress=
             return False
         return budget_s is None or time.perf_counter() - t0 < budget_s
 
-    while budget_left() and (max_new_trials is None or new < max_new_trials):
-        trial = study.ask()
-        started = time.perf_counter()
-        try:
-            values, record = run_trial(ctx, trial)
-        except (KeyboardInterrupt, Terminated):
-            trial.set_user_attr("interrupted", True)
-            study.tell(trial, state=TrialState.FAIL)
-            _queue_again(study, trial)
-            raise
-        except (TrialFailed, CompressError) as err:
-            values, record = None, {"error": str(err)}
-        record["seconds"] = time.perf_counter() - started
-        for key, value in record.items():
-            trial.set_user_attr(key, value)
-        if "constraint" in record:
-            _set_constraint(trial, record)
-        if values is not None:
-            study.tell(trial, values)
-        else:
-            study.tell(trial, state=TrialState.FAIL if "error" in record else TrialState.PRUNED)
-        new += 1
+    def told(trial, record: dict) -> None:
         log(_trial_line(trial.number, record))
         if task is not None:
             progress.update(task, completed=len(finished(study)),
                             description=_progress_text(study, s, time.perf_counter() - t0, budget_s))
+
+    if executor is not None and executor.name != "in-process":
+        from compress.search.batches import run_batches
+
+        def room() -> int:
+            """How many trials may start now."""
+            if not budget_left():
+                return 0
+            n = s.budget.trials - len(finished(study)) if s.budget.trials is not None else executor.slots()
+            return n if max_new_trials is None else min(n, max_new_trials - new)
+
+        while (n := room()) > 0:
+            new += run_batches(ctx, study, executor, min(n, executor.slots()), told)
+    else:
+        while budget_left() and (max_new_trials is None or new < max_new_trials):
+            trial = study.ask()
+            started = time.perf_counter()
+            try:
+                values, record = run_trial(ctx, trial)
+            except (KeyboardInterrupt, Terminated):
+                requeue(study, trial)
+                raise
+            except (TrialFailed, CompressError) as err:
+                values, record = None, {"error": str(err)}
+            record["seconds"] = time.perf_counter() - started
+            tell(study, trial, values, record)
+            new += 1
+            told(trial, record)
     if task is not None:
         progress.remove_task(task)
     if budget_left():  # stopped by max_new_trials: resumable
         return SearchOutcome(search_dir, False, 0, len(finished(study)))
-    code = finish(ctx, study, progress=progress, log=log)
+    code = finish(ctx, study, progress=progress, log=log, executor=executor)
     return SearchOutcome(search_dir, True, code, len(finished(study)))
+
+
+def requeue(study, trial) -> None:
+    """A trial stopped by Ctrl-C or SIGTERM: recorded as interrupted (not counted) and queued again."""
+    from optuna.trial import TrialState
+
+    trial.set_user_attr("interrupted", True)
+    study.tell(trial, state=TrialState.FAIL)
+    _queue_again(study, trial)
+
+
+def tell(study, trial, values: list[float] | None, record: dict) -> None:
+    """Store what a trial measured and tell Optuna: complete, screened out (pruned) or failed."""
+    from optuna.trial import TrialState
+
+    for key, value in record.items():
+        trial.set_user_attr(key, value)
+    if "constraint" in record:
+        _set_constraint(trial, record)
+    if values is not None:
+        study.tell(trial, values)
+    else:
+        study.tell(trial, state=TrialState.FAIL if "error" in record else TrialState.PRUNED)
 
 
 def _trial_line(number: int, r: dict) -> str:

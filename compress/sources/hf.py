@@ -103,7 +103,8 @@ def build(path: Path, *, saved_config: Path | None = None, where: str = "model.s
     caller loads the artifact's weights into it)."""
     transformers = require_transformers("Loading a Hugging Face model (hf:DIR)")
     if saved_config is not None:
-        config = transformers.AutoConfig.for_model(**_without_type(json.loads(saved_config.read_text())))
+        saved = _full_width_heads(json.loads(saved_config.read_text()))
+        config = transformers.AutoConfig.for_model(**_without_type(saved))
         return _from_config(config, where)
     config = load_config(path, where)
     if not has_weights(path):
@@ -114,6 +115,17 @@ def build(path: Path, *, saved_config: Path | None = None, where: str = "model.s
     except (OSError, ValueError, RuntimeError) as err:
         raise InputError(f"{where}: the weights in {path} cannot be loaded: {str(err).splitlines()[0][:300]}") from err
     return wrap(model)
+
+
+def _full_width_heads(d: dict) -> dict:
+    """A head-pruned config (``num_attention_heads`` x ``head_dim`` < ``hidden_size``) as one that builds:
+    BERT-style attention derives its head size from hidden_size / num_attention_heads (and refuses a
+    count that does not divide it), so the model is built with the full width's head count and the
+    stored weights narrow it again (``resize_to_state_dict``: the config then says the pruned count)."""
+    heads, head_dim, hidden = d.get("num_attention_heads"), d.get("head_dim"), d.get("hidden_size")
+    if heads and head_dim and hidden and heads * head_dim < hidden and hidden % head_dim == 0:
+        d = {**d, "num_attention_heads": hidden // head_dim}
+    return d
 
 
 def _without_type(d: dict) -> dict:

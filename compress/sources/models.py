@@ -196,8 +196,10 @@ def load_state_dict_checked(module, state_dict: dict, origin: str) -> None:
 
 
 def resize_to_state_dict(module, state_dict: dict) -> None:
-    """Shrink Conv/Linear/BatchNorm layers to the widths stored in a (pruned) state_dict, and put
-    the identity where it marks a removed block, so the weights load without pickling any code."""
+    """Shrink Conv/Linear/BatchNorm layers to the widths stored in a (pruned) state_dict, put the
+    identity where it marks a removed block, shorten the layer lists it records as shortened, and let
+    attention modules and Hugging Face configs follow (heads, FFN width, layers), so the weights load
+    without pickling any code."""
     import torch
     from torch import nn
 
@@ -207,6 +209,11 @@ def resize_to_state_dict(module, state_dict: dict) -> None:
         from compress.pruning.blocks import restore_removed_blocks
 
         restore_removed_blocks(module, state_dict)
+    transformer = any(k.endswith(".compress_kept_layers") for k in state_dict) or "transformers" in sys.modules
+    if transformer:
+        from compress.pruning.transformers import restore_layer_lists
+
+        restore_layer_lists(module, state_dict)
 
     for name, m in module.named_modules():
         prefix = f"{name}." if name else ""
@@ -239,3 +246,7 @@ def resize_to_state_dict(module, state_dict: dict) -> None:
                 if stored is not None and stored.shape != t.shape:
                     new = torch.empty_like(stored)
                     setattr(m, key, nn.Parameter(new) if isinstance(t, nn.Parameter) else new)
+    if transformer:
+        from compress.pruning.transformers import sync_configs
+
+        sync_configs(module)

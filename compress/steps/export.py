@@ -35,10 +35,11 @@ class ExportConfig(StepConfig):
     verify: bool = Field(True, description="Compare ONNX Runtime's outputs with torch's on calibration inputs")
     atol: float = Field(1e-3, gt=0, description="Largest allowed |onnx - torch| relative to the logits' range")
     optimize: Literal["auto", "transformer", "none"] = Field(
-        "auto", description="transformer: ONNX Runtime's transformer optimizer fuses attention, "
+        "none", description="transformer: ONNX Runtime's transformer optimizer fuses attention, "
         "LayerNorm and GELU subgraphs into its own ops (Attention, SkipLayerNormalization, ...; "
-        "ONNX Runtime only: TensorRT and OpenVINO cannot read them), verified again; auto: on for "
-        "text models exported to onnx"
+        "ONNX Runtime only: TensorRT, OpenVINO and NNCF cannot read them), verified again; auto: "
+        "on for text models exported to onnx. Off by default: static int8 and NNCF cannot use the fused "
+        "ops, and dynamic int8 was no faster fused (docs/results/transformers-int8.md)"
     )
 
     @model_validator(mode="after")
@@ -145,8 +146,17 @@ def optimizer_settings(module, input_spec: InputSpec) -> dict:
     model_type = getattr(config, "model_type", None)
     if model_type not in MODEL_TYPES:
         model_type = "bert" if input_spec.kind == "text" else "vit"
-    return {"model_type": model_type, "num_heads": int(getattr(config, "num_attention_heads", 0) or 0),
-            "hidden_size": int(getattr(config, "hidden_size", 0) or 0)}
+    heads = int(getattr(config, "num_attention_heads", 0) or 0)
+    hidden = int(getattr(config, "hidden_size", 0) or 0)
+    from compress.pruning.transformers import attention_modules
+
+    shapes = {(a.heads, a.head_size) for a in attention_modules(module)}
+    if len(shapes) == 1:
+        # the attention width, which after head pruning is less than the model's: ONNX Runtime fuses
+        # Attention only when hidden_size = num_heads x head size (measured: 0 of 2 layers otherwise)
+        heads, size = shapes.pop()
+        hidden = heads * size
+    return {"model_type": model_type, "num_heads": heads, "hidden_size": hidden}
 
 
 def fuse_transformer(src, out, settings: dict) -> dict[str, int]:
@@ -155,10 +165,15 @@ def fuse_transformer(src, out, settings: dict) -> dict[str, int]:
 
     from onnxruntime.transformers.optimizer import optimize_model
 
-    # its fusion logs are INFO/WARNING chatter ("word_embedding_table size ..."); the counts say it
+    # its fusion logs are INFO/WARNING chatter ("word_embedding_table size ..."; after head pruning,
+    # "Input hidden size (128) is not same as weight matrix dimension of q,k,v (256)", which is the
+    # point: the attention is narrower than the model); the counts say it
     logger = logging.getLogger("onnxruntime.transformers")
     level = logger.level
     logger.setLevel(logging.ERROR)
+    attention_logger = logging.getLogger("fusion_attention")  # ORT names its fusion loggers by module
+    attention_level = attention_logger.level
+    attention_logger.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -167,6 +182,7 @@ def fuse_transformer(src, out, settings: dict) -> dict[str, int]:
             model.save_model_to_file(str(out))
     finally:
         logger.setLevel(level)
+        attention_logger.setLevel(attention_level)
     return {op: int(stats.get(op, 0)) for op in FUSED_OPS if stats.get(op)}
 
 

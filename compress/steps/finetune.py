@@ -6,6 +6,8 @@ carved out of train (and trains on the rest); held-out data is never seen by a s
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from compress.artifacts import Artifact
@@ -20,6 +22,10 @@ class DistillConfig(StepConfig):
         default_factory=list, description="Module names whose outputs the student also matches to the "
         "teacher's (mean squared error); their shapes must agree, e.g. the stage outputs of a "
         "block-pruned ResNet"
+    )
+    hidden_states: bool = Field(
+        False, description="Also match each transformer layer's output to the teacher layer it came from "
+        "(after layers were removed, the kept ones pair with their originals); needs a transformer"
     )
     feature_weight: float = Field(1.0, gt=0, description="Weight of the feature term")
 
@@ -40,9 +46,17 @@ class AugmentConfig(StepConfig):
 
 class FinetuneConfig(StepConfig):
     epochs: int = Field(2, ge=1)
-    lr: float = Field(0.01, gt=0)
+    optimizer: Literal["sgd", "adamw"] = Field(
+        "sgd", description="sgd (Nesterov momentum; CNNs) or adamw (transformers); a cosine schedule either way"
+    )
+    lr: float | None = Field(None, gt=0, description="Learning rate; 0.01 with sgd, 5e-5 with adamw when not given")
     batch_size: int = Field(32, ge=1)
-    weight_decay: float = Field(5e-4, ge=0)
+    weight_decay: float = Field(5e-4, ge=0, description="Weight decay (with adamw: on weight matrices only)")
+    warmup: float = Field(
+        0.0, ge=0, lt=1, description="Fraction of the steps over which the learning rate rises linearly "
+        "from 0 (then the cosine decay), as baseline.train"
+    )
+    max_grad_norm: float | None = Field(None, gt=0, description="Clip the gradient norm to this (e.g. 1.0)")
     distill: DistillConfig | None = Field(None, description="Knowledge distillation from the baseline")
     early_stopping: EarlyStoppingConfig | None = Field(
         None, description="Keep the best epoch on a validation slice of train; stop when it stalls"
@@ -52,9 +66,22 @@ class FinetuneConfig(StepConfig):
     )
 
 
+def _features(module, teacher, cfg: FinetuneConfig) -> list | None:
+    """The modules whose outputs are distilled: the named ones, plus each transformer layer paired with
+    the teacher layer it came from (``hidden_states``)."""
+    if cfg.distill is None or teacher is None:
+        return None
+    names: list = list(cfg.distill.features)
+    if cfg.distill.hidden_states:
+        from compress.pruning.transformers import layer_pairs
+
+        names += layer_pairs(module, teacher)
+    return names or None
+
+
 def run_finetune(module, cfg: FinetuneConfig, ctx: StepContext, label: str = "fine-tuning") -> dict:
     """Train ``module`` in place on the train split; returns the training history."""
-    from compress.training import carve_validation, train
+    from compress.training import DEFAULT_LR, carve_validation, train
 
     teacher = None
     if cfg.distill is not None:
@@ -78,14 +105,15 @@ def run_finetune(module, cfg: FinetuneConfig, ctx: StepContext, label: str = "fi
             f"finetune.augment needs image inputs (N, C, H, W); this train split holds {what}: remove augment"
         )
     history = train(
-        module, split, epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size,
+        module, split, epochs=cfg.epochs, lr=cfg.lr or DEFAULT_LR[cfg.optimizer], batch_size=cfg.batch_size,
         weight_decay=cfg.weight_decay, seed=ctx.seed, teacher=teacher,
         temperature=cfg.distill.temperature if cfg.distill else 4.0,
         alpha=cfg.distill.alpha if cfg.distill else 0.0, progress=ctx.progress, description=label,
         validation=validation, patience=cfg.early_stopping.patience if cfg.early_stopping else None,
         augment=cfg.augment.model_dump() if cfg.augment else None,
-        feature_layers=cfg.distill.features if cfg.distill else None,
-        feature_weight=cfg.distill.feature_weight if cfg.distill else 1.0,
+        feature_layers=_features(module, teacher, cfg),
+        feature_weight=cfg.distill.feature_weight if cfg.distill else 1.0, optimizer=cfg.optimizer,
+        warmup=cfg.warmup, max_grad_norm=cfg.max_grad_norm,
     )
     history["distilled"] = teacher is not None
     return history

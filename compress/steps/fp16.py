@@ -4,9 +4,16 @@ Uses ONNX Runtime's own converter (``onnxruntime.transformers.float16``, install
 ``keep_io_types: true`` (the default) keeps the model's inputs and outputs float32, with Cast nodes
 inside, so callers feed the same arrays as before. On a CPU, float16 rarely pays: ONNX Runtime's
 CPU EP runs many fp16 ops by casting back to float32. Use it for the CUDA EP or TensorRT.
+
+bfloat16 is not an ONNX conversion here: ONNX Runtime's CPU EP has no bfloat16 MatMul or Add
+kernel (ORT 1.31: "Could not find an implementation for MatMul(13)"), and on a CPU with
+avx512_bf16 or AMX bf16 is OpenVINO's run-time precision (``targets[].options.precision: bf16``).
+With ``target`` naming a recipe target, the recipe is refused when that target cannot run it.
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import numpy as np
 from pydantic import Field
@@ -18,6 +25,14 @@ from compress.steps.base import StepConfig, StepContext, register_step
 
 
 class Fp16Config(StepConfig):
+    precision: Literal["float16", "bfloat16"] = Field(
+        "float16", description="float16; bfloat16 is refused with where to get it (OpenVINO's "
+        "precision option: ONNX Runtime's CPU EP has no bfloat16 kernels)",
+    )
+    target: str | None = Field(
+        None, description="The recipe target the float16 model is for; the recipe is refused when "
+        "it cannot run float16 (ONNX Runtime on cpu; openvino, where precision is a target option)",
+    )
     keep_io_types: bool = Field(True, description="Inputs and outputs stay float32 (Cast nodes inside)")
     op_block_list: list[str] | None = Field(
         None, description="Op types kept in float32; default: the converter's list of unsafe ops"
@@ -29,8 +44,36 @@ class Fp16Config(StepConfig):
     )
 
 
+BF16_HELP = (
+    "precision: bfloat16: ONNX Runtime's CPU EP has no bfloat16 kernels (MatMul, Add: "
+    "NOT_IMPLEMENTED in ORT 1.31), so this step makes no bfloat16 ONNX model. For bf16 on a CPU "
+    "with avx512_bf16 or AMX, remove this step and run the float32 model on an openvino target "
+    "with options: {precision: bf16}; for a GPU use precision: float16"
+)
+
+
+def _check(cfg: Fp16Config, recipe) -> list[str]:
+    """Refuse a precision the named target cannot run (exit 2, before anything is built)."""
+    if cfg.precision == "bfloat16":
+        return [BF16_HELP]
+    target = next((t for t in recipe.targets if t.name == cfg.target), None)
+    if target is None:  # no target named (or an unknown one: the generic rule names it)
+        return []
+    if target.runtime == "openvino":
+        return [f"target: {target.name} is openvino, where float16 is a run-time option: remove "
+                f"this step and set targets.{target.name}.options.precision: f16 (a GPU, or a CPU "
+                "with avx512_fp16/AMX-FP16) or bf16 (a CPU with avx512_bf16 or AMX)"]
+    if target.runtime == "onnxruntime" and target.device == "cpu":  # its EP is then the CPU's
+        return [f"target: {target.name} is ONNX Runtime on cpu, which has few float16 kernels on "
+                "x86 and runs the rest by casting back to float32 (slower than float32): fp16 is "
+                "for cuda/tensorrt targets; for a CPU use quantize, or OpenVINO with "
+                "options.precision: bf16"]
+    return []
+
+
 @register_step(
-    "fp16", config=Fp16Config, accepts={"onnx"}, produces="onnx",
+    "fp16", config=Fp16Config, accepts={"onnx"}, produces="onnx", check=_check,
+    targets=lambda cfg: {"target": cfg.target} if cfg.target else set(),
     roles=lambda cfg: {"calibration": "verify: compares float16 with float32 (or set verify: false)"}
     if cfg.verify else {},
     example={"keep_io_types": True, "max_rel_error": 0.1},

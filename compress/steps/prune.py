@@ -1,4 +1,5 @@
-"""The ``prune`` step: structured channel pruning toward one target, then recovery.
+"""The ``prune`` step: structured pruning (channels, residual blocks or transformer layers, attention
+heads and FFN neurons) toward one target, then recovery.
 
 Targets (one of): ``ratio`` (fraction of channels removed per layer), ``macs_budget`` (fraction of
 the baseline's MACs kept; the ratio is found by bisection on copies), or ``latency_budget`` (a
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 from typing import Literal
 
-import numpy as np
 from pydantic import Field, field_validator, model_validator
 
 from compress.artifacts import Artifact
@@ -19,6 +19,7 @@ from compress.errors import StepError
 from compress.pruning.channels import ChannelPlan, check_patterns, count_macs_params, make_pruner
 from compress.pruning.importance import (
     BLOCK_CRITERIA,
+    HEAD_CRITERIA,
     NEEDS_GRADIENTS,
     accumulate_gradients,
 )
@@ -55,13 +56,23 @@ class PruneConfig(StepConfig):
         None, gt=0, lt=1, description="Or: keep at most this fraction of the baseline's MACs"
     )
     latency_budget: LatencyBudget | None = Field(None, description="Or: prune until a target's latency meets this")
-    granularity: Literal["channels", "blocks"] = Field(
+    granularity: Literal["channels", "blocks", "heads"] = Field(
         "channels", description="channels: thin layers with Torch-Pruning; blocks: remove whole residual "
-        "blocks (named by `blocks`), each replaced by the identity"
+        "blocks or transformer layers (named by `blocks`); heads: remove a transformer's attention heads "
+        "(head_ratio) and FFN neurons (ffn_ratio), keeping its width"
     )
     blocks: list[str] = Field(
         default_factory=list, description="granularity blocks: module-name patterns of the residual blocks "
-        "that may be removed (e.g. 'layer*.*'); matches whose output shape differs from their input's are kept"
+        "that may be removed (e.g. 'layer*.*'; a transformer's layers: '*encoder.layer.*' or '*layers.*'); "
+        "matches whose output shape differs from their input's are kept"
+    )
+    head_ratio: float | None = Field(
+        None, ge=0, lt=1, description="granularity heads: fraction of each attention module's heads removed "
+        "(rounded up; at least one head stays); defaults to ratio, or follows the searched ratio of a budget"
+    )
+    ffn_ratio: float | None = Field(
+        None, ge=0, lt=1, description="granularity heads: fraction of each feed-forward block's neurons "
+        "removed; defaults to ratio, or follows the searched ratio of a budget"
     )
     importance: Literal["l1", "l2", "bn", "lamp", "taylor", "random"] = Field(
         "l2", description="How channels (or blocks: l1, l2, taylor, random) are ranked; the lowest go"
@@ -105,6 +116,12 @@ class PruneConfig(StepConfig):
 
     @model_validator(mode="after")
     def _granularity(self):
+        explicit = [k for k in ("head_ratio", "ffn_ratio") if getattr(self, k) is not None]
+        if self.granularity != "heads" and explicit:
+            raise ValueError(f"{' and '.join(explicit)} apply to granularity: heads; set granularity: heads "
+                             "or drop them")
+        if self.granularity == "heads":
+            return self._heads(explicit)
         if self.granularity == "channels":
             if self.blocks:
                 raise ValueError("blocks is for granularity: blocks; set granularity: blocks or drop blocks")
@@ -121,6 +138,28 @@ class PruneConfig(StepConfig):
         if given:
             raise ValueError(f"{', '.join(given)} only apply to granularity: channels; with blocks, choose "
                              "the blocks by their patterns")
+        return self
+
+    def _heads(self, explicit: list[str]):
+        if self.blocks:
+            raise ValueError("blocks is for granularity: blocks; with heads, drop blocks (remove layers in a "
+                             "second prune step with granularity: blocks)")
+        if self.importance not in HEAD_CRITERIA:
+            raise ValueError(f"importance {self.importance!r} ranks channels; for heads use one of "
+                             f"{', '.join(HEAD_CRITERIA)}")
+        if explicit and self.target_kind != "ratio":
+            raise ValueError(f"{' and '.join(explicit)} fix the cut, and {self.target_kind} searches it: keep "
+                             "one (with a budget, heads and FFN neurons share the searched ratio)")
+        if explicit and self.ratio is not None and len(explicit) == 2:
+            raise ValueError("ratio is unused when head_ratio and ffn_ratio are both given; drop ratio")
+        if (self.head_ratio, self.ffn_ratio) == (0, 0):
+            raise ValueError("head_ratio and ffn_ratio are both 0: nothing would be pruned")
+        channel_only = {"global_pruning": False, "max_layer_ratio": 1.0, "layer_ratios": {}}
+        given = [k for k, default in channel_only.items() if getattr(self, k) != default]
+        if given:
+            raise ValueError(f"{', '.join(given)} only apply to granularity: channels; with heads, every "
+                             "attention module loses the same share of heads (head_ratio), every FFN the same "
+                             "share of neurons (ffn_ratio)")
         return self
 
     @property
@@ -155,61 +194,19 @@ def _recovery_summary(h: dict) -> dict:
     return {k: h[k] for k in keys if k in h}
 
 
-class _Blocks:
-    """Block pruning's state inside the step: the candidates, their ranking, and the cut."""
-
-    def __init__(self, module, cfg: PruneConfig, ctx: StepContext):
-        from compress.pruning import blocks
-
-        self.lib, self.cfg, self.ctx = blocks, cfg, ctx
-        self.plan = blocks.find_candidates(module, cfg.blocks, ctx.input_spec)
-        self.scores = self.score(module, self.plan.candidates)
-        self.order = blocks.removal_order(self.scores)
-        self.removed: list[str] = []
-
-    def score(self, module, names: list[str]) -> dict[str, float]:
-        import itertools
-
-        batches = None
-        if self.cfg.importance == "taylor":
-            train = self.ctx.data("train")
-            rows = np.arange(min(len(train), 32 * self.cfg.taylor_batches))  # read only what is used
-            batches = itertools.islice(train.batches(32, rows), self.cfg.taylor_batches)
-        return self.lib.score_blocks(module, names, self.cfg.importance, batches=batches, seed=self.ctx.seed)
-
-    def count(self, ratio: float) -> int:
-        return self.lib.count_to_remove(len(self.order), ratio)
-
-    def cut_copy(self, module, ratio: float) -> None:
-        self.lib.remove_blocks(module, self.order[: self.count(ratio)])
-
-    def cut_step(self, module, ratio: float, step: int, steps: int) -> None:
-        """Remove this step's share of the blocks; after the first step the remaining candidates
-        are ranked again on the (fine-tuned) model."""
-        total = self.count(ratio)
-        goal = round(total * (step + 1) / steps)
-        left = [n for n in self.plan.candidates if n not in self.removed]
-        order = self.order if step == 0 else self.lib.removal_order(self.score(module, left))
-        order = [n for n in order if n not in self.removed]
-        take = order[: max(0, goal - len(self.removed))]
-        self.lib.remove_blocks(module, take)
-        self.removed += take
-
-    def facts(self) -> dict:
-        return {"block_candidates": list(self.plan.candidates), "blocks_skipped": dict(self.plan.skipped),
-                "block_scores": dict(self.scores), "removed_blocks": list(self.removed)}
-
-
 def _resolve_ratio(module, cfg: PruneConfig, ctx: StepContext, macs0: int, reference_macs: int,
-                   blocks: _Blocks | None) -> tuple[float | None, dict]:
+                   blocks=None, heads=None) -> tuple[float | None, dict]:
     """The ratio that meets the config's target (None: the target is already met): the fraction of
-    channels removed per layer, or with blocks the fraction of candidate blocks removed."""
+    channels removed per layer, with blocks the fraction of candidate blocks removed, with heads the
+    fraction of heads and FFN neurons removed."""
     from compress.pruning import budget
     from compress.pruning.channels import prune_once
 
     num_classes = ctx.splits.num_classes
     if blocks is not None:
         cut = blocks.cut_copy
+    elif heads is not None:
+        cut = heads.cut_copy
     else:
         def cut(m, ratio):
             prune_once(m, cfg.plan(0.5), ctx.input_spec, num_classes, ratio, seed=ctx.seed)
@@ -221,12 +218,16 @@ def _resolve_ratio(module, cfg: PruneConfig, ctx: StepContext, macs0: int, refer
             return None, {"note": f"the model already has {macs0 / reference_macs:.1%} of the baseline's "
                                   f"MACs, within macs_budget {cfg.macs_budget:.0%}: nothing pruned"}
         if blocks is not None:
-            k, trace = blocks.lib.count_for_macs(
+            from compress.pruning.blocks import count_for_macs
+
+            k, trace = count_for_macs(
                 module, blocks.order, ctx.input_spec, limit,
                 lambda m: count_macs_params(m, ctx.input_spec)[0])
             return k / len(blocks.order), {"search": trace}
         found = budget.search_macs_budget(module, cfg.plan(0.5), ctx.input_spec, num_classes,
-                                          budget_macs=limit, reference_macs=reference_macs, seed=ctx.seed)
+                                          budget_macs=limit, reference_macs=reference_macs, seed=ctx.seed,
+                                          cut=heads.cut_copy if heads else None,
+                                          top=heads.max_ratio if heads else None)
         return found.ratio, {"search": found.trace}
     from compress.pruning.latency import LatencyProbe
 
@@ -262,7 +263,7 @@ def _roles(cfg: PruneConfig) -> dict[str, str]:
     if cfg.finetune is not None:
         return {"train": "finetune: fine-tuning trains"}
     if cfg.importance in NEEDS_GRADIENTS:
-        what = "blocks" if cfg.granularity == "blocks" else "channels"
+        what = {"blocks": "blocks", "heads": "heads and FFN neurons"}.get(cfg.granularity, "channels")
         return {"train": f"importance {cfg.importance} scores {what}"}
     return {}
 
@@ -278,23 +279,40 @@ def _targets(cfg: PruneConfig) -> dict[str, str]:
              "finetune": {"epochs": 1}},
 )
 def apply(art: Artifact, cfg: PruneConfig, ctx: StepContext) -> Artifact:
-    """Remove channels (Torch-Pruning) or whole residual blocks toward a ratio, MACs or latency
-    target, then optionally fine-tune."""
+    """Remove channels (Torch-Pruning), whole residual blocks or transformer layers, or attention heads
+    and FFN neurons toward a ratio, MACs or latency target, then optionally fine-tune."""
     import torch
+
+    from compress.pruning import transformers
 
     module = art.load_module().eval()
     check_patterns(module, cfg.ignore, "prune.ignore")
     check_patterns(module, list(cfg.layer_ratios), "prune.layer_ratios")
+    if cfg.granularity == "channels" and transformers.attention_modules(module):
+        raise StepError("prune granularity: channels would cut this transformer's width and head dimensions; "
+                        "use granularity: heads (attention heads and FFN neurons) or blocks (whole layers)")
     num_classes = ctx.splits.num_classes
+    shape0 = transformers.shape_summary(module) if transformers.is_transformer(module) else None
     macs0, params0 = count_macs_params(module, ctx.input_spec)
     reference_macs = macs0
     if ctx.baseline is not None and ctx.baseline.meta.get("macs"):
         reference_macs = int(ctx.baseline.meta["macs"])
     before = _slice_top1(module, ctx)
-    blocks = _Blocks(module, cfg, ctx) if cfg.granularity == "blocks" else None
+    blocks = None
+    if cfg.granularity == "blocks":
+        from compress.pruning.blocks import BlockCut
+
+        blocks = BlockCut(module, cfg.blocks, cfg.importance, ctx.input_spec, seed=ctx.seed,
+                          train=lambda: ctx.data("train"), taylor_batches=cfg.taylor_batches)
+    heads = None
+    if cfg.granularity == "heads":
+        heads = transformers.HeadCut(
+            module, head_ratio=cfg.head_ratio, ffn_ratio=cfg.ffn_ratio, importance=cfg.importance,
+            input_spec=ctx.input_spec, num_classes=num_classes, ignore=cfg.ignore, round_to=cfg.round_to,
+            seed=ctx.seed)
     if blocks is None and cfg.importance in NEEDS_GRADIENTS:
         accumulate_gradients(module, ctx.data("train"), cfg.taylor_batches)
-    ratio, search = _resolve_ratio(module, cfg, ctx, macs0, reference_macs, blocks)
+    ratio, search = _resolve_ratio(module, cfg, ctx, macs0, reference_macs, blocks, heads)
     pruning = {
         "target": cfg.target_kind, "granularity": cfg.granularity, "importance": cfg.importance,
         "ratio": ratio, "global_pruning": cfg.global_pruning, "round_to": cfg.round_to,
@@ -309,7 +327,7 @@ def apply(art: Artifact, cfg: PruneConfig, ctx: StepContext) -> Artifact:
         macs1, params1 = macs0, params0
     else:
         torch.manual_seed(ctx.seed)
-        if blocks is None:
+        if blocks is None and heads is None:
             pruner = make_pruner(module, cfg.plan(ratio), ctx.input_spec, num_classes)
         for step in range(cfg.iterative_steps):
             if blocks is not None:
@@ -317,7 +335,10 @@ def apply(art: Artifact, cfg: PruneConfig, ctx: StepContext) -> Artifact:
             else:
                 if step > 0 and cfg.importance in NEEDS_GRADIENTS:
                     accumulate_gradients(module, ctx.data("train"), cfg.taylor_batches)
-                pruner.step()
+                if heads is not None:
+                    heads.cut_step(module, ratio, step, cfg.iterative_steps)
+                else:
+                    pruner.step()
             module.zero_grad(set_to_none=True)
             if step == cfg.iterative_steps - 1 and before is not None:
                 pruning["top1_pruned"] = _slice_top1(module, ctx)[1]
@@ -336,6 +357,11 @@ def apply(art: Artifact, cfg: PruneConfig, ctx: StepContext) -> Artifact:
             )
     if blocks is not None:
         pruning.update(blocks.facts())
+    if heads is not None and ratio is not None:
+        pruning["head_ratio"], pruning["ffn_ratio"] = heads.ratios(ratio)
+    if shape0 is not None:  # heads, FFN neurons and layers before and after; what the HF config now says
+        pruning["transformer"] = {"before": shape0, "after": transformers.shape_summary(module),
+                                  "config": transformers.sync_configs(module)}
     if before is not None:
         pruning.update(top1_split=before[0], top1_unpruned=before[1])
         if cfg.finetune is not None and ratio is not None:
@@ -348,12 +374,15 @@ def apply(art: Artifact, cfg: PruneConfig, ctx: StepContext) -> Artifact:
     what = "no-op" if ratio is None else f"ratio {ratio:.3g}"
     if blocks is not None and ratio is not None:
         what = f"{len(blocks.removed)} of {len(blocks.order)} blocks removed"
+    if heads is not None and ratio is not None:
+        what = "heads {:.2g}, FFN {:.2g}".format(*heads.ratios(ratio))
     if cfg.macs_budget is not None:
         what = f"MACs <= {cfg.macs_budget:.0%}, {what}"
     elif cfg.latency_budget is not None:
         what = f"latency budget on {cfg.latency_budget.target}, {what}"
     return Artifact(
         kind="torch", module=module, model_spec=art.model_spec,
-        lineage=[*art.lineage, f"prune({cfg.importance}{' blocks' if blocks else ''}, {what})" + (" + finetune" if cfg.finetune else "")],
+        lineage=[*art.lineage, f"prune({cfg.importance}{'' if cfg.granularity == 'channels' else ' ' + cfg.granularity}, "
+                 f"{what})" + (" + finetune" if cfg.finetune else "")],
         meta=meta,
     )

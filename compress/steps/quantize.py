@@ -1,4 +1,5 @@
-"""ONNX Runtime int8 quantization: static (calibrated) for conv nets, dynamic for MatMul/Gemm models.
+"""ONNX Runtime int8 quantization: static (calibrated) QDQ, or dynamic (weights int8, activations
+quantized at run time) for MatMul/Attention models such as transformers.
 
 Settings left unset come from the ``target``'s row in compress/quantization/targets.py (``auto``:
 the build machine's CPU). On x86 that is QDQ with *uint8* activations and per-channel *int8*
@@ -25,9 +26,12 @@ from compress.quantization.ort import (
     BatchReader,
     StaticSettings,
     compute_nodes,
+    default_op_types,
     input_names,
+    is_transformer,
     preprocess,
-    qtype,
+    quantizable_op_types,
+    quantize_dynamic_file,
     quantize_static_file,
 )
 from compress.quantization.rewrite import rewrite_for_int8
@@ -93,6 +97,15 @@ class QuantizeConfig(StepConfig):
     preprocess: bool = Field(True, description="Run ORT's quant_pre_process (shape inference, fusions)")
     exclude_nodes: list[str] = Field(default_factory=list, description="Node names kept in float")
     exclude_op_types: list[str] = Field(default_factory=list, description="Op types kept in float")
+    op_types: list[str] | None = Field(
+        None, description="Op types to quantize. Unset: mode dynamic: MatMul, Gemm and fused Attention "
+        "(QAttention); mode static: MatMul for a transformer (a graph with attention), "
+        "every op type ORT quantizes otherwise",
+    )
+    activation_matmuls: bool = Field(
+        True, description="Also quantize MatMuls of two activations (attention's scores and "
+        "probabilities x values), not only those with a weight (ORT's MatMulConstBOnly: false)",
+    )
     channel_pads_as_convs: bool | None = Field(
         None, description="Run each zero Pad of the channel axis (with the strided Slices before "
         "it: option-A ResNet shortcuts) as a 1x1 Conv with 0/1 weights, which ORT runs in int8; "
@@ -112,6 +125,14 @@ class QuantizeConfig(StepConfig):
             raise ValueError("backend nncf does post-training static quantization; use mode: static")
         if self.nncf is not None and self.backend != "nncf":
             raise ValueError("the nncf settings need backend: nncf")
+        if self.op_types is not None:
+            valid = quantizable_op_types(self.mode)
+            unknown = [t for t in self.op_types if t not in valid]
+            if unknown or not self.op_types:
+                raise ValueError(
+                    f"op_types: {', '.join(map(repr, unknown)) or 'an empty list'} is not an op type "
+                    f"ONNX Runtime quantizes in mode {self.mode}; valid: {', '.join(sorted(valid))}"
+                )
         if self.mixed_precision is not None and self.mode != "static":
             raise ValueError("mixed_precision needs mode: static (it re-uses the calibration ranges)")
         if self.target == "tensorrt":
@@ -123,6 +144,9 @@ class QuantizeConfig(StepConfig):
                                  "symmetric_activations/symmetric_weights: false")
             if self.format == "qoperator":
                 raise ValueError("target tensorrt: TensorRT reads QDQ models; use format: qdq")
+            if self.mode == "dynamic":
+                raise ValueError("target tensorrt: TensorRT has no dynamic quantization (it reads "
+                                 "calibrated QDQ models); use mode: static")
         return self
 
 
@@ -140,8 +164,13 @@ def resolve_settings(cfg: QuantizeConfig) -> tuple[str, StaticSettings]:
     )
 
 
-def _calibration_batches(ctx: StepContext, cfg: CalibrationConfig) -> tuple[Batches, int]:
-    """The calibration batches, read one at a time as the calibrator asks (never all in memory)."""
+def _calibration_batches(ctx: StepContext, cfg: CalibrationConfig) -> tuple[Batches, int, int | None]:
+    """The calibration batches, read one at a time as the calibrator asks (never all in memory),
+    the number of samples, and the sequence length text batches are padded to (None: as they come).
+
+    Text batches are padded per batch (varying lengths): minmax takes them as they are; ORT's
+    histogram calibrators stack every batch, so for entropy/percentile each is padded to the
+    longest sample drawn."""
     split = ctx.data("calibration")
     rng = np.random.default_rng(ctx.seed)
     n = min(cfg.samples, len(split))
@@ -150,7 +179,10 @@ def _calibration_batches(ctx: StepContext, cfg: CalibrationConfig) -> tuple[Batc
         # fail on a shorter last batch: use whole batches only
         n -= n % cfg.batch_size
     idx = np.sort(rng.choice(len(split), size=n, replace=False))
-    return split.stream(cfg.batch_size, idx), n
+    pad_to = None
+    if cfg.method != "minmax" and hasattr(split, "lengths"):
+        pad_to = int(np.asarray(split.lengths())[idx].max())
+    return split.stream(cfg.batch_size, idx), n, pad_to
 
 
 def _tuning_data(ctx: StepContext, mp: MixedPrecisionConfig) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -173,31 +205,20 @@ def _tuning_data(ctx: StepContext, mp: MixedPrecisionConfig) -> tuple[dict[str, 
     return tuning.inputs(idx), tuning.labels[idx]
 
 
-def _dynamic(src, out, cfg: QuantizeConfig, s: StaticSettings, ops, ctx: StepContext) -> None:
-    from onnxruntime.quantization import quantize_dynamic
-
-    n_mm = ops.get("MatMul", 0) + ops.get("Gemm", 0)
+def _dynamic(src, out, s: StaticSettings, ops, ctx: StepContext) -> None:
+    n_mm = ops.get("MatMul", 0) + ops.get("Gemm", 0) + ops.get("Attention", 0)
     if n_mm == 0:
         raise StepError(
-            "quantize mode 'dynamic' quantizes MatMul/Gemm only, and this model has none; "
+            "quantize mode 'dynamic' quantizes MatMul/Gemm/Attention only, and this model has none; "
             "use mode: static for convolutional models"
         )
     if ops.get("Conv", 0):
         ctx.notes.append(
-            f"dynamic quantization applied to the {n_mm} MatMul/Gemm op(s) only; the {ops['Conv']} "
+            f"dynamic quantization applied to the {n_mm} MatMul/Gemm/Attention op(s) only; the {ops['Conv']} "
             "Conv ops stay float (dynamic ConvInteger is about 5x slower than fp32 on x86), so a "
             "conv net gains little: use mode: static for it"
         )
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        quantize_dynamic(
-            str(src), str(out), weight_type=qtype(s.weight_type), per_channel=s.per_channel,
-            reduce_range=s.reduce_range, op_types_to_quantize=["MatMul", "Gemm"],
-            nodes_to_exclude=list(s.exclude_nodes) or None,
-            extra_options={"WeightSymmetric": s.symmetric_weights},
-        )
+    quantize_dynamic_file(src, out, s)
 
 
 def _produces(cfg: QuantizeConfig, _kind: str) -> str:
@@ -215,7 +236,7 @@ def _apply_nncf(art: Artifact, cfg: QuantizeConfig, ctx: StepContext) -> Artifac
         meta["int8_coverage"] = int8_coverage(path).to_dict()
     meta.pop("extra_files", None)
     return Artifact(
-        kind=kind, path=path, lineage=[*art.lineage, f"quantize(nncf, {ncfg.preset}, {kind})"], meta=meta,
+        kind=kind, path=path, lineage=[*art.lineage, f"quantize(nncf, {info['preset']}, {info['model_type']}, {kind})"], meta=meta,
     )
 
 
@@ -255,8 +276,12 @@ def apply(art: Artifact, cfg: QuantizeConfig, ctx: StepContext) -> Artifact:
             "int8 quantization needs Conv, MatMul or Gemm ops, and this model has none "
             f"(its ops: {', '.join(sorted(ops)) or 'none'}); remove the quantize step"
         )
+    transformer = is_transformer(art.path)
+    op_types = cfg.op_types or default_op_types(cfg.mode, transformer, ops)
     if cfg.exclude_op_types:
-        s = dataclasses.replace(s, op_types=tuple(sorted(set(ops) - set(cfg.exclude_op_types))))
+        op_types = sorted(set(op_types or ops) - set(cfg.exclude_op_types))
+    s = dataclasses.replace(s, op_types=tuple(op_types) if op_types is not None else None,
+                            activation_matmuls=cfg.activation_matmuls)
     src = preprocess(art.path, ctx.workdir / "preprocessed.onnx") if cfg.preprocess else art.path
     out = ctx.workdir / "quantized-all.onnx"
     meta = dict(art.meta)
@@ -273,15 +298,21 @@ def apply(art: Artifact, cfg: QuantizeConfig, ctx: StepContext) -> Artifact:
                 f"channel_pads_as_convs found no Pad it could rewrite among the model's {ops['Pad']}: "
                 "with preprocess: false their pads are not folded into constants; set preprocess: true"
             )
+    if cfg.mode == "static" and ops.get("Attention", 0):  # ORT has no static rule for Attention
+        ctx.notes.append(
+            f"static QDQ leaves ONNX Runtime's {ops['Attention']} fused Attention op(s) float, with "
+            "their Q/K/V projections inside: export with optimize: none for static int8 of every "
+            "MatMul, or use mode: dynamic (QAttention)"
+        )
     if cfg.mode == "dynamic":
-        _dynamic(src, out, cfg, s, ops, ctx)
+        _dynamic(src, out, s, ops, ctx)
     else:
-        batches, n = _calibration_batches(ctx, cfg.calibration)
+        batches, n, pad_to = _calibration_batches(ctx, cfg.calibration)
         cache = ctx.workdir / "calibration.json"  # this call's ranges, re-used by mixed precision
         cache.unlink(missing_ok=True)  # never another call's: a workdir may be re-used
         with track(ctx.progress, "calibrating", len(batches)) as advance:
-            quantize_static_file(src, out, s, reader=BatchReader(batches, input_names(src), advance),
-                                 cache_path=cache)
+            reader = BatchReader(batches, input_names(src), advance, pad_to=pad_to)
+            quantize_static_file(src, out, s, reader=reader, cache_path=cache)
         meta["calibration_samples"] = n
         if cfg.mixed_precision is not None:
             out, mixed = _mixed_precision(art, src, out, s, cache, cfg.mixed_precision, ctx)
@@ -304,6 +335,8 @@ def apply(art: Artifact, cfg: QuantizeConfig, ctx: StepContext) -> Artifact:
         "mode": cfg.mode, "target": target, "format": s.format,
         "activations": s.activation_type, "weights": s.weight_type, "per_channel": s.per_channel,
         "symmetric_activations": s.symmetric_activations, "reduce_range": s.reduce_range,
+        "op_types": list(s.op_types) if s.op_types is not None else "all",
+        "activation_matmuls": s.activation_matmuls, "transformer": transformer,
         "calibration": s.calibration if cfg.mode == "static" else None,
         "mixed_precision": mixed, "float_layers_requantized_by_ort": requantized,
         "padded_channels": [p.to_dict() for p in padded],
