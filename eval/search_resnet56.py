@@ -1,11 +1,16 @@
-"""`compress search` on the pretrained CIFAR-10 ResNet-56 (shared data): quantization backend and
-runtime (ONNX Runtime or OpenVINO, OpenVINO's hint), with the gate at 0.5 points on the exact 1,000.
+"""`compress search` on the pretrained CIFAR-10 ResNet-56 (shared data), gate 0.5 points on the exact 1,000.
+
+Two spaces: `--space quantize` varies the quantization backend and the runtime (ONNX Runtime or
+OpenVINO, OpenVINO's hint); `--space prune` varies Taylor/random block pruning (MAC budget,
+criterion, fine-tuning epochs with feature distillation) before NNCF int8 on OpenVINO THROUGHPUT,
+starting from the hand guess (Taylor blocks to 65% of the MACs, 8 epochs, then NNCF).
 
 Splits (no held-out image or its JPEG twin elsewhere, eval/cifar_data.py): held-out = the exact
-1,000; calibration = 300 and tuning = 1,000 of the other 9,000 JPEG images; train = the rest
-(unused: this space does not fine-tune).
+1,000; calibration = 300 and tuning = 1,000 of the other 9,000 JPEG images; train = the next
+`--train-samples` of them (fine-tuning; only the prune space uses it).
 
-    python eval/search_resnet56.py --work DIR [--data DIR] [--trials 6]
+    python eval/search_resnet56.py --work DIR [--data DIR] [--space quantize|prune] [--trials 6]
+        [--minutes M] [--train-samples N]
     # then: compress search DIR/resnet56-search.yaml   (the script runs it)
 """
 
@@ -18,6 +23,11 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from compress.run import passive_openmp_wait  # noqa: E402
+
+# before cifar_resnet imports torch: with OpenMP's active wait, fine-tuning on a loaded 2-core machine
+# ran ~25x slower in this script (979 s against 40 s for one 8-epoch prune step)
+passive_openmp_wait()
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from cifar_data import _save_npz, shared_data_dir, weights_dir, write_npz_splits  # noqa: E402
@@ -26,7 +36,7 @@ from cifar_resnet import checkpoint_path  # noqa: E402
 MEAN_STD = [[0.485, 0.456, 0.406], [0.229, 0.224, 0.225]]
 
 
-def write_splits(data_dir: Path, work: Path) -> dict[str, Path]:
+def write_splits(data_dir: Path, work: Path, train_samples: int = 0) -> dict[str, Path]:
     paths = write_npz_splits(data_dir, work, seed=0)
     with np.load(paths["jpeg_nontwin"]) as z:
         images, labels = z["images"], z["labels"]
@@ -34,7 +44,45 @@ def write_splits(data_dir: Path, work: Path) -> dict[str, Path]:
              "tuning": work / "tuning.npz"}
     _save_npz(roles["calibration"], images[:300], labels[:300])
     _save_npz(roles["tuning"], images[300:1300], labels[300:1300])
+    if train_samples:
+        roles["train"] = work / "train.npz"
+        _save_npz(roles["train"], images[1300:1300 + train_samples], labels[1300:1300 + train_samples])
     return roles
+
+
+FINETUNE = {"epochs": 8, "lr": 0.01, "batch_size": 32,
+            "distill": {"temperature": 4.0, "alpha": 0.7, "features": ["layer1", "layer2", "layer3"],
+                        "feature_weight": 20.0},
+            "augment": {"flip": True, "crop_padding": 4}}
+PRUNE_START = {"granularity": "blocks", "blocks": ["layer*.*"], "macs_budget": 0.65, "importance": "taylor",
+               "taylor_batches": 4, "finetune": FINETUNE}
+
+
+def prune_space(r: dict, minutes: float | None) -> dict:
+    """The recipe of `recipe()` with the prune space: the hand guess as the start, pruning varied."""
+    r["name"] = "cifar-resnet56-prune-search"
+    r["variants"] = {
+        "onnx-fp32": {"steps": [{"export": {"format": "onnx"}}]},
+        "taylor65-nncf": {"description": "hand guess: Taylor blocks to 65% of the MACs, 8 epochs with feature "
+                                         "distillation, NNCF int8 on OpenVINO THROUGHPUT",
+                          "targets": ["openvino"],
+                          "steps": [{"prune": PRUNE_START}, {"export": {"format": "onnx"}},
+                                    {"quantize": {"backend": "nncf"}}]},
+    }
+    r["search"] = {
+        "start": "taylor65-nncf",
+        "space": {"prune.macs_budget": {"choices": [0.45, 0.55, 0.65]},
+                  "prune.importance": {"choices": ["taylor", "random"]},
+                  "prune.finetune.epochs": {"choices": [4, 8]}},
+        "objective": {"metric": "usd_per_1m", "batch_size": 32, "target": "openvino"},
+        "budget": {"trials": r["search"]["budget"]["trials"], **({"minutes": minutes} if minutes else {})},
+        "fidelity": {"tuning_samples": 300, "promote_margin_points": 2.0},
+        "front_size": 2,
+    }
+    r["targets"] = [t for t in r["targets"] if t["name"] == "ort"] + [
+        {"name": "openvino", "runtime": "openvino", "device": "cpu", "threads": 2, "usd_per_hour": 0.17,
+         "options": {"hint": "THROUGHPUT", "requests": 2}}]
+    return r
 
 
 def recipe(data: dict[str, Path], weights: Path, trials: int) -> dict:
@@ -78,13 +126,20 @@ def main() -> None:
     parser.add_argument("--data", help="shared data directory (default: $COMPRESS_SHARED_DATA or ../shared/data)")
     parser.add_argument("--work", required=True, help="npz files, the recipe and the runs go here")
     parser.add_argument("--trials", type=int, default=6)
+    parser.add_argument("--space", choices=["quantize", "prune"], default="quantize")
+    parser.add_argument("--minutes", type=float, help="search.budget.minutes (prune space)")
+    parser.add_argument("--train-samples", type=int, default=512, help="fine-tuning images (prune space)")
     args = parser.parse_args()
     data_dir = shared_data_dir(args.data)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     path = work / "resnet56-search.yaml"
-    path.write_text(yaml.safe_dump(recipe(write_splits(data_dir, work), weights_dir(data_dir), args.trials),
-                                   sort_keys=False))
+    prune = args.space == "prune"
+    splits = write_splits(data_dir, work, args.train_samples if prune else 0)
+    r = recipe(splits, weights_dir(data_dir), args.trials)
+    if prune:
+        r = prune_space(r, args.minutes)
+    path.write_text(yaml.safe_dump(r, sort_keys=False))
     from typer.main import get_command
 
     from compress.cli import app

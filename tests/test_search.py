@@ -4,7 +4,13 @@ resumes without redoing finished trials; held-out is read only when the front is
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -253,3 +259,100 @@ def test_nothing_passing_on_tuning_exits_1_without_touching_heldout(cli, write_r
     assert not (search_dir / "search-result.yaml").exists()
     assert [p for p in out.iterdir() if p.is_dir() and not p.name.startswith((".", "search-"))] == []
     assert "No trial passed the gate on the tuning split" in (search_dir / "report.md").read_text()
+
+
+def _stored_trials(db: Path) -> list[tuple[int, str]]:
+    """(number, state) of the trials in an Optuna SQLite file, read without Optuna (the search is writing it)."""
+    import sqlite3
+
+    if not db.is_file():
+        return []
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)) as con:
+            return con.execute("SELECT number, state FROM trials ORDER BY number").fetchall()
+    except sqlite3.OperationalError:  # the tables are not created yet, or the file is locked: poll again
+        return []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signame, exit_code", [("SIGINT", 130), ("SIGTERM", 143)])
+def test_killed_search_process_resumes_without_redoing_finished_trials(
+        signame, exit_code, cli, write_recipe, new_tiny_recipe, tmp_path):
+    """A real `compress search` process, killed once a trial is stored, continues with --resume."""
+    from optuna.trial import TrialState
+
+    import compress
+
+    recipe = _search_recipe(new_tiny_recipe, trials=4)
+    out = tmp_path / "runs"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(Path(compress.__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from compress.cli import main; main()", "search", str(write_recipe(recipe)),
+         "--out", str(out), "--quiet"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 600  # generous: the machine may be loaded
+        while time.monotonic() < deadline and proc.poll() is None:
+            dbs = list(out.glob("search-*/study.db"))
+            if dbs and any(state in ("COMPLETE", "PRUNED") for _n, state in _stored_trials(dbs[0])):
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, f"the search ended before a trial was stored:\n{proc.communicate()[0]}"
+        proc.send_signal(getattr(signal, signame))
+        output, _ = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == exit_code, output
+    (search_dir,) = out.glob("search-*")
+    assert not (search_dir / "search-result.yaml").exists()
+    before = {t.number: t for t in _load_study(search_dir).trials}
+    kept = {n: t for n, t in before.items() if t.state.is_finished() and not t.user_attrs.get("interrupted")}
+    assert 0 in kept and kept[0].user_attrs.get("start") is True
+    # the trial the signal stopped (if it stopped one): marked interrupted, or left running by the signal
+    left = [t for t in before.values() if t.user_attrs.get("interrupted") or t.state == TrialState.RUNNING]
+    assert {t.number for t in before.values()} - set(kept) - {t.number for t in left} == {
+        t.number for t in before.values() if t.state == TrialState.WAITING}  # and its queued redo
+
+    result = cli.invoke(app, ["search", "--resume", str(search_dir), "--quiet"])
+    assert result.exit_code == 0, result.output
+    after = _load_study(search_dir).trials
+    for n, t in kept.items():  # finished trials are kept as they were, not built or measured again
+        assert (after[n].state, after[n].params, after[n].datetime_complete) == (t.state, t.params, t.datetime_complete)
+        assert after[n].user_attrs == t.user_attrs
+    for t in left:  # an interrupted trial is run again with the same options
+        redo = [r for r in after if r.user_attrs.get("redo_of") == t.number]
+        assert len(redo) == 1 and redo[0].params == t.params and redo[0].state.is_finished()
+    counted = [t for t in after if t.state.is_finished() and not t.user_attrs.get("interrupted")]
+    assert len(counted) == 4
+    assert len({t.number for t in counted} & set(kept)) == len(kept)
+    assert (search_dir / "search-result.yaml").is_file()
+
+
+@pytest.mark.slow
+def test_an_interrupted_start_is_redone_as_the_start(cli, write_recipe, new_tiny_recipe, tmp_path):
+    """The hand-written start, stopped mid-trial, is run again as the start: in full, never screened out."""
+    from optuna.trial import TrialState
+
+    from compress.recipe import load_recipe
+    from compress.search.directory import RECIPE_FILE, new_search_dir
+    from compress.search.space import start_params
+    from compress.search.study import open_study
+
+    search_dir = new_search_dir(write_recipe(_search_recipe(new_tiny_recipe, trials=2)), tmp_path / "runs")
+    recipe = load_recipe(search_dir / RECIPE_FILE)
+    study = open_study(recipe, search_dir)
+    study.enqueue_trial(start_params(recipe), user_attrs={"start": True})
+    study.ask()  # trial 0, the start, left running by a process that was killed
+
+    result = cli.invoke(app, ["search", "--resume", str(search_dir), "--quiet"])
+    assert result.exit_code == 0, result.output
+    trials = _load_study(search_dir).trials
+    assert trials[0].user_attrs["interrupted"] is True and trials[0].state == TrialState.FAIL
+    (redo,) = [t for t in trials if t.user_attrs.get("redo_of") == 0]
+    assert redo.user_attrs.get("start") is True and redo.state == TrialState.COMPLETE
+    assert "screen" not in redo.user_attrs  # measured in full, as the start always is
+    summary = json.loads((search_dir / "search.json").read_text())
+    assert [m["trial"] for m in summary["members"].values() if m["start"]] == [redo.number]

@@ -273,8 +273,14 @@ def _requeue_interrupted(study, log) -> None:
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         study._storage.set_trial_user_attr(t._trial_id, "interrupted", True)
         study.tell(t.number, state=TrialState.FAIL)
-        study.enqueue_trial(t.params, user_attrs={"redo_of": t.number})
+        _queue_again(study, t)
         log(f"trial {t.number} was interrupted: queued again")
+
+
+def _queue_again(study, trial) -> None:
+    """Queue an interrupted trial's options again; the hand-written start stays the start (measured in full)."""
+    attrs = {"redo_of": trial.number, **({"start": True} if trial.user_attrs.get("start") else {})}
+    study.enqueue_trial(trial.params, user_attrs=attrs)
 
 
 def prepare(search_dir: Path, progress=None, log=print, base_top1: dict | None = None) -> Context:
@@ -400,7 +406,7 @@ def requeue(study, trial) -> None:
 
     trial.set_user_attr("interrupted", True)
     study.tell(trial, state=TrialState.FAIL)
-    study.enqueue_trial(trial.params, user_attrs={"redo_of": trial.number})
+    _queue_again(study, trial)
 
 
 def tell(study, trial, values: list[float] | None, record: dict) -> None:
