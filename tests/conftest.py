@@ -379,3 +379,17 @@ def ray_cluster(tmp_path_factory):
         yield c.start([{}, {"target:cpu": 1, "target:torch": 1}])
     finally:
         c.stop()
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads_restored():
+    """Torch's thread count is process-global: a test (or an eval helper it calls) that sets it must
+    not change how later tests train (a model trained with 1 thread differs from one with 2)."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    before = torch.get_num_threads() if torch is not None else None
+    yield
+    torch = sys.modules.get("torch")
+    if torch is not None and before is not None and torch.get_num_threads() != before:
+        torch.set_num_threads(before)

@@ -240,3 +240,26 @@ def test_memory_probe_imports_what_the_runtime_declares(monkeypatch):
                        "path": "/nonexistent.onnx", "input_shape": [3, 8, 8], "batch_sizes": [1],
                        "repeats": 1})
     assert imported[: len(RUNTIMES.get("onnxruntime").imports)] == list(RUNTIMES.get("onnxruntime").imports)
+
+
+def test_torch_runtime_threads_apply_to_its_calls_only(tiny_module):
+    """torch's thread count is process-global: a torch target's `threads` must not leak into the
+    process (a training after profiling would run with, and give a model of, other threads)."""
+    from compress.runtimes.torch import TorchSession
+
+    torch.set_num_threads(2)
+    session = TorchSession(tiny_module, "cpu", threads=1, dtype="fp32", channels_last=False)
+    seen = []
+    session.module = torch.nn.Sequential(_ThreadProbe(seen), tiny_module)
+    session.run({"pixel_values": np.zeros((2, 3, 8, 8), np.float32)})
+    assert seen == [1] and torch.get_num_threads() == 2
+
+
+class _ThreadProbe(torch.nn.Module):
+    def __init__(self, seen):
+        super().__init__()
+        self.seen = seen
+
+    def forward(self, x):
+        self.seen.append(torch.get_num_threads())
+        return x

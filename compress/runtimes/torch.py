@@ -69,17 +69,22 @@ class TorchSession(Session):
 
     def _forward(self, inputs: Mapping[str, np.ndarray]):
         torch = self._torch
-        if self.threads:
-            torch.set_num_threads(self.threads)  # global in torch: set before every call
         if not isinstance(inputs, Mapping):
             raise TypeError(f"the torch runtime takes a mapping of named input arrays, got {type(inputs).__name__}")
         x = {k: self._tensor(v) for k, v in inputs.items()}
-        with torch.inference_mode():
-            if self.autocast is not None:
-                with torch.autocast(self.device.type, dtype=self.autocast):
+        before = torch.get_num_threads()
+        if self.threads:
+            torch.set_num_threads(self.threads)  # global in torch: set for the call, then restored
+        try:
+            with torch.inference_mode():
+                if self.autocast is not None:
+                    with torch.autocast(self.device.type, dtype=self.autocast):
+                        y = call_module(self.module, x)
+                else:
                     y = call_module(self.module, x)
-            else:
-                y = call_module(self.module, x)
+        finally:
+            if self.threads:
+                torch.set_num_threads(before)  # a later training in this process keeps its threads
         return y.float().cpu().numpy()
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
