@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -349,3 +350,32 @@ def test_a_reader_that_leaves_early_is_exit_141_not_a_failed_gate(command, write
         os.close(write_end)
     assert proc.returncode == 141, proc.stderr
     assert "Traceback" not in proc.stderr and "error" not in proc.stderr
+
+
+def test_sigterm_inside_an_import_is_delivered_again_after_it():
+    """A SIGTERM that lands while a module is being imported (torch's C++ extensions call back into
+    Python there; an exception raised through them aborts the process) is raised a moment later,
+    outside the import, still as Terminated."""
+    code = textwrap.dedent('''
+        import importlib, os, signal, sys, time
+        sys.path.insert(0, sys.argv[1])
+        from compress.run.rundir import Terminated, sigterm_raises
+        with open(os.path.join(sys.argv[1], "slowmod.py"), "w") as f:
+            f.write("import os, signal, time\\nos.kill(os.getpid(), signal.SIGTERM)\\ntime.sleep(0.02)\\nDONE = True\\n")
+        try:
+            with sigterm_raises():
+                import slowmod
+                assert slowmod.DONE
+                time.sleep(5)
+        except Terminated:
+            print("terminated, import complete:", getattr(sys.modules.get("slowmod"), "DONE", False))
+    ''')
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as where:
+        env = _env_with_this_checkout()
+        env["PYTHONPATH"] = os.pathsep.join([where, env["PYTHONPATH"]])
+        out = subprocess.run([sys.executable, "-c", code, where], env=env, capture_output=True, text=True,
+                             timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "terminated, import complete: True"

@@ -64,3 +64,16 @@ def test_sst2_recipe_validates_with_the_shared_data():
     result = CliRunner().invoke(app, ["validate", str(RECIPE)])
     assert result.exit_code == 0, result.output
     assert "valid (8 variants, 2 target(s))" in result.output
+
+
+def test_the_agnews_eval_recipe_parses_and_its_model_has_four_named_classes():
+    """eval/agnews.yaml (the AG News benchmark through compress): schema and rules hold without the
+    shared data, and its config-only model names the four classes in the data's sorted order."""
+    from compress.recipe import parse_recipe
+
+    repo = Path(__file__).resolve().parents[1]
+    recipe = parse_recipe(yaml.safe_load((repo / "eval" / "agnews.yaml").read_text()), origin="eval/agnews.yaml")
+    assert recipe.model.source == "hf:models/bert-4x256-agnews" and recipe.data.text.max_length == 128
+    config = json.loads((repo / "eval" / "models" / "bert-4x256-agnews" / "config.json").read_text())
+    assert config["num_labels"] == 4
+    assert [config["id2label"][str(i)] for i in range(4)] == sorted(["World", "Sports", "Business", "Sci/Tech"])

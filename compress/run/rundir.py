@@ -102,6 +102,15 @@ def finish_run_dir(partial: Path, final_dir: Path) -> None:
     (final_dir / OWNER_FILE).unlink(missing_ok=True)
 
 
+def _importing(frame) -> bool:
+    """Whether the interrupted code is inside an import (any frame of importlib's machinery)."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
+
+
 @contextlib.contextmanager
 def sigterm_raises() -> Iterator[None]:
     """While inside, SIGTERM raises :class:`Terminated` (like SIGINT raises KeyboardInterrupt).
@@ -113,7 +122,12 @@ def sigterm_raises() -> Iterator[None]:
         yield
         return
 
-    def handler(signum, _frame):
+    def handler(signum, frame):
+        if _importing(frame):
+            # raising inside a module's import, which a C extension may be running (torch's
+            # pybind11 code), aborts the whole process: deliver the signal again a moment later
+            threading.Timer(0.05, os.kill, (os.getpid(), signum)).start()
+            return
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the cleanup short
         raise Terminated(signum)
 
