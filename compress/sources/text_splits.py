@@ -14,12 +14,16 @@ import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from compress.errors import InputError
 from compress.sources.inputs import TEXT_INPUTS, InputSpec
 from compress.sources.text import TextSamples, content_hash, read_text_file
+
+if TYPE_CHECKING:
+    from compress.sources.data import Corruption
 
 TEXT_SCHEMES = {
     "csv": "FILE",
@@ -127,13 +131,6 @@ class TextTokenizer:
 # --- the split ------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class TextCorruption:
-    name: str
-    severity: int
-    seed: int = 0
-
-
 @dataclass(eq=False)
 class TextSplit:
     """Rows ``rows`` of a text source's ``samples`` for one role, tokenized per batch."""
@@ -143,7 +140,7 @@ class TextSplit:
     rows: np.ndarray = field(repr=False)
     tokenizer: TextTokenizer = field(repr=False)
     source: str
-    corruption: TextCorruption | None = None
+    corruption: Corruption | None = None  # the image splits' type
     labels: np.ndarray = field(init=False, repr=False)
     _lengths: np.ndarray | None = field(default=None, init=False, repr=False)
     _scan: tuple[str, list[str]] | None = field(default=None, init=False, repr=False)
@@ -204,11 +201,12 @@ class TextSplit:
                   source: str | None = None) -> TextSplit:
         """The same rows with text corruption ``name`` (typo, case, dropped_words) at ``severity``."""
         from compress.measure.text_corruptions import check_text_corruption
+        from compress.sources.data import Corruption
 
         check_text_corruption(name, severity)
         return TextSplit(role or self.role, self.samples, self.rows, self.tokenizer,
                          source or f"{self.source} + {name} (severity {severity})",
-                         TextCorruption(name, severity, seed))
+                         Corruption(name, severity, seed))
 
     def _scanned(self) -> tuple[str, list[str]]:
         """(fingerprint, per-sample hashes), remembered."""
