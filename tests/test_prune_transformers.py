@@ -39,25 +39,10 @@ PIXELS = (3, 16, 16)
 
 MODELS = '''
 import torch
-from torch import nn
 from transformers import BertConfig, BertForSequenceClassification, ViTConfig, ViTForImageClassification
 
-
-class Logits(nn.Module):
-    """A Hugging Face classifier called with named inputs, returning logits (as the hf: source wraps it)."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-        self.config = model.config
-
-    def forward(self, **inputs):
-        return self.model(**inputs).logits
-
-
-class PixelLogits(Logits):
-    def forward(self, pixel_values):
-        return self.model(pixel_values=pixel_values).logits
+# the wrappers the hf: source puts around a Hugging Face classifier (forward returns the logits)
+from compress.sources.hf_module import HFClassifier, HFImageClassifier
 
 
 def tiny_bert(layers=4, num_classes=3):
@@ -65,7 +50,7 @@ def tiny_bert(layers=4, num_classes=3):
     cfg = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=layers, num_attention_heads=4,
                      intermediate_size=64, max_position_embeddings=64, num_labels=num_classes,
                      attn_implementation="eager")
-    return Logits(BertForSequenceClassification(cfg))
+    return HFClassifier(BertForSequenceClassification(cfg))
 
 
 def tiny_vit(num_classes=3):
@@ -73,7 +58,7 @@ def tiny_vit(num_classes=3):
     cfg = ViTConfig(image_size=16, patch_size=4, num_channels=3, hidden_size=32, num_hidden_layers=2,
                     num_attention_heads=4, intermediate_size=64, num_labels=num_classes,
                     attn_implementation="eager")
-    return PixelLogits(ViTForImageClassification(cfg))
+    return HFImageClassifier(ViTForImageClassification(cfg))
 
 
 def hand_vit(num_classes=3):
