@@ -58,7 +58,8 @@ PRUNE_START = {"granularity": "blocks", "blocks": ["layer*.*"], "macs_budget": 0
                "taylor_batches": 4, "finetune": FINETUNE}
 
 
-def prune_space(r: dict, minutes: float | None) -> dict:
+def prune_space(r: dict, minutes: float | None, budgets=(0.45, 0.55, 0.65), importances=("taylor", "random"),
+                epochs=(4, 8), batch_size: int = 32, fidelity_samples: int | None = 300) -> dict:
     """The recipe of `recipe()` with the prune space: the hand guess as the start, pruning varied."""
     r["name"] = "cifar-resnet56-prune-search"
     r["variants"] = {
@@ -66,18 +67,21 @@ def prune_space(r: dict, minutes: float | None) -> dict:
         "taylor65-nncf": {"description": "hand guess: Taylor blocks to 65% of the MACs, 8 epochs with feature "
                                          "distillation, NNCF int8 on OpenVINO THROUGHPUT",
                           "targets": ["openvino"],
-                          "steps": [{"prune": PRUNE_START}, {"export": {"format": "onnx"}},
+                          "steps": [{"prune": {**PRUNE_START, "finetune": {**FINETUNE, "batch_size": batch_size}}},
+                                    {"export": {"format": "onnx"}},
                                     {"quantize": {"backend": "nncf"}}]},
     }
     r["search"] = {
         "start": "taylor65-nncf",
-        "space": {"prune.macs_budget": {"choices": [0.45, 0.55, 0.65]},
-                  "prune.importance": {"choices": ["taylor", "random"]},
-                  "prune.finetune.epochs": {"choices": [4, 8]}},
+        "space": {"prune.macs_budget": {"choices": list(budgets)},
+                  **({"prune.importance": {"choices": list(importances)}} if len(importances) > 1 else {}),
+                  "prune.finetune.epochs": {"choices": list(epochs)}},
         "objective": {"metric": "usd_per_1m", "batch_size": 32, "target": "openvino"},
         "budget": {"trials": r["search"]["budget"]["trials"], **({"minutes": minutes} if minutes else {})},
-        "fidelity": {"tuning_samples": 300, "promote_margin_points": 2.0},
+        **({"fidelity": {"tuning_samples": fidelity_samples, "promote_margin_points": 2.0}}
+           if fidelity_samples else {}),
         "front_size": 2,
+        "timing_rounds": 5,
     }
     r["targets"] = [t for t in r["targets"] if t["name"] == "ort"] + [
         {"name": "openvino", "runtime": "openvino", "device": "cpu", "threads": 2, "usd_per_hour": 0.17,
@@ -128,7 +132,17 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=6)
     parser.add_argument("--space", choices=["quantize", "prune"], default="quantize")
     parser.add_argument("--minutes", type=float, help="search.budget.minutes (prune space)")
-    parser.add_argument("--train-samples", type=int, default=512, help="fine-tuning images (prune space)")
+    parser.add_argument("--train-samples", type=int, default=512,
+                        help="fine-tuning images (prune space; at most 7,700: the non-twin JPEGs left after "
+                        "calibration and tuning)")
+    parser.add_argument("--budgets", type=float, nargs="+", default=[0.45, 0.55, 0.65],
+                        help="prune.macs_budget choices (prune space; the start's 0.65 must be one)")
+    parser.add_argument("--importance", nargs="+", default=["taylor", "random"], help="prune.importance choices")
+    parser.add_argument("--epochs", type=int, nargs="+", default=[4, 8],
+                        help="prune.finetune.epochs choices (the start's 8 must be one)")
+    parser.add_argument("--batch-size", type=int, default=32, help="fine-tuning batch size (start and space)")
+    parser.add_argument("--fidelity-samples", type=int, default=300,
+                        help="first stage scores this many tuning samples; 0: one stage (prune space)")
     args = parser.parse_args()
     data_dir = shared_data_dir(args.data)
     work = Path(args.work)
@@ -138,7 +152,8 @@ def main() -> None:
     splits = write_splits(data_dir, work, args.train_samples if prune else 0)
     r = recipe(splits, weights_dir(data_dir), args.trials)
     if prune:
-        r = prune_space(r, args.minutes)
+        r = prune_space(r, args.minutes, args.budgets, args.importance, args.epochs, args.batch_size,
+                        args.fidelity_samples or None)
     path.write_text(yaml.safe_dump(r, sort_keys=False))
     from typer.main import get_command
 
