@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -87,6 +88,38 @@ def test_an_interrupted_batch_is_queued_again_and_resumes(write_recipe, new_tiny
     study = _load_study(search_dir)
     (redo,) = finished(study)
     assert redo.user_attrs["redo_of"] == 0 and redo.params == study.trials[0].params and got.trials == 1
+
+
+class FailingMeasure(Batches):
+    """Every trial's measurement task fails (as a worker that died twice would)."""
+
+    def map(self, fn, items, **kwargs):
+        if fn.__name__ == "measure_trial":
+            return [RuntimeError("TrialFailed: prune: boom") for _ in items]
+        return super().map(fn, items, **kwargs)
+
+
+def test_twin_of_a_failed_trial_in_one_batch_fails_too_and_its_options_are_tried_again(
+        write_recipe, new_tiny_recipe, tmp_path):
+    from optuna.trial import TrialState
+
+    from compress.search.space import start_params
+    from compress.search.study import open_study, prepare, run_search, same_options
+
+    search_dir = _new_search(write_recipe, new_tiny_recipe, tmp_path / "runs")
+    ctx = prepare(search_dir, None, lambda _m: None)
+    study = open_study(ctx.recipe, search_dir)
+    params = start_params(ctx.recipe)
+    study.enqueue_trial(params)
+    study.enqueue_trial(params)  # drawn twice in one batch of two
+    run_search(search_dir, max_new_trials=2, log=lambda _m: None, executor=FailingMeasure())
+    first, twin = _load_study(search_dir).trials[:2]
+    assert (first.state, twin.state) == (TrialState.FAIL, TrialState.FAIL)
+    assert first.user_attrs["error"] == "prune: boom"
+    assert twin.user_attrs["error"] == "the same options as trial 0, which failed: prune: boom"
+    assert "duplicate_of" not in twin.user_attrs
+    # in-process and in later batches, a failed trial does not make a later draw a duplicate
+    assert same_options(SimpleNamespace(study=_load_study(search_dir), number=99), params) is None
 
 
 def test_a_failed_task_is_a_failed_trial_with_its_message():

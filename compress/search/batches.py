@@ -154,8 +154,11 @@ def run_batches(ctx, study, executor, size: int, told) -> int:
         for t in trials:
             record = records[t.number]
             if t.number in same_as:
-                first = next(u for u in trials if u.number == same_as[t.number])
-                record = st.duplicate(record, first.number, records[first.number])
+                first = same_as[t.number]
+                if "error" in records[first]:  # failed, like its twin: a later draw of these options runs again
+                    record = {"error": f"the same options as trial {first}, which failed: {records[first]['error']}"}
+                else:
+                    record = st.duplicate(record, first, records[first])
             record.setdefault("seconds", 0.0)
             st.tell(study, t, values.get(t.number), record)
             done.add(t.number)
