@@ -1,11 +1,16 @@
 """`compress search` on the CIFAR-10 ViT of the shared data (eval/vit_cifar.py), gate 1.0 point on the exact 1,000.
 
-The start is a hand guess in the spirit of eval/vit.yaml's `pruned-layers-nncf-int8`: one of encoder
-layers 1-5 removed (Taylor ranking), fine-tuned with distillation from the unpruned ViT, exported and
-quantized by NNCF, run by OpenVINO. The space varies how many layers go (`prune.ratio` over the 5
-candidates), the fine-tuning (epochs, hidden-state distillation of each kept layer from the layer it
-came from) and OpenVINO's performance hint. The objective is $ per 1M inferences at batch 32 on
-OpenVINO; the gate is 1.0 point of top-1 and 1.5x over ONNX Runtime fp32 at batch 32.
+Two spaces, each starting from a hand guess that is fine-tuned with distillation from the unpruned
+ViT, exported, quantized by NNCF and run by OpenVINO:
+
+- `--space ffn` (default): a quarter of every encoder layer's FFN neurons cut (L2, as eval/vit.yaml's
+  `pruned-ffn`); varied: the FFN ratio (1/8, 1/4, 1/2), fine-tuning epochs and OpenVINO's hint.
+- `--space layers`: one of encoder layers 1-5 removed (Taylor); varied: how many layers go (1 or 2),
+  fine-tuning epochs, hidden-state distillation of each kept layer from the layer it came from, and
+  OpenVINO's hint.
+
+The objective is $ per 1M inferences at batch 32 on OpenVINO; the gate is 1.0 point of top-1 and
+1.5x over ONNX Runtime fp32 at batch 32.
 
 Splits (eval/search_resnet56.py's, no held-out image or its JPEG twin elsewhere): held-out = the
 exact 1,000; calibration = 300 and tuning = 1,000 of the other 9,000 JPEG test images; train = the
@@ -13,7 +18,9 @@ next `--train-samples` of them. The recipe also carries `nncf-int8` (NNCF int8 o
 OpenVINO, the best hand-written ViT variant within 1 point in docs/results/transformers.md) so that
 `compress run DIR/compare.yaml` times it against the search's result in one run.
 
-    python eval/search_vit.py --work DIR [--data DIR] [--trials 10] [--minutes M] [--train-samples N]
+    python eval/search_vit.py --work DIR [--data DIR] [--space ffn|layers] [--trials 10] [--minutes M]
+        [--train-samples N]
+    python eval/search_vit.py --work DIR --compare DIR/runs/search-*/search-result.yaml
 """
 
 from __future__ import annotations
@@ -35,11 +42,27 @@ from search_resnet56 import write_splits  # noqa: E402
 from vit_cifar import MEAN_RGB, NEEDS, STD_RGB, WEIGHTS  # noqa: E402
 
 FINETUNE = {"epochs": 3, "lr": 0.002, "distill": {"temperature": 4.0, "alpha": 0.7}}
-PRUNE_START = {"granularity": "blocks", "blocks": ["transformer.layers.[1-5]"], "ratio": 0.2,
-               "importance": "taylor", "finetune": FINETUNE}
+PRUNE_LAYERS = {"granularity": "blocks", "blocks": ["transformer.layers.[1-5]"], "ratio": 0.2,
+                "importance": "taylor", "finetune": FINETUNE}
+# eval/vit.yaml's pruned-ffn: only the FFN's hidden neurons (linear1's outputs) are cut
+PRUNE_FFN = {"ratio": 0.25, "importance": "l2", "finetune": FINETUNE,
+             "ignore": ["patch_embed.proj", "transformer.layers.*.self_attn*", "transformer.layers.*.linear2",
+                        "mlp_head*"]}
+SPACES = {
+    "layers": ("layers-nncf", "hand guess: 1 of encoder layers 1-5 removed (Taylor), 3 epochs of distillation, "
+               "NNCF int8 on OpenVINO", PRUNE_LAYERS,
+               {"prune.ratio": {"choices": [0.2, 0.4]}, "prune.finetune.epochs": {"choices": [3, 6]},
+                "prune.finetune.distill.hidden_states": {"choices": [False, True]},
+                "targets.openvino.options.hint": {"choices": ["LATENCY", "THROUGHPUT"]}}),
+    "ffn": ("ffn-nncf", "hand guess: a quarter of every FFN's neurons removed (L2), 3 epochs of distillation, "
+            "NNCF int8 on OpenVINO", PRUNE_FFN,
+            {"prune.ratio": {"choices": [0.125, 0.25, 0.5]}, "prune.finetune.epochs": {"choices": [3, 6]},
+             "targets.openvino.options.hint": {"choices": ["LATENCY", "THROUGHPUT"]}}),
+}
 
 
-def recipe(data: dict[str, Path], weights: Path, trials: int, minutes: float | None) -> dict:
+def recipe(data: dict[str, Path], weights: Path, trials: int, minutes: float | None, space: str = "ffn") -> dict:
+    start, description, prune, dims = SPACES[space]
     return {
         "name": "cifar-vit-search",
         "seed": 0,
@@ -50,18 +73,12 @@ def recipe(data: dict[str, Path], weights: Path, trials: int, minutes: float | N
         "evaluate": {"robustness": {"when": "never"}},
         "variants": {
             "onnx-fp32": {"steps": [{"export": {"format": "onnx"}}]},
-            "layers-nncf": {"description": "hand guess: 1 of encoder layers 1-5 removed (Taylor), 3 epochs of "
-                                           "distillation, NNCF int8 on OpenVINO",
-                            "targets": ["openvino"],
-                            "steps": [{"prune": PRUNE_START}, {"export": {"format": "onnx"}},
-                                      {"quantize": {"backend": "nncf"}}]},
+            start: {"description": description, "targets": ["openvino"],
+                    "steps": [{"prune": prune}, {"export": {"format": "onnx"}}, {"quantize": {"backend": "nncf"}}]},
         },
         "search": {
-            "start": "layers-nncf",
-            "space": {"prune.ratio": {"choices": [0.2, 0.4]},
-                      "prune.finetune.epochs": {"choices": [3, 6]},
-                      "prune.finetune.distill.hidden_states": {"choices": [False, True]},
-                      "targets.openvino.options.hint": {"choices": ["LATENCY", "THROUGHPUT"]}},
+            "start": start,
+            "space": dims,
             "objective": {"metric": "usd_per_1m", "batch_size": 32, "target": "openvino"},
             "budget": {"trials": trials, **({"minutes": minutes} if minutes else {})},
             "front_size": 2,
@@ -95,6 +112,8 @@ def main() -> None:
     parser.add_argument("--work", required=True, help="npz files, the recipe and the runs go here")
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--minutes", type=float, help="search.budget.minutes")
+    parser.add_argument("--space", choices=sorted(SPACES), default="ffn",
+                        help="ffn: FFN neurons cut (default); layers: encoder layers removed")
     parser.add_argument("--train-samples", type=int, default=7700,
                         help="fine-tuning images (at most 7,700: the non-twin JPEGs left after calibration and tuning)")
     parser.add_argument("--compare", metavar="SEARCH_RESULT",
@@ -115,7 +134,7 @@ def main() -> None:
     data_dir = shared_data_dir(args.data, needs=NEEDS)
     splits = write_splits(data_dir, work, args.train_samples)
     path = work / "vit-search.yaml"
-    path.write_text(yaml.safe_dump(recipe(splits, data_dir / WEIGHTS, args.trials, args.minutes), sort_keys=False))
+    path.write_text(yaml.safe_dump(recipe(splits, data_dir / WEIGHTS, args.trials, args.minutes, args.space), sort_keys=False))
     get_command(app).main(["search", str(path)], standalone_mode=True)
 
 

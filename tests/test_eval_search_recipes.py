@@ -25,7 +25,7 @@ def _files(tmp_path: Path) -> tuple[dict[str, Path], Path]:
 
 def test_vit_search_recipe_is_valid_and_starts_from_the_hand_guess(tmp_path):
     splits, weights = _files(tmp_path)
-    recipe = parse_recipe(search_vit.recipe(splits, weights, trials=10, minutes=35), base_dir=tmp_path)
+    recipe = parse_recipe(search_vit.recipe(splits, weights, trials=10, minutes=35, space="layers"), base_dir=tmp_path)
     assert recipe.search.start == "layers-nncf"
     assert start_params(recipe) == {"prune.ratio": 0.2, "prune.finetune.epochs": 3,
                                     "prune.finetune.distill.hidden_states": False,
@@ -33,12 +33,22 @@ def test_vit_search_recipe_is_valid_and_starts_from_the_hand_guess(tmp_path):
     assert recipe.search.budget.minutes == 35 and recipe.gate.max_accuracy_drop == 1.0
 
 
+def test_vit_ffn_search_recipe_cuts_only_the_ffn_neurons(tmp_path):
+    splits, weights = _files(tmp_path)
+    recipe = parse_recipe(search_vit.recipe(splits, weights, trials=10, minutes=None), base_dir=tmp_path)
+    assert recipe.search.start == "ffn-nncf"
+    assert start_params(recipe) == {"prune.ratio": 0.25, "prune.finetune.epochs": 3,
+                                    "targets.openvino.options.hint": "LATENCY"}
+    prune = recipe.variants["ffn-nncf"].steps[0].prune
+    assert prune.granularity == "channels" and "transformer.layers.*.linear2" in prune.ignore
+
+
 def test_vit_compare_recipe_adds_the_unpruned_nncf_variant_without_search(tmp_path):
     splits, weights = _files(tmp_path)
     result = search_vit.recipe(splits, weights, trials=4, minutes=None)
     compare = parse_recipe(search_vit.compare_recipe(result), base_dir=tmp_path)
     assert compare.search is None
-    assert set(compare.variants) == {"onnx-fp32", "layers-nncf", "nncf-int8"}
+    assert set(compare.variants) == {"onnx-fp32", "ffn-nncf", "nncf-int8"}
     assert compare.variants["nncf-int8"].from_ == "onnx-fp32"
     assert "search" in result  # the search-result given is not modified
 
