@@ -10,13 +10,15 @@ Splits (no held-out image or its JPEG twin elsewhere, eval/cifar_data.py): held-
 `--train-samples` of them (fine-tuning; only the prune space uses it).
 
     python eval/search_resnet56.py --work DIR [--data DIR] [--space quantize|prune] [--trials 6]
-        [--minutes M] [--train-samples N]
+        [--minutes M] [--train-samples N] [--budgets B ...] [--importance I ...] [--epochs E ...]
+    python eval/search_resnet56.py --work DIR --compare DIR/runs/search-*/search-result.yaml
     # then: compress search DIR/resnet56-search.yaml   (the script runs it)
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 from pathlib import Path
 
@@ -125,6 +127,30 @@ def recipe(data: dict[str, Path], weights: Path, trials: int) -> dict:
     }
 
 
+def compare_recipe(result: dict, name: str) -> dict:
+    """A search-result.yaml, without its search, plus `nncf-int8`: NNCF int8 of the unpruned model on
+    OpenVINO (the best hand-written variant without pruning in docs/results), for one interleaved run."""
+    r = copy.deepcopy(result)
+    r.pop("search", None)
+    r["name"] = name
+    r["variants"]["nncf-int8"] = {"description": "NNCF int8 of the unpruned model on OpenVINO (hand-written)",
+                                  "from": "onnx-fp32", "targets": ["openvino"],
+                                  "steps": [{"quantize": {"backend": "nncf"}}]}
+    return r
+
+
+def run_compare(result_path: str, work: Path, name: str) -> None:
+    """Write WORK/compare.yaml from ``result_path`` and run it (`compress run`)."""
+    from typer.main import get_command
+
+    from compress.cli import app
+
+    path = work / "compare.yaml"
+    path.write_text(yaml.safe_dump(compare_recipe(yaml.safe_load(Path(result_path).read_text()), name),
+                                   sort_keys=False))
+    get_command(app).main(["run", str(path)], standalone_mode=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", help="shared data directory (default: $COMPRESS_SHARED_DATA or ../shared/data)")
@@ -143,10 +169,16 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32, help="fine-tuning batch size (start and space)")
     parser.add_argument("--fidelity-samples", type=int, default=300,
                         help="first stage scores this many tuning samples; 0: one stage (prune space)")
+    parser.add_argument("--compare", metavar="SEARCH_RESULT",
+                        help="instead: run this search-result.yaml with nncf-int8 (the unpruned model's NNCF "
+                        "int8) added, as WORK/compare.yaml")
     args = parser.parse_args()
-    data_dir = shared_data_dir(args.data)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
+    if args.compare:
+        run_compare(args.compare, work, "cifar-resnet56-search-compare")
+        return
+    data_dir = shared_data_dir(args.data)
     path = work / "resnet56-search.yaml"
     prune = args.space == "prune"
     splits = write_splits(data_dir, work, args.train_samples if prune else 0)

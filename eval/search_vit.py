@@ -26,7 +26,6 @@ OpenVINO, the best hand-written ViT variant within 1 point in docs/results/trans
 from __future__ import annotations
 
 import argparse
-import copy
 import sys
 from pathlib import Path
 
@@ -38,7 +37,7 @@ passive_openmp_wait()  # before torch is imported (eval/search_resnet56.py: ~25x
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from cifar_data import shared_data_dir  # noqa: E402
-from search_resnet56 import write_splits  # noqa: E402
+from search_resnet56 import run_compare, write_splits  # noqa: E402
 from vit_cifar import MEAN_RGB, NEEDS, STD_RGB, WEIGHTS  # noqa: E402
 
 FINETUNE = {"epochs": 3, "lr": 0.002, "distill": {"temperature": 4.0, "alpha": 0.7}}
@@ -95,17 +94,6 @@ def recipe(data: dict[str, Path], weights: Path, trials: int, minutes: float | N
     }
 
 
-def compare_recipe(result: dict) -> dict:
-    """search-result.yaml plus the unpruned NNCF int8 variant (the best hand-written one), no search."""
-    r = copy.deepcopy(result)
-    r.pop("search", None)
-    r["name"] = "cifar-vit-search-compare"
-    r["variants"]["nncf-int8"] = {"description": "NNCF int8 of the unpruned ViT on OpenVINO (hand-written)",
-                                  "from": "onnx-fp32", "targets": ["openvino"],
-                                  "steps": [{"quantize": {"backend": "nncf"}}]}
-    return r
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", help="shared data directory (default: $COMPRESS_SHARED_DATA or ../shared/data)")
@@ -126,10 +114,7 @@ def main() -> None:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     if args.compare:
-        path = work / "compare.yaml"
-        path.write_text(yaml.safe_dump(compare_recipe(yaml.safe_load(Path(args.compare).read_text())),
-                                       sort_keys=False))
-        get_command(app).main(["run", str(path)], standalone_mode=True)
+        run_compare(args.compare, work, "cifar-vit-search-compare")
         return
     data_dir = shared_data_dir(args.data, needs=NEEDS)
     splits = write_splits(data_dir, work, args.train_samples)

@@ -43,10 +43,10 @@ def test_vit_ffn_search_recipe_cuts_only_the_ffn_neurons(tmp_path):
     assert prune.granularity == "channels" and "transformer.layers.*.linear2" in prune.ignore
 
 
-def test_vit_compare_recipe_adds_the_unpruned_nncf_variant_without_search(tmp_path):
+def test_compare_recipe_adds_the_unpruned_nncf_variant_without_search(tmp_path):
     splits, weights = _files(tmp_path)
     result = search_vit.recipe(splits, weights, trials=4, minutes=None)
-    compare = parse_recipe(search_vit.compare_recipe(result), base_dir=tmp_path)
+    compare = parse_recipe(search_resnet56.compare_recipe(result, "vit-compare"), base_dir=tmp_path)
     assert compare.search is None
     assert set(compare.variants) == {"onnx-fp32", "ffn-nncf", "nncf-int8"}
     assert compare.variants["nncf-int8"].from_ == "onnx-fp32"
