@@ -51,6 +51,10 @@ def test_compare_recipe_adds_the_unpruned_nncf_variant_without_search(tmp_path):
     assert set(compare.variants) == {"onnx-fp32", "ffn-nncf", "nncf-int8"}
     assert compare.variants["nncf-int8"].from_ == "onnx-fp32"
     assert "search" in result  # the search-result given is not modified
+    result["targets"].append({**result["targets"][1], "name": "openvino-trial4", "options": {"hint": "THROUGHPUT"}})
+    result["variants"]["ffn-nncf"]["targets"] = ["openvino-trial4"]
+    compare = parse_recipe(search_resnet56.compare_recipe(result, "vit-compare"), base_dir=tmp_path)
+    assert compare.variants["nncf-int8-openvino-trial4"].targets == ["openvino-trial4"]
 
 
 def _resnet_weights(tmp_path: Path) -> Path:
