@@ -253,3 +253,65 @@ def test_throughput_session_lets_the_process_exit(onnx_file):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().endswith("ok")
+
+
+RELEASED_ELSEWHERE = r'''
+import gc, os, signal, sys, threading
+from compress.artifacts import Artifact
+from compress.recipe import TargetConfig
+from compress.runtimes import RUNTIMES
+
+target = TargetConfig(name="ov", runtime="openvino", threads=1, options={"hint": "THROUGHPUT"})
+session = RUNTIMES.get("openvino").load(Artifact(kind="onnx", digest="t", path=sys.argv[1]), target)
+box = [session]
+del session
+# released on another thread, as Python's garbage collector may do
+worker = threading.Thread(target=lambda: (box[0].close(), box.clear(), gc.collect()))
+worker.start()
+worker.join()
+try:
+    os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C: Python's handler runs on the alternate stack, if any
+    signal.pause()
+except KeyboardInterrupt:
+    sys.exit(130)
+'''
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="sigaltstack is checked on Linux")
+def test_ctrl_c_after_an_openvino_session_stops_the_process_instead_of_crashing_it(onnx_file, tmp_path):
+    """OpenVINO leaves an alternate signal stack installed on the compiling thread and unmaps it when
+    the Core is released on another thread; the next signal then crashed the process (SIGSEGV, exit
+    -11) instead of raising KeyboardInterrupt. The session keeps the thread's own stack."""
+    import subprocess
+    import sys
+
+    import compress
+
+    script = tmp_path / "released_elsewhere.py"
+    script.write_text(RELEASED_ELSEWHERE)
+    env = {**__import__("os").environ, "PYTHONPATH": str(Path(compress.__file__).resolve().parents[1])}
+    got = subprocess.run([sys.executable, str(script), str(onnx_file)], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert got.returncode == 130, (got.returncode, got.stderr[-2000:])
+
+
+def test_compiling_keeps_the_threads_alternate_signal_stack(onnx_file):
+    import ctypes
+    import sys
+
+    from compress.runtimes.openvino import _SignalStack
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("sigaltstack is checked on Linux")
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def current() -> tuple:
+        st = _SignalStack()
+        assert libc.sigaltstack(None, ctypes.byref(st)) == 0
+        return st.ss_sp, st.ss_flags, st.ss_size
+
+    before = current()
+    session = _load(onnx_file, hint="LATENCY")
+    session.run({"input": _inputs(2)} if "input" in session.input_names else {session.input_names[0]: _inputs(2)})
+    assert current() == before
+    session.close()

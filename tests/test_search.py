@@ -244,7 +244,7 @@ def test_stopped_search_resumes_without_redoing_trials(cli, write_recipe, new_ti
 def test_nothing_passing_on_tuning_exits_1_without_touching_heldout(cli, write_recipe, new_tiny_recipe, tmp_path):
     recipe = _search_recipe(new_tiny_recipe, trials=2)
     recipe["gate"]["min_speedup"] = 1000.0  # no candidate is 1000x faster than fp32
-    # one point in the space: the second trial draws the start's options again
+    # one point in the space: after the start there is nothing new to try
     recipe["search"]["space"] = {"quantize.calibration.method": {"choices": ["minmax"]}}
     out = tmp_path / "runs"
     result = _search(cli, write_recipe(recipe), out)
@@ -252,10 +252,9 @@ def test_nothing_passing_on_tuning_exits_1_without_touching_heldout(cli, write_r
     (search_dir,) = out.glob("search-*")
     summary = json.loads((search_dir / "search.json").read_text())
     assert summary["members"] == {} and "heldout_run" not in summary
-    first, again = summary["trials"]
+    (first,) = summary["trials"]  # the one point was tried: the space is exhausted before the budget
     assert first["state"] == "COMPLETE" and max(first["constraint"]) > 0  # measured, fails the speed rule
-    assert again["state"] == "PRUNED" and again["duplicate_of"] == 0 and "drop_points" not in again
-    assert again["constraint"] == first["constraint"]
+    assert "all 1 option sets of the space have been tried" in result.output
     assert not (search_dir / "search-result.yaml").exists()
     assert [p for p in out.iterdir() if p.is_dir() and not p.name.startswith((".", "search-"))] == []
     assert "No trial passed the gate on the tuning split" in (search_dir / "report.md").read_text()
@@ -356,3 +355,70 @@ def test_an_interrupted_start_is_redone_as_the_start(cli, write_recipe, new_tiny
     assert "screen" not in redo.user_attrs  # measured in full, as the start always is
     summary = json.loads((search_dir / "search.json").read_text())
     assert [m["trial"] for m in summary["members"].values() if m["start"]] == [redo.number]
+
+
+def test_space_size_counts_choices_grids_and_each_targets_own_options(new_tiny_recipe):
+    from compress.search.space import Dimension, space_size
+
+    assert Dimension(choices=["a", "b", "a"]).size == 2
+    assert Dimension(low=1, high=4).size == 4 and Dimension(low=0, high=10, step=5).size == 3
+    assert Dimension(low=0.25, high=0.5, step=0.25).size == 2 and Dimension(low=0.1, high=0.5).size is None
+    recipe = _search_recipe(new_tiny_recipe)
+    assert space_size(parse_recipe(recipe)) == 2 * 2 * 2
+    recipe["targets"].append({"name": "ov", "runtime": "openvino", "device": "cpu", "threads": 1,
+                              "usd_per_hour": 0.17})
+    recipe["search"]["space"]["target"] = {"choices": ["cpu", "ov"]}
+    recipe["search"]["space"]["targets.ov.options.hint"] = {"choices": ["LATENCY", "THROUGHPUT"]}
+    assert space_size(parse_recipe(recipe)) == 8 * (1 + 2)  # the hint is drawn only with ov
+    recipe["search"]["space"]["prune.ratio"] = {"low": 0.2, "high": 0.5}
+    assert space_size(parse_recipe(recipe)) is None
+
+
+def test_repeats_are_free_and_an_exhausted_space_ends_the_search(write_recipe, new_tiny_recipe, tmp_path):
+    """Draws of options already tried do not count against the trial budget; once every point of the
+    space was tried the search stops and measures its front."""
+    from compress.search.directory import new_search_dir
+    from compress.search.study import finished, run_search
+
+    recipe = _search_recipe(new_tiny_recipe, trials=6)
+    recipe["search"]["space"] = {"quantize.calibration.method": {"choices": ["minmax", "percentile"]}}
+    recipe["search"].pop("fidelity")
+    search_dir = new_search_dir(write_recipe(recipe), tmp_path / "runs")
+    lines: list[str] = []
+    got = run_search(search_dir, log=lines.append)
+    study = _load_study(search_dir)
+    counted = finished(study)
+    assert got.complete and got.trials == len(counted) == 2  # not the budget of 6
+    assert sorted(t.user_attrs["options"]["quantize.calibration.method"] for t in counted) == ["minmax", "percentile"]
+    repeats = [t for t in study.trials if "duplicate_of" in t.user_attrs]
+    assert all(t.state.name == "PRUNED" and "constraint" in t.user_attrs for t in repeats)
+    assert "search: all 2 option sets of the space have been tried; stopping before the budget is spent" in lines
+    assert (search_dir / "search-result.yaml").is_file()
+
+
+def test_a_sampler_that_only_repeats_stops_the_search():
+    from compress.search import study as st
+
+    assert st.exhausted(_FakeStudy([]), None) is None
+    repeats = [_FakeTrial(0, {"m": 1})] + [_FakeTrial(i, {"m": 1}, duplicate_of=0) for i in range(1, st.MAX_REPEATS + 1)]
+    assert st.exhausted(_FakeStudy(repeats), None) == f"the last {st.MAX_REPEATS} draws repeated options already tried"
+    assert st.exhausted(_FakeStudy(repeats[:-1]), None) is None
+    assert st.exhausted(_FakeStudy(repeats[:1]), 1) == "all 1 option sets of the space have been tried"
+    failed = [_FakeTrial(0, {"m": 1}, state="FAIL")]
+    assert st.exhausted(_FakeStudy(failed), 1) is None  # a failed point may be drawn again
+
+
+class _FakeTrial:
+    def __init__(self, number, options, duplicate_of=None, state="COMPLETE"):
+        from optuna.trial import TrialState
+
+        self.number, self.params, self.state = number, options, TrialState[state]
+        self.user_attrs = {"options": options, **({"duplicate_of": duplicate_of} if duplicate_of is not None else {})}
+
+
+class _FakeStudy:
+    def __init__(self, trials):
+        self.trials = trials
+
+    def get_trials(self, deepcopy=False, states=None):
+        return [t for t in self.trials if states is None or t.state in states]

@@ -40,8 +40,6 @@ def run(
     With --ray or --ray-address, variants are built, evaluated and profiled as Ray tasks, with the
     same artifacts, accuracies and verdict (docs/scale.md).
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from compress.recipe import load_recipe
     from compress.run.executor import make_executor
     from compress.run.pipeline import run_recipe
@@ -55,12 +53,7 @@ def run(
         if not quiet:
             err_console.print(f"[dim]{time.perf_counter() - t0:7.1f}s  {escape(msg)}[/]", highlight=False)
 
-    progress = None
-    if not quiet:
-        progress = Progress(
-            TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            console=err_console, transient=True,
-        )
+    progress = None if quiet else _progress(log)
     with make_executor(ray=ray, ray_address=ray_address, log=log) as executor, \
             progress or contextlib.nullcontext():
         outcome = run_recipe(rec, recipe, out_dir=out, use_cache=cache, progress=progress, log=log,
@@ -112,3 +105,15 @@ def schema() -> None:
     typer.echo(json.dumps(recipe_json_schema(), indent=2))
 
 
+def _progress(log):
+    """A live progress bar on a terminal; otherwise (a log, CI) a line for long work every 30 s."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from compress.run.progress import LineProgress
+
+    if not err_console.is_terminal:
+        return LineProgress(log)
+    return Progress(
+        TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=err_console, transient=True,
+    )

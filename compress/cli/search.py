@@ -63,15 +63,11 @@ def search(
 
 
 def _search(search_dir: Path, executor, max_trials: int | None, quiet: bool, log) -> int:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
+    from compress.cli.run import _progress
     from compress.search.study import run_search
 
     log(f"search directory: {search_dir}")
-    progress = None if quiet else Progress(
-        TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=err_console, transient=True,
-    )
+    progress = None if quiet else _progress(log)
     with progress or contextlib.nullcontext():
         outcome = run_search(search_dir, max_new_trials=max_trials, progress=progress, log=log, executor=executor)
     if not outcome.complete:

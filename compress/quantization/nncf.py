@@ -101,10 +101,13 @@ def quantize_nncf(src_path, kind: str, cfg: NNCFConfig, ctx: StepContext, seed: 
     preset_name = cfg.preset or ("mixed" if transformer else "performance")
     meta: dict = {"nncf": nncf.__version__, "preset": preset_name, "calibration_samples": n,
                   "model_type": "transformer" if transformer else "default"}
+    from compress.runtimes.openvino import own_signal_stack
+
     try:
         if cfg.accuracy_control is None:
-            q = nncf.quantize(model, dataset, preset=preset, subset_size=n, model_type=model_type,
-                              fast_bias_correction=cfg.fast_bias_correction, ignored_scope=ignored)
+            with own_signal_stack():  # it may run the model with OpenVINO on this thread
+                q = nncf.quantize(model, dataset, preset=preset, subset_size=n, model_type=model_type,
+                                  fast_bias_correction=cfg.fast_bias_correction, ignored_scope=ignored)
         else:
             tuning = ctx.data("tuning")  # declared as a role: validate refuses data without it
             val_items = tuning.stream(32, labels=True)
@@ -118,12 +121,13 @@ def quantize_nncf(src_path, kind: str, cfg: NNCFConfig, ctx: StepContext, seed: 
                     total += len(y)
                 return correct / max(1, total)
 
-            q = nncf.quantize_with_accuracy_control(
-                model, dataset, nncf.Dataset(val_items), validate,
-                max_drop=cfg.accuracy_control.max_drop / 100.0, preset=preset, subset_size=n,
-                model_type=model_type,
-                fast_bias_correction=cfg.fast_bias_correction, ignored_scope=ignored,
-            )
+            with own_signal_stack():  # it compiles models with OpenVINO on this thread
+                q = nncf.quantize_with_accuracy_control(
+                    model, dataset, nncf.Dataset(val_items), validate,
+                    max_drop=cfg.accuracy_control.max_drop / 100.0, preset=preset, subset_size=n,
+                    model_type=model_type,
+                    fast_bias_correction=cfg.fast_bias_correction, ignored_scope=ignored,
+                )
             meta["accuracy_control"] = {"split": "tuning", "n": len(tuning),
                                         "max_drop_points": cfg.accuracy_control.max_drop}
     except StepError:

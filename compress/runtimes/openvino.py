@@ -9,8 +9,11 @@ AMX, OpenVINO runs an fp32 model in bf16 unless told otherwise, and the report m
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Literal
 
 import numpy as np
@@ -52,11 +55,44 @@ def import_openvino():
     return ov
 
 
+class _SignalStack(ctypes.Structure):  # stack_t of sigaltstack(2) on Linux
+    _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
+
+
+@contextlib.contextmanager
+def own_signal_stack() -> Iterator[None]:
+    """Keep this thread's alternate signal stack as it was across an OpenVINO compile.
+
+    OpenVINO's CPU plugin installs an alternate signal stack on the thread that loads it (the first
+    device query or compile) and unmaps it when the Core goes away, without uninstalling it from that thread when the Core is
+    released on another one (Python's garbage collector runs in whichever thread allocates). Python's
+    signal handlers run on the alternate stack (SA_ONSTACK), so the next Ctrl-C or SIGTERM then
+    killed the process with SIGSEGV instead of stopping it (seen: `compress search` interrupted while
+    fine-tuning, after an OpenVINO trial). tests/test_openvino.py reproduces it."""
+    if not sys.platform.startswith("linux"):
+        yield
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    before = _SignalStack()
+    if libc.sigaltstack(None, ctypes.byref(before)) != 0:
+        yield
+        return
+    try:
+        yield
+    finally:
+        libc.sigaltstack(ctypes.byref(before), None)
+
+
 class OpenVINOSession(Session):
     """Compiles one static-shape model per batch size (faster than dynamic shapes on CPU)."""
 
     def __init__(self, path: str, device: str, threads: int | None, precision: str | None,
                  hint: str, streams: int | None, requests: int | None):
+        with own_signal_stack():  # loading the CPU plugin installs one (own_signal_stack says why)
+            self._open(path, device, threads, precision, hint, streams, requests)
+
+    def _open(self, path: str, device: str, threads: int | None, precision: str | None,
+              hint: str, streams: int | None, requests: int | None) -> None:
         ov = import_openvino()
         self._ov = ov
         self.core = ov.Core()
@@ -120,7 +156,8 @@ class OpenVINOSession(Session):
                 shapes[port] = self._ov.PartialShape(shape)
             try:
                 model.reshape(shapes)
-                self._compiled[batch] = self.core.compile_model(model, self.device, self.config)
+                with own_signal_stack():
+                    self._compiled[batch] = self.core.compile_model(model, self.device, self.config)
             except Exception as err:
                 raise RuntimeFailure(f"OpenVINO could not compile the model for batch {batch}: {err}") from err
         return self._compiled[batch]

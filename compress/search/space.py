@@ -12,6 +12,7 @@ naming its key.
 from __future__ import annotations
 
 import copy
+import json
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -56,6 +57,18 @@ class Dimension(_Strict):
         return all(isinstance(v, int) and not isinstance(v, bool)
                    for v in (self.low, self.high, *([self.step] if self.step is not None else [])))
 
+    @property
+    def size(self) -> int | None:
+        """How many distinct values can be drawn: the choices, or the points of an int range or a
+        stepped grid; None for a continuous range."""
+        if self.choices is not None:
+            return len({json.dumps(c, sort_keys=True, default=str) for c in self.choices})
+        if self.is_int:
+            return (self.high - self.low) // (self.step or 1) + 1
+        if self.step is not None:
+            return int((self.high - self.low) / self.step + 1e-9) + 1
+        return None
+
     def corners(self) -> list[Any]:
         """The values that bound this dimension: every choice, or low and high."""
         return list(self.choices) if self.choices is not None else [self.low, self.high]
@@ -96,7 +109,9 @@ class ObjectiveConfig(_Strict):
 
 
 class BudgetConfig(_Strict):
-    trials: int | None = Field(None, description="Trials in all (across --resume)")
+    trials: int | None = Field(None, description="Trials in all (across --resume): measured, screened out or "
+                               "failed; a draw of options already tried is free and not counted, and the "
+                               "search stops early when the space has nothing new")
     minutes: float | None = Field(None, description="Wall minutes of this invocation; no trial starts after")
 
     @field_validator("trials", "minutes")
@@ -343,6 +358,34 @@ def sample(recipe, trial) -> Candidate:
             continue
         params[key] = dim.suggest(trial, key)
     return apply_params(recipe, params)
+
+
+def space_size(recipe) -> int | None:
+    """How many distinct option sets the space holds (a target's options count only under that
+    target, as they are sampled), or None when a dimension is continuous."""
+    s = recipe.search
+
+    def product(keys) -> int | None:
+        n = 1
+        for key in keys:
+            size = s.space[key].size
+            if size is None:
+                return None
+            n *= size
+        return n
+
+    common = [k for k in s.space if k != "target" and not k.startswith("targets.")]
+    base = product(common)
+    if base is None:
+        return None
+    per_target = {}
+    names = s.space["target"].choices if "target" in s.space else [default_target(recipe)]
+    for name in dict.fromkeys(names):
+        n = product([k for k in s.space if k.startswith(f"targets.{name}.")])
+        if n is None:
+            return None
+        per_target[name] = n
+    return base * sum(per_target.values())
 
 
 def start_params(recipe) -> dict[str, Any] | None:

@@ -26,7 +26,7 @@ from compress.run.pipeline import _eval_target
 from compress.run.profiling import profile_pairs, timing_plan
 from compress.runtimes.base import RUNTIMES
 from compress.search.directory import RECIPE_FILE
-from compress.search.space import sample, start_params
+from compress.search.space import sample, space_size, start_params
 from compress.sources.data import make_splits
 
 STUDY_FILE = "study.db"
@@ -258,12 +258,39 @@ def open_study(recipe, search_dir: Path):
 
 
 def finished(study) -> list:
-    """Trials that count against the budget: done, screened out or failed, not interrupted."""
+    """Trials that count against the budget: measured, screened out or failed; not interrupted, and
+    not a repeat of an earlier trial's options (a repeat measures nothing and costs nothing)."""
     from optuna.trial import TrialState
 
     return [t for t in study.get_trials(deepcopy=False)
             if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+            and not t.user_attrs.get("interrupted") and "duplicate_of" not in t.user_attrs]
+
+
+MAX_REPEATS = 25  # draws in a row of options already tried: the sampler has nothing new to offer
+
+
+def exhausted(study, size: int | None) -> str | None:
+    """Why the space has nothing left to try, or None: every one of its ``size`` option sets was
+    measured or screened out (a failed one may be drawn again), or the last MAX_REPEATS draws all
+    repeated earlier options (a space with continuous ranges that the sampler has converged in)."""
+    from optuna.trial import TrialState
+
+    done = [t for t in study.get_trials(deepcopy=False)
+            if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
             and not t.user_attrs.get("interrupted")]
+    tried = {json.dumps(t.user_attrs.get("options", t.params), sort_keys=True, default=str) for t in done
+             if t.state != TrialState.FAIL and "duplicate_of" not in t.user_attrs}
+    if size is not None and len(tried) >= size:
+        return f"all {size} option sets of the space have been tried"
+    repeats = 0
+    for t in reversed(done):
+        if "duplicate_of" not in t.user_attrs:
+            break
+        repeats += 1
+    if repeats >= MAX_REPEATS:
+        return f"the last {repeats} draws repeated options already tried"
+    return None
 
 
 def _requeue_interrupted(study, log) -> None:
@@ -353,9 +380,17 @@ def run_search(search_dir: Path, *, max_new_trials: int | None = None, progress=
     t0, new = time.perf_counter(), 0
     budget_s = s.budget.minutes * 60 if s.budget.minutes is not None else None
     task = progress.add_task("search", total=s.budget.trials) if progress is not None else None
+    size = space_size(ctx.recipe)
+    said: list[str] = []
 
     def budget_left() -> bool:
         if s.budget.trials is not None and len(finished(study)) >= s.budget.trials:
+            return False
+        why = exhausted(study, size)
+        if why is not None:
+            if not said:
+                said.append(why)
+                log(f"search: {why}; stopping before the budget is spent")
             return False
         return budget_s is None or time.perf_counter() - t0 < budget_s
 
