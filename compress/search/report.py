@@ -108,7 +108,7 @@ def write_result(ctx, data: dict) -> Path:
     return path
 
 
-def finish(ctx, study, progress=None, log=print, executor=None) -> int:
+def finish(ctx, study, progress=None, log=print, executor=None, stopped_early: str | None = None) -> int:
     """Measure the front on held-out through the pipeline (on ``executor``, default in-process), write
     the report; returns the exit code (the winner's held-out gate: 0 pass, 1 fail or nothing passed on
     tuning, 3 an error)."""
@@ -117,6 +117,7 @@ def finish(ctx, study, progress=None, log=print, executor=None) -> int:
     s = ctx.recipe.search
     members, first, front, start = select(study, s.front_size)
     summary = {"trials": _trial_rows(study), "front": [t.number for t in front], "members": {},
+               "stopped_early": stopped_early,
                "objective": s.objective.model_dump(), "gate": ctx.recipe.gate.model_dump(mode="json")}
     if not members:
         log("search: no trial passed the gate on the tuning split; nothing to measure on held-out")
@@ -195,6 +196,8 @@ def render(summary: dict, recipe, run_dir: Path | None, plot: Path | None) -> st
         f"{states['PRUNED']} screened out at low fidelity or drawn again, {states['FAIL']} failed or interrupted).",
         "",
     ]
+    if summary.get("stopped_early"):
+        lines += [f"Stopped before the budget was spent: {summary['stopped_early']}.", ""]
     if not summary["members"]:
         lines += ["**No trial passed the gate on the tuning split**: nothing was measured on held-out.", ""]
     else:

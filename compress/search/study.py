@@ -431,7 +431,7 @@ def run_search(search_dir: Path, *, max_new_trials: int | None = None, progress=
         progress.remove_task(task)
     if budget_left():  # stopped by max_new_trials: resumable
         return SearchOutcome(search_dir, False, 0, len(finished(study)))
-    code = finish(ctx, study, progress=progress, log=log, executor=executor)
+    code = finish(ctx, study, progress=progress, log=log, executor=executor, stopped_early=said[0] if said else None)
     return SearchOutcome(search_dir, True, code, len(finished(study)))
 
 
