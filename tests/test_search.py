@@ -322,9 +322,13 @@ def test_killed_search_process_resumes_without_redoing_finished_trials(
     for n, t in kept.items():  # finished trials are kept as they were, not built or measured again
         assert (after[n].state, after[n].params, after[n].datetime_complete) == (t.state, t.params, t.datetime_complete)
         assert after[n].user_attrs == t.user_attrs
-    for t in left:  # an interrupted trial is run again with the same options
+    for t in left:  # an interrupted trial is run again with the same options (when it had drawn any)
         redo = [r for r in after if r.user_attrs.get("redo_of") == t.number]
-        assert len(redo) == 1 and redo[0].params == t.params and redo[0].state.is_finished()
+        options = t.params or t.system_attrs.get("fixed_params")
+        if not options:  # stopped between Optuna's ask and the sampling: nothing to redo
+            assert redo == []
+            continue
+        assert len(redo) == 1 and redo[0].params == options and redo[0].state.is_finished()
     counted = [t for t in after if t.state.is_finished() and not t.user_attrs.get("interrupted")
                and "duplicate_of" not in t.user_attrs]  # repeats of tried options are free
     assert len(counted) == 4
@@ -424,3 +428,25 @@ class _FakeStudy:
 
     def get_trials(self, deepcopy=False, states=None):
         return [t for t in self.trials if states is None or t.state in states]
+
+
+def test_a_trial_stopped_before_its_options_were_drawn_is_not_redone(tmp_path):
+    """Ctrl-C between Optuna's ask and the sampling leaves a trial with no options: marked
+    interrupted, nothing queued (an enqueued trial keeps its fixed options and is queued again)."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from compress.search.study import requeue
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'study.db'}", directions=["minimize", "maximize"])
+    bare = study.ask()
+    requeue(study, bare)
+    study.enqueue_trial({"x": 1}, user_attrs={"start": True})
+    fixed = study.ask()  # its options are fixed, though not suggested yet
+    requeue(study, fixed)
+    trials = study.get_trials(deepcopy=False)
+    assert [(t.number, t.state, t.user_attrs.get("interrupted")) for t in trials[:2]] == [
+        (0, TrialState.FAIL, True), (1, TrialState.FAIL, True)]
+    (waiting,) = [t for t in trials if t.state == TrialState.WAITING]
+    assert waiting.system_attrs["fixed_params"] == {"x": 1}
+    assert waiting.user_attrs == {"redo_of": 1, "start": True}

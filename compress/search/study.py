@@ -300,14 +300,23 @@ def _requeue_interrupted(study, log) -> None:
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         study._storage.set_trial_user_attr(t._trial_id, "interrupted", True)
         study.tell(t.number, state=TrialState.FAIL)
-        _queue_again(study, t)
-        log(f"trial {t.number} was interrupted: queued again")
+        if t.params or t.system_attrs.get("fixed_params"):
+            log(f"trial {t.number} was interrupted: queued again")
+        _queue_again(study, t, log)
 
 
-def _queue_again(study, trial) -> None:
-    """Queue an interrupted trial's options again; the hand-written start stays the start (measured in full)."""
+def _queue_again(study, trial, log=None) -> None:
+    """Queue an interrupted trial's options again; the hand-written start stays the start (measured in full).
+    A trial stopped before its options were drawn (between Optuna's ask and the sampling) has none
+    to redo: it is only marked interrupted."""
+    frozen = study._storage.get_trial(trial._trial_id)
+    options = frozen.params or frozen.system_attrs.get("fixed_params") or {}
+    if not options:
+        if log is not None:
+            log(f"trial {trial.number} was stopped before its options were drawn: nothing to redo")
+        return
     attrs = {"redo_of": trial.number, **({"start": True} if trial.user_attrs.get("start") else {})}
-    study.enqueue_trial(trial.params, user_attrs=attrs)
+    study.enqueue_trial(options, user_attrs=attrs)
 
 
 def prepare(search_dir: Path, progress=None, log=print, base_top1: dict | None = None) -> Context:
