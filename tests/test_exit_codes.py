@@ -379,3 +379,24 @@ def test_sigterm_inside_an_import_is_delivered_again_after_it():
                              timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "terminated, import complete: True"
+
+
+def test_signals_wait_until_a_deferred_block_is_done():
+    """A write that must not be cut in half (an Optuna commit): Ctrl-C inside the block arrives
+    after it, as a KeyboardInterrupt, and the handlers are as they were."""
+    import os
+    import signal as sig
+
+    from compress.run.rundir import signals_deferred
+
+    before = sig.getsignal(sig.SIGINT)
+    done = []
+    with pytest.raises(KeyboardInterrupt):
+        with signals_deferred():
+            os.kill(os.getpid(), sig.SIGINT)
+            for _ in range(1000):  # bytecodes run: the handler had every chance to fire here
+                pass
+            done.append("written")
+        for _ in range(1000):
+            pass
+    assert done == ["written"] and sig.getsignal(sig.SIGINT) is before

@@ -188,7 +188,7 @@ def test_tiny_search_writes_the_front_and_a_result_that_run_reproduces(cli, writ
     costs = [t["values"][0] for t in summary["trials"] if t["state"] == "COMPLETE"]
     assert best["tuning_usd_per_1m"] == min(costs)  # the gate passes everything here: the cheapest wins
     report = (search_dir / "report.md").read_text()
-    assert "| search-best |" in report and "optimism" in report and (search_dir / "search-pareto.png").is_file()
+    assert "| search-best " in report and "optimism" in report  # "| search-best (first to pass) |" too and (search_dir / "search-pareto.png").is_file()
     # held-out was read once, by the run that measured the front
     heldout_run = Path(summary["heldout_run"])
     res = json.loads((heldout_run / "results.json").read_text())

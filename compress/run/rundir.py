@@ -112,6 +112,31 @@ def _importing(frame) -> bool:
 
 
 @contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Ctrl-C and SIGTERM wait until the block is done, then arrive as they would have.
+
+    For writes that must not be cut in half: a KeyboardInterrupt or Terminated raised inside
+    SQLAlchemy's commit of an Optuna study surfaced as optuna's StorageInternalError (exit 3, "an
+    unexpected error") instead of an interrupt (seen in CI). Main thread only; elsewhere a no-op."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for s, h in before.items():
+        if h is not None and h is not signal.SIG_IGN:
+            signal.signal(s, lambda signum, _frame: held.append(signum))
+    try:
+        yield
+    finally:
+        for s, h in before.items():
+            if h is not None and h is not signal.SIG_IGN:
+                signal.signal(s, h)
+        for s in dict.fromkeys(held):
+            os.kill(os.getpid(), s)  # delivered again now, to the handler that was there
+
+
+@contextlib.contextmanager
 def sigterm_raises() -> Iterator[None]:
     """While inside, SIGTERM raises :class:`Terminated` (like SIGINT raises KeyboardInterrupt).
 

@@ -102,16 +102,19 @@ def run_batches(ctx, study, executor, size: int, told) -> int:
     order, ``told(trial, record)`` after each); returns how many were told. On Ctrl-C or SIGTERM the
     trials not yet told are queued again, as in-process."""
     from compress.run.ray_executor import target_resource
+    from compress.run.rundir import signals_deferred
     from compress.search import study as st
     from compress.search.space import sample
 
-    trials = [study.ask() for _ in range(size)]
+    with signals_deferred():
+        trials = [study.ask() for _ in range(size)]
     done: set[int] = set()
     try:
         ref = search_ref(ctx)
         records, jobs, same_as = {}, [], {}
         for t in trials:
-            cand = sample(ctx.recipe, t)
+            with signals_deferred():  # each suggestion is a write to the study
+                cand = sample(ctx.recipe, t)
             records[t.number] = st.new_record(cand)
             earlier = st.same_options(t, cand.params)
             twin = next((j.number for j in jobs if records[j.number]["options"] == cand.params), None)

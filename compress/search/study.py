@@ -24,6 +24,7 @@ from compress.recipe.load import load_recipe, parse_recipe
 from compress.run.build import build_baseline, build_variants
 from compress.run.pipeline import _eval_target
 from compress.run.profiling import profile_pairs, timing_plan
+from compress.run.rundir import signals_deferred
 from compress.runtimes.base import RUNTIMES
 from compress.search.directory import RECIPE_FILE
 from compress.search.space import sample, space_size, start_params
@@ -166,7 +167,8 @@ def duplicate(record: dict, number: int, earlier_attrs: dict) -> dict:
 def run_trial(ctx: Context, trial) -> tuple[list[float] | None, dict]:
     """Sample, screen, then (when promoted) build at full fidelity, score and time one trial.
     Returns (objective values, or None when screened out; what was measured)."""
-    cand = sample(ctx.recipe, trial)
+    with signals_deferred():  # each suggestion is a write to the study
+        cand = sample(ctx.recipe, trial)
     record = new_record(cand)
     earlier = same_options(trial, cand.params)
     if earlier is not None:  # a sampler may draw a point again: its timing would only add noise
@@ -298,11 +300,12 @@ def _requeue_interrupted(study, log) -> None:
     from optuna.trial import TrialState
 
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        study._storage.set_trial_user_attr(t._trial_id, "interrupted", True)
-        study.tell(t.number, state=TrialState.FAIL)
+        with signals_deferred():
+            study._storage.set_trial_user_attr(t._trial_id, "interrupted", True)
+            study.tell(t.number, state=TrialState.FAIL)
+            _queue_again(study, t, log)
         if t.params or t.system_attrs.get("fixed_params"):
             log(f"trial {t.number} was interrupted: queued again")
-        _queue_again(study, t, log)
 
 
 def _queue_again(study, trial, log=None) -> None:
@@ -383,7 +386,8 @@ def run_search(search_dir: Path, *, max_new_trials: int | None = None, progress=
     if not study.trials:
         first = start_params(ctx.recipe)
         if first is not None:
-            study.enqueue_trial(first, user_attrs={"start": True})
+            with signals_deferred():
+                study.enqueue_trial(first, user_attrs={"start": True})
         else:
             log(f"search: {s.start}'s own options are not all inside the space; it is not tried as is")
     t0, new = time.perf_counter(), 0
@@ -423,7 +427,8 @@ def run_search(search_dir: Path, *, max_new_trials: int | None = None, progress=
             new += run_batches(ctx, study, executor, min(n, executor.slots()), told)
     else:
         while budget_left() and (max_new_trials is None or new < max_new_trials):
-            trial = study.ask()
+            with signals_deferred():
+                trial = study.ask()
             started = time.perf_counter()
             try:
                 values, record = run_trial(ctx, trial)
@@ -448,23 +453,25 @@ def requeue(study, trial) -> None:
     """A trial stopped by Ctrl-C or SIGTERM: recorded as interrupted (not counted) and queued again."""
     from optuna.trial import TrialState
 
-    trial.set_user_attr("interrupted", True)
-    study.tell(trial, state=TrialState.FAIL)
-    _queue_again(study, trial)
+    with signals_deferred():  # a second Ctrl-C must not cut this write in half
+        trial.set_user_attr("interrupted", True)
+        study.tell(trial, state=TrialState.FAIL)
+        _queue_again(study, trial)
 
 
 def tell(study, trial, values: list[float] | None, record: dict) -> None:
     """Store what a trial measured and tell Optuna: complete, screened out (pruned) or failed."""
     from optuna.trial import TrialState
 
-    for key, value in record.items():
-        trial.set_user_attr(key, value)
-    if "constraint" in record:
-        _set_constraint(trial, record)
-    if values is not None:
-        study.tell(trial, values)
-    else:
-        study.tell(trial, state=TrialState.FAIL if "error" in record else TrialState.PRUNED)
+    with signals_deferred():  # Ctrl-C or SIGTERM inside SQLite's commit: after it, not in it
+        for key, value in record.items():
+            trial.set_user_attr(key, value)
+        if "constraint" in record:
+            _set_constraint(trial, record)
+        if values is not None:
+            study.tell(trial, values)
+        else:
+            study.tell(trial, state=TrialState.FAIL if "error" in record else TrialState.PRUNED)
 
 
 def _trial_line(number: int, r: dict) -> str:
