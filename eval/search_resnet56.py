@@ -145,16 +145,19 @@ def compare_recipe(result: dict, name: str) -> dict:
     return r
 
 
-def run_compare(result_path: str, work: Path, name: str) -> None:
-    """Write WORK/compare.yaml from ``result_path`` and run it (`compress run`)."""
+def run_cli(command: str, recipe: dict, path: Path) -> None:
+    """Write ``recipe`` to ``path`` and run `compress COMMAND path` (its exit code ends the script)."""
     from typer.main import get_command
 
     from compress.cli import app
 
-    path = work / "compare.yaml"
-    path.write_text(yaml.safe_dump(compare_recipe(yaml.safe_load(Path(result_path).read_text()), name),
-                                   sort_keys=False))
-    get_command(app).main(["run", str(path)], standalone_mode=True)
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    get_command(app).main([command, str(path)], standalone_mode=True)
+
+
+def run_compare(result_path: str, work: Path, name: str) -> None:
+    """Write WORK/compare.yaml from ``result_path`` and run it (`compress run`)."""
+    run_cli("run", compare_recipe(yaml.safe_load(Path(result_path).read_text()), name), work / "compare.yaml")
 
 
 def main() -> None:
@@ -185,19 +188,13 @@ def main() -> None:
         run_compare(args.compare, work, "cifar-resnet56-search-compare")
         return
     data_dir = shared_data_dir(args.data)
-    path = work / "resnet56-search.yaml"
     prune = args.space == "prune"
     splits = write_splits(data_dir, work, args.train_samples if prune else 0)
     r = recipe(splits, weights_dir(data_dir), args.trials)
     if prune:
         r = prune_space(r, args.minutes, args.budgets, args.importance, args.epochs, args.batch_size,
                         args.fidelity_samples or None)
-    path.write_text(yaml.safe_dump(r, sort_keys=False))
-    from typer.main import get_command
-
-    from compress.cli import app
-
-    get_command(app).main(["search", str(path)], standalone_mode=True)
+    run_cli("search", r, work / "resnet56-search.yaml")
 
 
 if __name__ == "__main__":

@@ -29,15 +29,13 @@ import argparse
 import sys
 from pathlib import Path
 
-import yaml
-
 from compress.run import passive_openmp_wait  # noqa: E402
 
 passive_openmp_wait()  # before torch is imported (eval/search_resnet56.py: ~25x slower fine-tuning without)
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from cifar_data import shared_data_dir  # noqa: E402
-from search_resnet56 import run_compare, write_splits  # noqa: E402
+from search_resnet56 import run_cli, run_compare, write_splits  # noqa: E402
 from vit_cifar import MEAN_RGB, NEEDS, STD_RGB, WEIGHTS  # noqa: E402
 
 FINETUNE = {"epochs": 3, "lr": 0.002, "distill": {"temperature": 4.0, "alpha": 0.7}}
@@ -107,10 +105,6 @@ def main() -> None:
     parser.add_argument("--compare", metavar="SEARCH_RESULT",
                         help="instead: write DIR/compare.yaml from this search-result.yaml (plus nncf-int8) and run it")
     args = parser.parse_args()
-    from typer.main import get_command
-
-    from compress.cli import app
-
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     if args.compare:
@@ -118,9 +112,7 @@ def main() -> None:
         return
     data_dir = shared_data_dir(args.data, needs=NEEDS)
     splits = write_splits(data_dir, work, args.train_samples)
-    path = work / "vit-search.yaml"
-    path.write_text(yaml.safe_dump(recipe(splits, data_dir / WEIGHTS, args.trials, args.minutes, args.space), sort_keys=False))
-    get_command(app).main(["search", str(path)], standalone_mode=True)
+    run_cli("search", recipe(splits, data_dir / WEIGHTS, args.trials, args.minutes, args.space), work / "vit-search.yaml")
 
 
 if __name__ == "__main__":

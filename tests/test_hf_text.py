@@ -68,6 +68,17 @@ def write_reviews(path: Path, n: int = 300, seed: int = 0, *, label_column: str 
     return path
 
 
+def run_text_recipe(recipe: dict, folder: Path) -> tuple[Path, dict]:
+    """Write ``recipe`` into ``folder``, `compress run` it (exit 0 asserted): its run directory and results.json."""
+    path = folder / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    out = folder / "runs"
+    result = CliRunner().invoke(app, ["run", str(path), "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    (run_dir,) = [p for p in out.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    return run_dir, json.loads((run_dir / "results.json").read_text())
+
+
 def text_recipe(**data) -> dict:
     return {
         "name": "text",
@@ -357,14 +368,7 @@ def test_text_model_keys_checked_against_the_data(project, new_tiny_recipe):
 
 @pytest.mark.slow
 def test_text_recipe_runs_end_to_end(project):
-    recipe = text_recipe()
-    path = project / "recipe.yaml"
-    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
-    out = project / "runs"
-    result = CliRunner().invoke(app, ["run", str(path), "--out", str(out), "--quiet"])
-    assert result.exit_code == 0, result.output
-    (run_dir,) = [p for p in out.iterdir() if p.is_dir() and not p.name.startswith(".")]
-    results = json.loads((run_dir / "results.json").read_text())
+    run_dir, results = run_text_recipe(text_recipe(), project)
     tok = results["data"]["tokenizer"]
     assert tok["origin"] == "trained on the train split" and tok["path"] == "artifacts/tokenizer"
     assert (run_dir / tok["path"] / "tokenizer.json").is_file()

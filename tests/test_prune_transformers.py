@@ -382,13 +382,9 @@ def test_invalid_transformer_options_are_recipe_errors_naming_the_key(recipe_dic
 
 @pytest.mark.slow
 def test_a_text_recipe_prunes_heads_and_layers_with_distillation_end_to_end(tmp_path):
-    import json
 
-    import yaml
-    from typer.testing import CliRunner
 
-    from compress.cli import app
-    from tests.test_hf_text import text_recipe, write_bert, write_reviews
+    from tests.test_hf_text import run_text_recipe, text_recipe, write_bert, write_reviews
 
     write_bert(tmp_path / "bert", layers=4)  # 2 heads of 16, FFN 64
     write_reviews(tmp_path / "reviews.csv")
@@ -401,12 +397,7 @@ def test_a_text_recipe_prunes_heads_and_layers_with_distillation_end_to_end(tmp_
         "layers": {"steps": [{"prune": {"granularity": "blocks", "blocks": ["*encoder.layer.*"], "ratio": 0.5,
                                         "finetune": tune}}, {"export": {"optimize": "auto"}}]},
     }
-    path = tmp_path / "recipe.yaml"
-    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
-    result = CliRunner().invoke(app, ["run", str(path), "--out", str(tmp_path / "runs"), "--quiet"])
-    assert result.exit_code == 0, result.output
-    (run_dir,) = [p for p in (tmp_path / "runs").iterdir() if p.is_dir() and not p.name.startswith(".")]
-    results = json.loads((run_dir / "results.json").read_text())
+    run_dir, results = run_text_recipe(recipe, tmp_path)
     for name, after in (("heads", {"heads": 4, "ffn_neurons": 128, "layers": 4}),
                         ("layers", {"heads": 4, "ffn_neurons": 128, "layers": 2})):
         v = results["variants"][name]

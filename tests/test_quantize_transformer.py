@@ -315,13 +315,9 @@ def test_text_recipe_with_int8_variants_runs_end_to_end(tmp_path):
     """hf: BERT trained on a csv, then dynamic and static int8 in ONNX Runtime and NNCF for
     OpenVINO, each judged on held-out text: the calibration reads real text batches of varying
     length; the fused export (the default) takes dynamic int8 as QAttention."""
-    import json
 
-    import yaml
-    from test_hf_text import text_recipe, write_bert, write_reviews
-    from typer.testing import CliRunner
+    from test_hf_text import run_text_recipe, text_recipe, write_bert, write_reviews
 
-    from compress.cli import app
 
     pytest.importorskip("nncf")
     write_bert(tmp_path / "bert")
@@ -337,12 +333,7 @@ def test_text_recipe_with_int8_variants_runs_end_to_end(tmp_path):
     }
     recipe["targets"].append({"name": "ov-cpu", "runtime": "openvino", "device": "cpu"})
     recipe["evaluate"] = {"robustness": {"when": "never"}}
-    path = tmp_path / "recipe.yaml"
-    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
-    result = CliRunner().invoke(app, ["run", str(path), "--out", str(tmp_path / "runs"), "--quiet"])
-    assert result.exit_code == 0, result.output
-    (run_dir,) = [p for p in (tmp_path / "runs").iterdir() if p.is_dir() and not p.name.startswith(".")]
-    results = json.loads((run_dir / "results.json").read_text())
+    run_dir, results = run_text_recipe(recipe, tmp_path)
     base = results["baseline"]["accuracy"]["heldout"]["top1"]
     facts = {name: v["artifact"]["facts"] for name, v in results["variants"].items()}
     for name in ("dynamic", "static", "nncf"):

@@ -303,12 +303,12 @@ def _requeue_interrupted(study, log) -> None:
         with signals_deferred():
             study._storage.set_trial_user_attr(t._trial_id, "interrupted", True)
             study.tell(t.number, state=TrialState.FAIL)
-            _queue_again(study, t, log)
-        if t.params or t.system_attrs.get("fixed_params"):
+            queued = _queue_again(study, t, log)
+        if queued:
             log(f"trial {t.number} was interrupted: queued again")
 
 
-def _queue_again(study, trial, log=None) -> None:
+def _queue_again(study, trial, log=None) -> bool:
     """Queue an interrupted trial's options again; the hand-written start stays the start (measured in full).
     A trial stopped before its options were drawn (between Optuna's ask and the sampling) has none
     to redo: it is only marked interrupted."""
@@ -317,9 +317,10 @@ def _queue_again(study, trial, log=None) -> None:
     if not options:
         if log is not None:
             log(f"trial {trial.number} was stopped before its options were drawn: nothing to redo")
-        return
+        return False
     attrs = {"redo_of": trial.number, **({"start": True} if trial.user_attrs.get("start") else {})}
     study.enqueue_trial(options, user_attrs=attrs)
+    return True
 
 
 def prepare(search_dir: Path, progress=None, log=print, base_top1: dict | None = None) -> Context:
